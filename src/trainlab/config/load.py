@@ -1,0 +1,146 @@
+"""Read params.yaml once, validate it against the schema, and report mistakes in one line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import typing
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from trainlab.config.schema import Params
+from trainlab.errors import ParamsError
+
+
+def load_params(path: str | Path = "params.yaml", overrides: Mapping[str, Any] | None = None) -> Params:
+    """Parse and validate params.yaml (plus dotted-key overrides); raise ParamsError on any mistake."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: file not found (run from the project root, where params.yaml lives)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ParamsError(f"{path}: {where}invalid YAML: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    for key, value in (overrides or {}).items():
+        set_dotted(raw, key, value)
+    return validate(raw, source=str(path))
+
+
+def validate(raw: Mapping[str, Any], source: str = "params.yaml") -> Params:
+    """Validate a params mapping; the first problem becomes a one-line ParamsError."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        errors = err.errors()
+        message = f"{source}: {describe(errors[0])}"
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more problem{'s' * (len(errors) > 2)})"
+        raise ParamsError(message) from None
+
+
+def describe(error: Mapping[str, Any]) -> str:
+    """Turn one pydantic error into 'dotted.key: what is wrong and what is accepted'."""
+    loc = [str(part) for part in error["loc"] if not _is_union_branch(part)]
+    key = ".".join(loc) or "(top level)"
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx", {})
+    if kind == "extra_forbidden":
+        accepted = ", ".join(_fields_at(loc[:-1]))
+        return f"{key}: unknown key; accepted keys here: {accepted}"
+    if kind == "literal_error":
+        choices = re.sub(r"'([^']*)'", r"\1", ctx.get("expected", "")).replace(" or ", ", ")
+        return f"{key}: {value!r} is not one of {choices}"
+    if kind == "missing":
+        return f"{key}: required key is missing"
+    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+    if kind in bounds:
+        limit = next(iter(ctx.values()))
+        return f"{key}: must be {bounds[kind]} {limit}, got {value!r}"
+    if kind in {"int_type", "int_parsing", "int_from_float"}:
+        return f"{key}: expected an integer, got {value!r}"
+    if kind in {"float_type", "float_parsing"}:
+        return f"{key}: expected a number, got {value!r}"
+    if kind in {"bool_type", "bool_parsing"}:
+        return f"{key}: expected true or false, got {value!r}"
+    if kind in {"string_type"}:
+        return f"{key}: expected a string, got {value!r}"
+    if kind in {"model_type", "model_attributes_type", "dict_type"}:
+        return f"{key}: expected a mapping of keys, got {value!r}"
+    if kind in {"tuple_type", "list_type"}:
+        return f"{key}: expected a list, got {value!r}"
+    if kind == "value_error":
+        return f"{key}: {ctx.get('error', error['msg'])}"
+    return f"{key}: {error['msg']} (got {value!r})"
+
+
+def _is_union_branch(part: Any) -> bool:
+    # pydantic inserts the union member's type name ("int", "tuple[str, ...]") into loc.
+    return isinstance(part, str) and (
+        "[" in part or "-" in part or part in {"int", "str", "float", "bool", "none"}
+    )
+
+
+def _fields_at(loc: list[str]) -> list[str]:
+    """The accepted keys of the section at `loc`, for the 'unknown key' message."""
+    model: type[BaseModel] | None = Params
+    parts = iter(loc)
+    for part in parts:
+        field = model.model_fields.get(part) if model else None
+        annotation = getattr(field, "annotation", None)
+        if typing.get_origin(annotation) is dict:   # e.g. search.space.<key>: skip the key
+            next(parts, None)
+            annotation = typing.get_args(annotation)[1]
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        if model is None:
+            return ["(see params.yaml comments)"]
+    return list(model.model_fields)
+
+
+def set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    """Set `a.b.c` in a nested dict, creating sections as needed."""
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ParamsError(f"{dotted}: '{part}' is not a section")
+        node = child
+    node[leaf] = value
+
+
+def with_overrides(params: Params, overrides: Mapping[str, Any]) -> Params:
+    """A new validated Params with dotted keys replaced (used by search trials)."""
+    raw = params.model_dump(mode="json")
+    for key, value in overrides.items():
+        set_dotted(raw, key, value)
+    return validate(raw, source="override")
+
+
+def flatten(params: BaseModel | Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The resolved config as {'a.b.c': value}, defaults included (for MLflow params)."""
+    tree = params.model_dump(mode="json") if isinstance(params, BaseModel) else params
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value and not name.endswith("space"):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, (dict, list)) else value
+    return flat
+
+
+def params_hash(params: BaseModel | Mapping[str, Any]) -> str:
+    """A short content hash of the resolved config, stable across key order."""
+    tree = params.model_dump(mode="json") if isinstance(params, BaseModel) else params
+    blob = json.dumps(tree, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

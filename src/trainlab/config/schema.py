@@ -1,0 +1,291 @@
+"""The typed, frozen schema of params.yaml.
+
+Every section is a pydantic model that forbids unknown keys, so a typo is an error
+rather than a silently ignored setting. Defaults here are the documented defaults of
+params.yaml; a stage always works from the fully resolved `Params`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PositiveInt = Annotated[int, Field(gt=0)]
+# Upper bounds catch typos such as an extra zero block that would exhaust memory or time.
+SampleCount = Annotated[int, Field(gt=0, le=10_000_000)]
+Epochs = Annotated[int, Field(gt=0, le=100_000)]
+Width = Annotated[int, Field(gt=0, le=4096)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class Section(BaseModel):
+    """Base of every params section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ----------------------------------------------------------------------------- data
+class Mnist1dTarget(Section):
+    """The target task: MNIST-1D generated offline with the paper's arguments."""
+
+    num_samples: SampleCount = 5000
+    seed: int = 42
+    train_split: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.8
+
+
+class Mnist1dGeneration(Section):
+    """Overrides of mnist1d's generation arguments for the source corpus (null = paper's value)."""
+
+    scale_coeff: Annotated[float, Field(ge=0)] | None = None
+    max_translation: NonNegInt | None = None
+    corr_noise_scale: Annotated[float, Field(ge=0)] | None = None
+    iid_noise_scale: Annotated[float, Field(ge=0)] | None = None
+    shear_scale: Annotated[float, Field(ge=0)] | None = None
+
+
+class SourceConfig(Section):
+    """The pretraining corpus: larger, generated differently, with another label space."""
+
+    num_samples: SampleCount = 40000
+    seed: int = 1
+    labels: Literal["same", "permuted", "merged"] = "permuted"
+    val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.05
+    generation: Mnist1dGeneration = Mnist1dGeneration()
+
+
+class DigitsConfig(Section):
+    """sklearn's bundled 8x8 digits: one class subset is the source, the other the target."""
+
+    source_classes: tuple[Annotated[int, Field(ge=0, le=9)], ...] = (0, 1, 2, 3, 4)
+    target_classes: tuple[Annotated[int, Field(ge=0, le=9)], ...] = (5, 6, 7, 8, 9)
+    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+
+
+class FileConfig(Section):
+    """The user's own data: a CSV, Parquet or NPZ file."""
+
+    path: str | None = None
+    label: str = "label"
+    features: tuple[str, ...] | None = None       # null = every column but label/split
+    split_column: str | None = None               # values "train"/"test" (or "val")
+    shape: tuple[PositiveInt, ...] | None = None  # e.g. [1, 28, 28] for images
+    standardize: bool = False                     # fitted on the train split only
+    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    source_path: str | None = None                # a second file to pretrain on
+
+
+class DataConfig(Section):
+    """What `prepare` builds: target train/val/test and the source corpus."""
+
+    name: Literal["mnist1d", "digits", "file"] = "mnist1d"
+    val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    split_seed: int = 1
+    train_samples: SampleCount | None = 400             # label budget in total; null = all
+    train_samples_per_class: SampleCount | None = None  # or a budget per class
+    mnist1d: Mnist1dTarget = Mnist1dTarget()
+    source: SourceConfig = SourceConfig()
+    digits: DigitsConfig = DigitsConfig()
+    file: FileConfig = FileConfig()
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> "DataConfig":
+        if self.train_samples is not None and self.train_samples_per_class is not None:
+            raise ValueError("set train_samples or train_samples_per_class, not both")
+        if self.name == "file" and not self.file.path:
+            raise ValueError("data.name is 'file' but data.file.path is not set")
+        return self
+
+
+# ---------------------------------------------------------------------------- model
+class ModelConfig(Section):
+    """Architecture: every model is a backbone of named blocks plus a linear head."""
+
+    arch: Literal["logreg", "mlp", "cnn1d", "resnet1d", "cnn2d", "resnet2d"] = "resnet1d"
+    width: Width = 32
+    depth: Annotated[int, Field(gt=0, le=256)] = 3
+    kernel_size: Annotated[int, Field(gt=0, le=64)] = 5
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    batchnorm: bool = True
+    activation: Literal["relu", "gelu", "tanh", "sigmoid"] = "relu"
+
+
+# -------------------------------------------------------------------------- trainer
+class TrainerConfig(Section):
+    """How training runs, shared by pretrain, finetune and every search trial."""
+
+    batch_size: Annotated[int, Field(gt=0, le=1_048_576)] = 128            # global: samples per optimizer step
+    grad_accum: Annotated[int, Field(gt=0, le=4096)] = 1              # micro-batches per optimizer step
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
+    devices: Annotated[int, Field(gt=0, le=1024)] = 1                 # > 1: DDP (gloo on CPU, NCCL on CUDA)
+    accelerator: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: Annotated[int, Field(gt=0, le=1024)] | None = 2          # torch intra-op threads; null = torch's default
+    clip_grad_norm: PositiveFloat | None = 1.0
+    clip_grad_value: PositiveFloat | None = None
+    loader: Literal["memory", "dataloader"] = "memory"
+    num_workers: Annotated[int, Field(ge=0, le=256)] = 0               # DataLoader workers (loader: dataloader)
+    checkpoint_every_steps: PositiveInt | None = None  # besides every epoch
+    log_every_steps: PositiveInt = 50        # how often step metrics leave the device
+    layer_grad_norm_every: PositiveInt = 25  # per-layer gradient norms for diagnosis
+    sync_batchnorm: bool = True              # under DDP
+    compile: bool = False                    # torch.compile; no gain for small CPU models
+    progress: Literal["auto", "bar", "log", "off"] = "auto"
+
+    @model_validator(mode="after")
+    def _divisible(self) -> "TrainerConfig":
+        per_step = self.grad_accum * self.devices
+        if self.batch_size % per_step:
+            raise ValueError(
+                f"batch_size {self.batch_size} must be divisible by "
+                f"grad_accum x devices = {per_step}"
+            )
+        return self
+
+
+class LossConfig(Section):
+    name: Literal["cross_entropy", "bce", "mse"] = "cross_entropy"
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+
+
+class OptimizerConfig(Section):
+    """A torch.optim optimizer; keys an optimizer does not use are ignored by it."""
+
+    name: Literal["sgd", "adam", "adamw", "rmsprop", "adagrad", "lbfgs"] = "adamw"
+    lr: PositiveFloat = 3.0e-3
+    weight_decay: Annotated[float, Field(ge=0.0)] = 1.0e-4
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9   # sgd, rmsprop
+    nesterov: bool = False                                  # sgd
+    betas: tuple[Fraction, Fraction] = (0.9, 0.999)         # adam, adamw
+    eps: PositiveFloat = 1.0e-8
+    alpha: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.99   # rmsprop smoothing
+    history_size: PositiveInt = 10                          # lbfgs
+    max_iter: PositiveInt = 5                               # lbfgs inner iterations
+    # Linear scaling rule: lr is given for this batch size and scaled by
+    # batch_size / reference_batch_size (null = lr used as is).
+    reference_batch_size: PositiveInt | None = None
+
+
+class ScheduleConfig(Section):
+    """Learning-rate schedule, stepped per optimizer step (plateau: per epoch)."""
+
+    name: Literal["constant", "step", "cosine", "linear", "inverse_sqrt", "plateau"] = "cosine"
+    warmup_epochs: Annotated[float, Field(ge=0.0)] = 0.0
+    min_lr_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # cosine/linear floor
+    step_epochs: PositiveInt = 10                               # step: decay interval
+    gamma: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1        # step/plateau factor
+    plateau_patience: NonNegInt = 3
+
+
+class EarlyStoppingConfig(Section):
+    enabled: bool = True
+    monitor: Literal["val/loss", "val/acc"] = "val/loss"
+    patience: PositiveInt = 5
+    min_delta: Annotated[float, Field(ge=0.0)] = 0.0
+
+
+class TrainSpec(Section):
+    """What one training run does: epochs, loss, optimizer, schedule, early stopping."""
+
+    epochs: Epochs = 20
+    loss: LossConfig = LossConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+
+
+class FinetuneConfig(TrainSpec):
+    """Transfer: new head, frozen blocks, optional gradual unfreezing, backbone lr scale."""
+
+    # Backbone blocks kept frozen: a list of block names, or how many blocks from the input.
+    freeze: Union[NonNegInt, tuple[str, ...]] = ("stem",)
+    unfreeze_every: PositiveInt | None = None
+    backbone_lr_scale: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
+    compare_scratch: bool = True
+    linear_probe: bool = True
+
+    @field_validator("freeze", mode="before")
+    @classmethod
+    def _freeze_form(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return (value,)
+        if isinstance(value, bool) or not isinstance(value, (int, list, tuple)) or (
+            isinstance(value, (list, tuple)) and not all(isinstance(v, str) for v in value)
+        ):
+            raise ValueError(f"expected a number of blocks or a list of block names, got {value!r}")
+        return value
+
+
+# --------------------------------------------------------------------------- search
+class SpaceParam(Section):
+    """One searched key: a float or int range, or categorical choices."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: PositiveFloat | None = None
+    choices: tuple[Union[bool, int, float, str, None, tuple], ...] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> "SpaceParam":
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty 'choices' list")
+        elif self.low is None or self.high is None or self.low >= self.high:
+            raise ValueError(f"a {self.type} parameter needs low < high")
+        elif self.log and self.low <= 0:
+            raise ValueError("a log-scaled range needs low > 0")
+        return self
+
+
+class SearchConfig(Section):
+    sampler: Literal["grid", "random", "tpe"] = "tpe"
+    n_trials: Annotated[int, Field(gt=0, le=100_000)] = 12
+    timeout_s: PositiveFloat | None = None
+    workers: PositiveInt = 1
+    pruner: Literal["none", "median", "halving"] = "median"
+    storage: str | None = None       # null = local file kept across runs; or an RDB URL
+    study_name: str = "trainlab-search"
+    seed: int = 0
+    epochs: Epochs | None = None  # per-trial epochs; null = finetune.epochs
+    grid_points: PositiveInt = 3       # grid: points per float/int range
+    top_k: PositiveInt = 5
+    space: dict[str, SpaceParam] = Field(default_factory=dict)
+
+
+# ------------------------------------------------------------------ ensemble, evaluate
+class EnsembleConfig(Section):
+    method: Literal["soft_vote", "hard_vote", "weighted"] = "soft_vote"
+    top_k: PositiveInt = 5
+    include_finetuned: bool = True
+
+
+class EvaluateConfig(Section):
+    calibration_bins: PositiveInt = 15
+    register_model: bool = True
+    model_name: str = "trainlab"
+    alias: str = "champion"
+
+
+class TrackingConfig(Section):
+    uri: str | None = None   # null = MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
+    experiment: str = "trainlab"
+    log_models: bool = True
+
+
+# ------------------------------------------------------------------------------ root
+class Params(Section):
+    """The whole of params.yaml."""
+
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    trainer: TrainerConfig = TrainerConfig()
+    pretrain: TrainSpec = TrainSpec()
+    finetune: FinetuneConfig = FinetuneConfig()
+    search: SearchConfig = SearchConfig()
+    ensemble: EnsembleConfig = EnsembleConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    tracking: TrackingConfig = TrackingConfig()

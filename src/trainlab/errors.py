@@ -1,0 +1,33 @@
+"""Errors that mean "the user asked for something we cannot do".
+
+The CLI turns these into one line on stderr and exit code 2, without a traceback.
+Anything else that escapes is a bug in trainlab and keeps its traceback.
+"""
+
+
+class UserError(Exception):
+    """A mistake in the user's input (params, data, checkpoints): reported in one line."""
+
+    exit_code = 2
+
+
+class ParamsError(UserError):
+    """params.yaml is malformed or violates the schema."""
+
+
+class DataError(UserError):
+    """Input data is missing, corrupt or unusable."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint is missing, corrupt, or does not fit the configured model."""
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the message names the step and the likely cause."""
+
+    exit_code = 3
+
+
+class TrackingUnavailable(UserError):
+    """The MLflow tracking backend cannot be reached."""

@@ -1,0 +1,39 @@
+"""Every path the pipeline reads or writes, defined once; `dvc.yaml` uses the same names.
+
+All paths are relative to the project root (the directory holding `params.yaml`),
+which is the working directory DVC runs stages in.
+"""
+
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+
+PREPARED = Path("data/prepared")
+MANIFEST = PREPARED / "manifest.json"
+
+MODELS = Path("models")
+PRETRAINED = MODELS / "pretrained.pt"
+FINETUNED = MODELS / "finetuned.pt"
+SCRATCH = MODELS / "scratch.pt"
+SEARCH_MODELS = MODELS / "search"          # top-k trial checkpoints
+ENSEMBLE = MODELS / "ensemble.pt"
+
+REPORTS = Path("reports")
+
+# State that must survive `dvc repro` deleting a stage's outputs: resume checkpoints
+# and the Optuna study. Never a DVC output, git-ignored.
+STATE = Path(".trainlab")
+RESUME = STATE / "resume"
+SEARCH_STORAGE = STATE / "search" / "study.db"
+
+MLFLOW_DB = Path("mlflow.db")
+
+
+def stage_reports(stage: str) -> Path:
+    """Directory of a stage's metrics and plots files (tracked by DVC)."""
+    return REPORTS / stage
+
+
+def resume_checkpoint(run_name: str) -> Path:
+    """Where a training run keeps its last checkpoint for resuming after a kill."""
+    return RESUME / f"{run_name}.pt"

@@ -1,0 +1,212 @@
+"""One MLflow run per stage: params, lineage tags, buffered metrics, artifacts, honest status.
+
+This package is the only code in trainlab that imports mlflow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Mapping
+
+from trainlab.config import Params, flatten, params_hash
+from trainlab.errors import TrackingUnavailable
+from trainlab.tracking.lineage import environment_freeze, git_state, pipeline_run_id, versions
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"   # MLflow 3 UI: classic model-training view
+FLUSH_AT = 1000                                  # MLflow's log_batch limit per call
+
+
+def resolve_uri(params: Params, root: Path = Path(".")) -> str:
+    """params.tracking.uri, else MLFLOW_TRACKING_URI, else the embedded sqlite store."""
+    if params.tracking.uri:
+        return params.tracking.uri
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, in one line, when a tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as reply:
+            if reply.status == 200:
+                return
+            problem = f"HTTP {reply.status}"
+    except (urllib.error.URLError, OSError) as err:
+        problem = str(getattr(err, "reason", err))
+    raise TrackingUnavailable(f"tracking server {uri} is not reachable ({problem}); "
+                              f"start it or unset MLFLOW_TRACKING_URI to use the local sqlite store")
+
+
+class StageRun:
+    """Context manager around one MLflow run; FINISHED, FAILED or KILLED on exit, never RUNNING."""
+
+    def __init__(self, stage: str, params: Params, inputs: Mapping[str, str] | None = None,
+                 parent_run_id: str | None = None, run_name: str | None = None,
+                 extra_tags: Mapping[str, str] | None = None):
+        self.stage, self.params = stage, params
+        self.inputs = dict(inputs or {})
+        self.parent_run_id = parent_run_id
+        self.run_name = run_name or stage
+        self.extra_tags = dict(extra_tags or {})
+        self.run_id: str | None = None
+        self._buffer: list = []
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> "StageRun":
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        uri = resolve_uri(self.params)
+        check_reachable(uri)
+        # A dead server mid-run should fail the stage in seconds, not retry for minutes.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+        mlflow.set_tracking_uri(uri)
+        self.client = MlflowClient(uri)
+        experiment_id = self._experiment_id()
+        mark_dead_runs_killed(self.client, experiment_id)
+        tags = self._tags()
+        if self.parent_run_id:
+            tags["mlflow.parentRunId"] = self.parent_run_id
+        run = self.client.create_run(experiment_id, run_name=self.run_name, tags=tags)
+        self.run_id = run.info.run_id
+        self._log_params()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.run_id is None:
+            return
+        status = "FINISHED"
+        if exc_type is not None:
+            status = "KILLED" if issubclass(exc_type, (KeyboardInterrupt, SystemExit)) else "FAILED"
+            if exc is not None:
+                self.set_tags({"trainlab.error": f"{exc_type.__name__}: {exc}"[:4000]})
+        try:
+            self.flush()
+        finally:
+            self.client.set_terminated(self.run_id, status=status)
+
+    def _experiment_id(self) -> str:
+        name = self.params.tracking.experiment
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: "custom_model_development"})
+        except MlflowException:   # created meanwhile by a concurrent stage or worker
+            return self.client.get_experiment_by_name(name).experiment_id
+
+    def _tags(self) -> dict[str, str]:
+        tags = {
+            "trainlab.stage": self.stage,
+            "dvc.stage": self.stage,
+            "trainlab.pipeline_run": pipeline_run_id(),
+            "trainlab.params_hash": params_hash(self.params),
+            "trainlab.pid": str(os.getpid()),
+            "trainlab.host": socket.gethostname(),
+            "trainlab.cwd": str(Path.cwd()),
+            **git_state(),
+            **versions(),
+            **{f"input.{name}.sha256": digest for name, digest in self.inputs.items()},
+            **self.extra_tags,
+        }
+        if os.environ.get("DVC_EXP_NAME"):
+            tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+        return tags
+
+    def _log_params(self) -> None:
+        from mlflow.entities import Param
+
+        flat = flatten(self.params)
+        items = [Param(k, str(v)[:6000]) for k, v in sorted(flat.items())]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[start:start + 100])
+
+    # ------------------------------------------------------------------- logging
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Buffer metrics with an explicit step; written in batches (see flush)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._buffer.extend(Metric(k, float(v), now, int(step)) for k, v in metrics.items())
+        if len(self._buffer) >= FLUSH_AT:
+            self.flush()
+
+    def log_metric_rows(self, rows: list[tuple[str, float, int]]) -> None:
+        """Buffer many (key, value, step) rows at once (the engine's per-step metrics)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._buffer.extend(Metric(k, float(v), now, int(s)) for k, v, s in rows)
+        if len(self._buffer) >= FLUSH_AT:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write buffered metrics with log_batch: ~0.1 ms per value instead of ~4 ms per call."""
+        while self._buffer:
+            chunk, self._buffer = self._buffer[:FLUSH_AT], self._buffer[FLUSH_AT:]
+            self.client.log_batch(self.run_id, metrics=chunk, synchronous=True)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_text(self, text: str, name: str) -> None:
+        self.client.log_text(self.run_id, text, name)
+
+    def log_dict(self, data: Mapping[str, Any], name: str) -> None:
+        self.client.log_text(self.run_id, json.dumps(data, indent=2, sort_keys=True, default=str), name)
+
+    def log_figure(self, figure, name: str) -> None:
+        self.client.log_figure(self.run_id, figure, name)
+
+    def log_standard_artifacts(self, params_file: Path = Path("params.yaml")) -> None:
+        """params.yaml as given, the resolved config, and the Python environment."""
+        if params_file.is_file():
+            self.log_artifact(params_file, "config")
+        self.log_dict(self.params.model_dump(mode="json"), "config/resolved_params.json")
+        self.log_text(environment_freeze(), "environment/requirements.txt")
+
+
+def mark_dead_runs_killed(client, experiment_id: str) -> None:
+    """Runs left RUNNING by a process that no longer exists (SIGKILL, power loss) become KILLED."""
+    host = socket.gethostname()
+    runs = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'",
+                              max_results=200)
+    for run in runs:
+        tags = run.data.tags
+        pid = tags.get("trainlab.pid")
+        if tags.get("trainlab.host") != host or not pid or _alive(int(pid)):
+            continue
+        client.set_tag(run.info.run_id, "trainlab.error", "process died without closing the run")
+        client.set_terminated(run.info.run_id, status="KILLED")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def temporary_dir() -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix="trainlab-")
