@@ -1,0 +1,125 @@
+"""Resume checkpoints: everything needed to continue a killed run and end bit-identical.
+
+A checkpoint holds model, optimizer, schedule, scaler, RNG states, the step counters,
+every hook's state (early stopping's best weights included) and a fingerprint of the
+configuration. It is written atomically and read with `weights_only=True`, so it
+holds only tensors and primitives and never unpickles arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainlab.engine.hooks import Hook, LoopState
+from trainlab.errors import CheckpointError
+from trainlab.io import torch_save
+
+FORMAT = "trainlab.resume/1"
+
+
+class Checkpointing(Hook):
+    """Save at every epoch end (and every N steps); resume from the file at fit start."""
+
+    def __init__(self, path: str | Path, fingerprint: str, every_steps: int | None = None):
+        self.path, self.fingerprint, self.every_steps = Path(path), fingerprint, every_steps
+        self.resumed_from: int | None = None
+
+    def on_fit_start(self, state: LoopState) -> None:
+        if not self.path.is_file():
+            return
+        blob = load_resume(self.path)
+        if blob.get("fingerprint") != self.fingerprint:
+            if state.runtime.is_main:
+                print(f"note: {self.path} was made with other params or data; starting afresh",
+                      file=sys.stderr)
+            return
+        restore(state, blob)
+        self.resumed_from = state.step
+        if state.runtime.is_main:
+            print(f"resuming from {self.path} at epoch {state.epoch + 1}, step {state.step}",
+                  file=sys.stderr)
+
+    def on_step_end(self, state: LoopState) -> None:
+        if self.every_steps and state.step % self.every_steps == 0 and state.step_in_epoch < state.steps_per_epoch:
+            self.save(state)
+
+    def on_epoch_end(self, state: LoopState, metrics: dict[str, float]) -> None:
+        self.save(state)
+
+    def save(self, state: LoopState) -> None:
+        if state.runtime.is_main:
+            torch_save(snapshot(state, self.fingerprint), self.path)
+        if state.runtime.distributed:
+            torch.distributed.barrier()
+
+    def remove(self) -> None:
+        """Forget the resume point once the run's final outputs are safely written."""
+        self.path.unlink(missing_ok=True)
+
+
+def snapshot(state: LoopState, fingerprint: str) -> dict[str, Any]:
+    """The checkpoint contents: tensors, numbers, strings, lists and dicts only."""
+    np_state = np.random.get_state()
+    return {
+        "format": FORMAT,
+        "fingerprint": fingerprint,
+        "model": state.model.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "schedule": state.schedule.state_dict(),
+        "scaler": state.scaler.state_dict(),
+        "counters": {"epoch": state.epoch, "step": state.step, "step_in_epoch": state.step_in_epoch},
+        "history": state.history,
+        "epoch_sums": state.epoch_sums,
+        "hooks": [hook.state_dict() for hook in state.hooks],
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+            "python": _python_state(),
+        },
+    }
+
+
+def restore(state: LoopState, blob: dict[str, Any]) -> None:
+    """Put a checkpoint back into the loop state (the inverse of `snapshot`)."""
+    state.model.load_state_dict(blob["model"])
+    state.optimizer.load_state_dict(blob["optimizer"])
+    state.schedule.load_state_dict(blob["schedule"])
+    state.scaler.load_state_dict(blob["scaler"])
+    counters = blob["counters"]
+    state.epoch, state.step, state.step_in_epoch = counters["epoch"], counters["step"], counters["step_in_epoch"]
+    state.history, state.epoch_sums = list(blob["history"]), dict(blob["epoch_sums"])
+    for hook, hook_state in zip(state.hooks, blob["hooks"]):
+        hook.load_state_dict(hook_state)
+    rng = blob["rng"]
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    name, keys, *rest = rng["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = rng["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def _python_state() -> list:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def load_resume(path: Path) -> dict[str, Any]:
+    """Read a resume checkpoint; a truncated or tampered file is named, never unpickled."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:   # torch raises several types for damaged zip/pickle data
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"{path}: corrupt resume checkpoint ({first[:160]}); "
+                              f"delete it to start the stage afresh") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a trainlab resume checkpoint; delete it to start afresh")
+    return blob

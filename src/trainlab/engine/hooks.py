@@ -1,0 +1,145 @@
+"""The loop's state and its hooks: the fixed points where early stopping, checkpoints,
+tracking, progress, pruning and diagnosis plug into `fit()`.
+
+A hook is an object with these five methods (all optional, see `Hook`); the loop
+calls them in list order, so hooks that change the state run before those that save it.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from trainlab.config.schema import EarlyStoppingConfig, TrainerConfig, TrainSpec
+from trainlab.engine.optim import Schedule
+from trainlab.engine.runtime import Runtime
+
+MetricRows = list[tuple[str, float, int]]   # (name, value, step)
+
+
+@dataclass
+class LoopState:
+    """Everything `fit()` mutates; hooks read it and may set `should_stop`."""
+
+    model: torch.nn.Module          # the unwrapped module (never the DDP wrapper)
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    scaler: torch.amp.GradScaler
+    runtime: Runtime
+    spec: TrainSpec
+    trainer: TrainerConfig
+    seed: int
+    steps_per_epoch: int
+    hooks: list["Hook"] = field(default_factory=list)
+    epoch: int = 0                  # the epoch running (0-based)
+    step: int = 0                   # optimizer steps completed, over all epochs
+    step_in_epoch: int = 0          # optimizer steps completed in this epoch
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per finished epoch
+    epoch_sums: dict[str, float] = field(default_factory=dict)     # partial epoch, for mid-epoch resume
+    should_stop: bool = False
+    stop_reason: str = ""
+
+
+class Hook:
+    """Base class: override what you need. Hooks never own the loop, they observe it."""
+
+    def on_fit_start(self, state: LoopState) -> None: ...
+    def on_epoch_start(self, state: LoopState) -> None: ...
+    def on_step_end(self, state: LoopState) -> None: ...
+    def on_metrics(self, state: LoopState, rows: MetricRows) -> None:
+        """Per-step metrics, delivered in batches (they leave the device every log_every_steps)."""
+    def on_epoch_end(self, state: LoopState, metrics: dict[str, float]) -> None: ...
+    def on_fit_end(self, state: LoopState) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class EarlyStopping(Hook):
+    """Stop after `patience` epochs without improvement; always remember the best weights.
+
+    When enabled, the best epoch's weights are restored at the end even if the run
+    never stopped early. On divergence the loop restores them whether enabled or not.
+    """
+
+    def __init__(self, cfg: EarlyStoppingConfig):
+        self.cfg = cfg
+        self.lower_is_better = cfg.monitor.endswith("loss")
+        self.best = math.inf
+        self.best_epoch = -1
+        self.bad_epochs = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def on_epoch_end(self, state: LoopState, metrics: dict[str, float]) -> None:
+        value = metrics.get(self.cfg.monitor, math.nan)
+        score = value if self.lower_is_better else -value
+        if math.isfinite(score) and score < self.best - self.cfg.min_delta:
+            self.best, self.best_epoch, self.bad_epochs = score, state.epoch, 0
+            self.best_state = {k: v.detach().clone().cpu() for k, v in state.model.state_dict().items()}
+            return
+        self.bad_epochs += 1
+        if self.cfg.enabled and self.bad_epochs >= self.cfg.patience:
+            state.should_stop = True
+            state.stop_reason = (f"early stopping: {self.cfg.monitor} did not improve for "
+                                 f"{self.bad_epochs} epochs (best at epoch {self.best_epoch})")
+
+    def on_fit_end(self, state: LoopState) -> None:
+        if self.cfg.enabled:
+            self.restore_best(state.model)
+
+    def restore_best(self, model: torch.nn.Module) -> None:
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+
+    @property
+    def best_value(self) -> float:
+        return self.best if self.lower_is_better else -self.best
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+                "best_state": self.best_state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+        self.bad_epochs, self.best_state = state["bad_epochs"], state["best_state"]
+
+
+class Progress(Hook):
+    """A tqdm bar per epoch in a terminal; one plain line per epoch otherwise."""
+
+    def __init__(self, mode: str, label: str = "train"):
+        self.bar_mode = mode == "bar" or (mode == "auto" and sys.stderr.isatty())
+        self.quiet = mode == "off"
+        self.label = label
+        self.bar = None
+        self.started = 0.0
+
+    def on_epoch_start(self, state: LoopState) -> None:
+        self.started = time.perf_counter()
+        if self.bar_mode and state.runtime.is_main:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=state.steps_per_epoch, initial=state.step_in_epoch, leave=False,
+                            desc=f"{self.label} epoch {state.epoch + 1}/{state.spec.epochs}")
+
+    def on_step_end(self, state: LoopState) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def on_epoch_end(self, state: LoopState, metrics: dict[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self.quiet or not state.runtime.is_main:
+            return
+        shown = " ".join(f"{k}={metrics[k]:.4f}" for k in ("epoch/train_loss", "val/loss", "val/acc")
+                         if k in metrics)
+        print(f"[{self.label}] epoch {state.epoch + 1}/{state.spec.epochs} {shown} "
+              f"({time.perf_counter() - self.started:.1f}s)", file=sys.stderr, flush=True)

@@ -1,0 +1,174 @@
+"""`fit()`: the one training loop every stage uses.
+
+    on_fit_start                       (resume from a checkpoint here)
+    for epoch in epochs:
+        on_epoch_start
+        for step in optimizer steps:   (reshuffled per epoch, sharded per rank)
+            for micro-batch in step:   (gradient accumulation; DDP syncs on the last)
+                forward under autocast, loss, backward (scaled for fp16)
+            unscale, clip, optimizer step, lr for the next step
+            on_step_end                (every log_every_steps: on_metrics, divergence check)
+        evaluate on val without autograd
+        on_epoch_end                   (early stopping, tracking, pruning, checkpoint)
+        stop if a hook asked to
+    on_fit_end                         (restore the best weights)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from trainlab.config.schema import TrainerConfig, TrainSpec
+from trainlab.engine.batches import TrainData, epoch_order, iterate_epoch, step_plan, to_device
+from trainlab.engine.hooks import EarlyStopping, Hook, LoopState, Progress
+from trainlab.engine.losses import LossFn, build_loss, correct_count
+from trainlab.engine.optim import ParamGroup, Schedule, build_optimizer
+from trainlab.engine.runtime import Runtime, all_reduce_sum, seed_everything, setup_runtime
+from trainlab.engine.steps import StepRecorder, train_step
+from trainlab.errors import ParamsError, TrainingDiverged
+
+EVAL_BATCH = 1024
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]]   # per-epoch metrics
+    best_epoch: int
+    best_value: float                 # of the early-stopping monitor
+    monitor: str
+    stop_reason: str
+    steps: int
+    precision: str
+    resumed_from_step: int | None = None
+
+
+def fit(model: torch.nn.Module, train: TrainData, val: TrainData, spec: TrainSpec, trainer: TrainerConfig,
+        *, seed: int, hooks: Sequence[Hook] = (), groups: list[ParamGroup] | None = None,
+        runtime: Runtime | None = None, label: str = "train") -> FitResult:
+    """Train `model` in place on `train`, validate on `val` every epoch; returns the history."""
+    runtime = runtime or setup_runtime(trainer)
+    seed_everything(seed)
+    _check_compatible(spec, trainer, runtime)
+    model.to(runtime.device)
+    use_loader = trainer.loader == "dataloader"
+    if not use_loader:
+        train, val = to_device(train, runtime.device), to_device(val, runtime.device)
+    plan = step_plan(len(train), trainer.batch_size, runtime.world_size, trainer.grad_accum)
+    if not plan:
+        raise ParamsError(f"trainer.batch_size: the train split ({len(train)} samples) is too small "
+                          f"for {runtime.world_size} device(s) x {trainer.grad_accum} micro-batches")
+    optimizer = build_optimizer(groups or [ParamGroup("all", list(model.parameters()))],
+                                spec.optimizer, trainer.batch_size)
+    early = EarlyStopping(spec.early_stopping)
+    state = LoopState(model, optimizer, Schedule(spec.schedule, len(plan), spec.epochs), runtime.grad_scaler(),
+                      runtime, spec, trainer, seed, len(plan))
+    state.hooks = [early, *hooks, Progress(trainer.progress, label)]
+    # Checkpointing saves every other hook's state, so it runs last.
+    state.hooks.sort(key=lambda h: type(h).__name__ == "Checkpointing")
+    forward_model = _wrap(model, trainer, runtime)
+    loss_fn = build_loss(spec.loss)
+    recorder = StepRecorder(state, model)
+
+    _call(state.hooks, "on_fit_start", state)
+    resumed_from = state.step if state.step else None
+    while state.epoch < spec.epochs and not state.should_stop:
+        _call(state.hooks, "on_epoch_start", state)
+        started = time.perf_counter()
+        order = epoch_order(len(train), seed, state.epoch)
+        batches = iterate_epoch(train, order, plan, state.step_in_epoch, runtime.rank, runtime.world_size,
+                                trainer.grad_accum, runtime.device, trainer.num_workers if use_loader else None)
+        for micro in batches:
+            train_step(state, forward_model, micro, loss_fn, recorder)
+            state.step += 1
+            state.step_in_epoch += 1
+            recorder.maybe_flush(early)
+            _call(state.hooks, "on_step_end", state)
+        recorder.flush(early)
+        metrics = _epoch_metrics(state, forward_model, val, loss_fn, time.perf_counter() - started)
+        state.history.append(metrics)
+        state.schedule.end_epoch(metrics.get(early.cfg.monitor, math.nan), early.lower_is_better)
+        _call(state.hooks, "on_epoch_end", state, metrics)
+        state.epoch += 1
+        state.step_in_epoch, state.epoch_sums = 0, {}
+    _call(state.hooks, "on_fit_end", state)
+    return FitResult(state.history, early.best_epoch, early.best_value, early.cfg.monitor,
+                     state.stop_reason or "completed all epochs", state.step, runtime.precision, resumed_from)
+
+
+def _call(hooks: list[Hook], event: str, *args) -> None:
+    for hook in hooks:
+        getattr(hook, event)(*args)
+
+
+def _check_compatible(spec: TrainSpec, trainer: TrainerConfig, runtime: Runtime) -> None:
+    if spec.optimizer.name == "lbfgs":
+        if trainer.grad_accum != 1 or runtime.precision == "fp16":
+            raise ParamsError("optimizer.name: lbfgs re-evaluates the loss in a closure and needs "
+                              "trainer.grad_accum: 1 and a precision other than fp16")
+
+
+def _wrap(model: torch.nn.Module, trainer: TrainerConfig, runtime: Runtime) -> torch.nn.Module:
+    """The module the loop calls: DDP-wrapped across ranks, optionally compiled."""
+    wrapped = model
+    if runtime.distributed:
+        if trainer.sync_batchnorm:
+            wrapped = torch.nn.SyncBatchNorm.convert_sync_batchnorm(wrapped)
+        ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+        wrapped = DistributedDataParallel(wrapped, device_ids=ids)
+    if trainer.compile:
+        wrapped = torch.compile(wrapped)
+    return wrapped
+
+
+def _epoch_metrics(state: LoopState, model: torch.nn.Module, val: TrainData, loss_fn: LossFn,
+                   seconds: float) -> dict[str, float]:
+    sums = state.epoch_sums
+    seen = max(sums.get("count", 0.0), 1.0)
+    val_loss, val_acc = evaluate(model, val, loss_fn, state.runtime)
+    return {
+        "epoch/train_loss": sums.get("loss", math.nan) / seen,
+        "epoch/train_acc": sums.get("correct", 0.0) / seen,
+        "val/loss": val_loss,
+        "val/acc": val_acc,
+        "epoch/lr": state.optimizer.param_groups[0]["lr"],
+        "epoch/time_s": seconds,
+        "epoch/samples_per_s": sums.get("count", 0.0) / max(seconds, 1e-9),
+    }
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, data: TrainData, loss_fn: LossFn, runtime: Runtime) -> tuple[float, float]:
+    """Mean loss and accuracy over `data`, sharded across ranks and summed; no autograd."""
+    was_training = model.training
+    model.eval()
+    totals = torch.zeros(3, dtype=torch.float64, device=runtime.device)
+    index = torch.arange(runtime.rank, len(data), runtime.world_size)
+    for chunk in index.split(EVAL_BATCH):
+        x, y = _rows(data, chunk, runtime.device)
+        with runtime.autocast():
+            logits = model(x)
+        totals[0] += loss_fn(logits, y).double() * len(chunk)
+        totals[1] += correct_count(logits, y)
+        totals[2] += len(chunk)
+    model.train(was_training)
+    loss, correct, count = all_reduce_sum(totals, runtime).tolist()
+    return loss / max(count, 1), correct / max(count, 1)
+
+
+def _rows(data: TrainData, index: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(data.x, torch.Tensor):
+        index = index.to(data.x.device)
+        return data.x.index_select(0, index).to(device), data.y.index_select(0, index).to(device)
+    rows = index.numpy()
+    x = torch.as_tensor(data.x[rows], dtype=torch.float32)
+    y = torch.as_tensor(data.y[rows])
+    return x.to(device), (y.float() if y.is_floating_point() else y.long()).to(device)
+
+
+__all__ = ["FitResult", "TrainingDiverged", "evaluate", "fit"]

@@ -1,0 +1,45 @@
+"""Loss functions: cross-entropy (label smoothing), binary cross-entropy, mean squared error."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from trainlab.config.schema import LossConfig
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def build_loss(cfg: LossConfig) -> LossFn:
+    """A mean-reduced loss of (logits, targets).
+
+    Integer targets are class indices. For bce and mse they become one-hot vectors
+    (one-vs-rest and a Brier-style score); float targets are used as they are
+    (multi-label for bce, regression for mse).
+    """
+    if cfg.name == "cross_entropy":
+        smoothing = cfg.label_smoothing
+        return lambda logits, y: F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
+    if cfg.name == "bce":
+        return lambda logits, y: F.binary_cross_entropy_with_logits(logits.float(), _dense(y, logits))
+    return lambda logits, y: F.mse_loss(_prediction(logits, y), _dense(y, logits))
+
+
+def _dense(y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    if y.is_floating_point():
+        return y.float().reshape(logits.shape)
+    return F.one_hot(y, logits.shape[-1]).float()
+
+
+def _prediction(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    # Class targets are compared with probabilities; regression targets with raw outputs.
+    return logits.float() if y.is_floating_point() else logits.float().softmax(-1)
+
+
+def correct_count(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Number of correct argmax predictions, kept on the device (no sync)."""
+    if y.is_floating_point():
+        return torch.zeros((), device=logits.device)
+    return (logits.argmax(-1) == y).sum()

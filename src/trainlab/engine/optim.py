@@ -1,0 +1,122 @@
+"""Optimizers from torch.optim and the learning-rate schedule, built from params."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from trainlab.config.schema import OptimizerConfig, ScheduleConfig
+
+
+@dataclass
+class ParamGroup:
+    """Parameters that share a learning-rate multiplier (e.g. backbone at 0.1x the head)."""
+
+    name: str
+    params: list[torch.nn.Parameter]
+    lr_scale: float = 1.0
+
+
+def effective_lr(cfg: OptimizerConfig, batch_size: int) -> float:
+    """The linear scaling rule: lr grows with the global batch against a reference batch."""
+    if cfg.reference_batch_size is None:
+        return cfg.lr
+    return cfg.lr * batch_size / cfg.reference_batch_size
+
+
+def build_optimizer(groups: list[ParamGroup], cfg: OptimizerConfig, batch_size: int) -> torch.optim.Optimizer:
+    """A torch.optim optimizer with one param group per ParamGroup; `initial_lr` is the base lr."""
+    lr = effective_lr(cfg, batch_size)
+    torch_groups = [{"params": g.params, "lr": lr * g.lr_scale, "initial_lr": lr * g.lr_scale, "name": g.name}
+                    for g in groups if g.params]
+    wd = cfg.weight_decay
+    if cfg.name == "sgd":
+        return torch.optim.SGD(torch_groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=wd)
+    if cfg.name == "adam":
+        return torch.optim.Adam(torch_groups, lr=lr, betas=cfg.betas, eps=cfg.eps, weight_decay=wd)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(torch_groups, lr=lr, betas=cfg.betas, eps=cfg.eps, weight_decay=wd)
+    if cfg.name == "rmsprop":
+        return torch.optim.RMSprop(torch_groups, lr=lr, alpha=cfg.alpha, eps=cfg.eps, weight_decay=wd,
+                                   momentum=cfg.momentum)
+    if cfg.name == "adagrad":
+        return torch.optim.Adagrad(torch_groups, lr=lr, eps=cfg.eps, weight_decay=wd)
+    # L-BFGS keeps one param group and re-evaluates the loss through a closure.
+    params = [p for g in groups for p in g.params]
+    return torch.optim.LBFGS(params, lr=lr, history_size=cfg.history_size, max_iter=cfg.max_iter)
+
+
+@dataclass
+class Schedule:
+    """Per-step learning-rate multiplier: warmup, then the decay shape; plateau acts per epoch.
+
+    Written by hand rather than with torch's LambdaLR so that its whole state is a few
+    numbers in the checkpoint and the lr at any step is a pure function of that state.
+    """
+
+    cfg: ScheduleConfig
+    steps_per_epoch: int
+    epochs: int
+    plateau_scale: float = 1.0
+    plateau_best: float = math.inf
+    plateau_bad_epochs: int = 0
+
+    @property
+    def warmup_steps(self) -> int:
+        return int(round(self.cfg.warmup_epochs * self.steps_per_epoch))
+
+    @property
+    def total_steps(self) -> int:
+        return max(1, self.steps_per_epoch * self.epochs)
+
+    def factor(self, step: int) -> float:
+        """Multiplier of the base lr for optimizer step `step` (0-based)."""
+        warm = self.warmup_steps
+        if step < warm:
+            return (step + 1) / warm
+        t, span = step - warm, max(1, self.total_steps - warm)
+        floor, name = self.cfg.min_lr_ratio, self.cfg.name
+        if name == "cosine":
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(t, span) / span))
+        if name == "linear":
+            return floor + (1 - floor) * max(0.0, 1 - t / span)
+        if name == "step":
+            return self.cfg.gamma ** (step // (self.steps_per_epoch * self.cfg.step_epochs))
+        if name == "inverse_sqrt":
+            tau = max(warm, self.steps_per_epoch)
+            return math.sqrt(tau / (tau + t))
+        if name == "plateau":
+            return self.plateau_scale
+        return 1.0   # constant
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
+        """Set every group's lr for this step; returns the first group's lr."""
+        scale = self.factor(step)
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * scale
+        return optimizer.param_groups[0]["lr"]
+
+    def end_epoch(self, monitored: float, lower_is_better: bool) -> None:
+        """Reduce-on-plateau bookkeeping; other schedules ignore it."""
+        if self.cfg.name != "plateau" or not math.isfinite(monitored):
+            return
+        value = monitored if lower_is_better else -monitored
+        if value < self.plateau_best - 1e-12:
+            self.plateau_best, self.plateau_bad_epochs = value, 0
+            return
+        self.plateau_bad_epochs += 1
+        if self.plateau_bad_epochs > self.cfg.plateau_patience:
+            self.plateau_scale *= self.cfg.gamma
+            self.plateau_bad_epochs = 0
+
+    def state_dict(self) -> dict:
+        return {"plateau_scale": self.plateau_scale, "plateau_best": self.plateau_best,
+                "plateau_bad_epochs": self.plateau_bad_epochs}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.plateau_scale = state["plateau_scale"]
+        self.plateau_best = state["plateau_best"]
+        self.plateau_bad_epochs = state["plateau_bad_epochs"]

@@ -1,0 +1,109 @@
+"""Where and how training runs: device, precision, threads, seeds, and the DDP process group."""
+
+from __future__ import annotations
+
+import os
+import random
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from trainlab.config.schema import TrainerConfig
+from trainlab.errors import ParamsError
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The resolved execution context of one training process."""
+
+    device: torch.device
+    precision: str          # fp32 | bf16 | fp16, never auto
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Only rank 0 writes files, logs metrics and prints."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def autocast(self):
+        """Mixed-precision context for forward passes (a no-op in fp32)."""
+        if self.precision == "fp32":
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=DTYPES[self.precision])
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        # fp16 has a narrow exponent range: small gradients underflow to zero unless the
+        # loss is scaled up before backward and the gradients scaled down before the step.
+        return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """`auto`: bf16 where the hardware computes it natively, else fp32.
+
+    fp16 is never chosen automatically on CPUs: without fp16 units it is emulated and
+    was about 11x slower than fp32 on this project's CPU (bench/precision.py).
+    """
+    if requested != "auto":
+        if requested == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ParamsError("trainer.precision: bf16 is not supported by this GPU; use fp16 or auto")
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return "bf16" if native_bf16 else "fp32"
+
+
+def seed_everything(seed: int) -> None:
+    """One seed for Python, NumPy and torch (CPU and CUDA) RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def configure_threads(cfg: TrainerConfig, world_size: int = 1) -> int:
+    """Set torch's intra-op threads deliberately: results are bit-identical only at equal counts."""
+    if cfg.threads is not None:
+        torch.set_num_threads(max(1, cfg.threads // world_size))
+    return torch.get_num_threads()
+
+
+def setup_runtime(cfg: TrainerConfig) -> Runtime:
+    """Pick the device and join the DDP process group when launched under torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = cfg.accelerator == "cuda" or (cfg.accelerator == "auto" and torch.cuda.is_available())
+    if use_cuda and not torch.cuda.is_available():
+        raise ParamsError("trainer.accelerator: 'cuda' asked but no CUDA device is available; use auto or cpu")
+    device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    configure_threads(cfg, world_size if not use_cuda else 1)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if use_cuda:
+        torch.backends.cudnn.benchmark = False
+    return Runtime(device, resolve_precision(cfg.precision, device), rank, world_size, local_rank)
+
+
+def teardown_runtime() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(tensor: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    """Sum a metric tensor over ranks (no-op in a single process)."""
+    if runtime.distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor

@@ -1,0 +1,171 @@
+"""One optimizer step, and the on-device recorder of step metrics.
+
+Step metrics (loss, grad norm, per-layer grad norms) stay on the device as tensors
+and leave it once every `log_every_steps` in one transfer: calling `.item()` per
+step would force a host-device sync on GPUs and cost Python time on CPUs.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+
+import torch
+
+from trainlab.engine.hooks import EarlyStopping, LoopState
+from trainlab.engine.losses import LossFn, correct_count
+from trainlab.engine.runtime import all_reduce_sum
+from trainlab.errors import TrainingDiverged
+
+# fp16's GradScaler skips steps whose gradients overflow and lowers the scale; a few
+# skips in a row are normal, this many means the loss itself has diverged.
+MAX_CONSECUTIVE_SKIPS = 20
+
+
+def train_step(state: LoopState, model: torch.nn.Module, micro: list[tuple[torch.Tensor, torch.Tensor]],
+               loss_fn: LossFn, recorder: "StepRecorder") -> None:
+    """Forward/backward over the step's micro-batches, then clip and update."""
+    optimizer, scaler, runtime = state.optimizer, state.scaler, state.runtime
+    lr = state.schedule.apply(optimizer, state.step)
+    # Dropout masks are a pure function of (seed, step, rank): resume is exact at any step.
+    torch.manual_seed((state.seed * 1_000_003 + state.step) * 1_009 + runtime.rank)
+    count = sum(len(y) for _, y in micro)
+    step_loss = torch.zeros((), device=runtime.device)
+    correct = torch.zeros((), device=runtime.device)
+
+    def forward_backward() -> torch.Tensor:
+        nonlocal step_loss, correct
+        optimizer.zero_grad(set_to_none=True)
+        step_loss, correct = step_loss.zero_(), correct.zero_()
+        for i, (x, y) in enumerate(micro):
+            last = i == len(micro) - 1
+            # Under DDP, gradients are all-reduced only on the step's last micro-batch.
+            sync = model.no_sync() if runtime.distributed and not last else nullcontext()
+            with sync:
+                with runtime.autocast():
+                    logits = model(x)
+                loss = loss_fn(logits, y)
+                # Weighting by micro-batch size makes k micro-batches equal one big batch.
+                scaler.scale(loss * (len(y) / count)).backward()
+            step_loss += loss.detach() * len(y)
+            correct += correct_count(logits.detach(), y)
+        return step_loss / count
+
+    if state.spec.optimizer.name == "lbfgs":
+        optimizer.step(forward_backward)
+        grad_norm = _total_norm(state.model)
+    else:
+        forward_backward()
+        scaler.unscale_(optimizer)
+        grad_norm = _clip(state)
+        recorder.maybe_layer_norms(state)
+        scaler.step(optimizer)
+        scaler.update()
+    recorder.record(step_loss / count, correct, count, lr, grad_norm)
+
+
+def _clip(state: LoopState) -> torch.Tensor:
+    """Clip by norm and/or value; returns the global gradient norm before clipping."""
+    params = [p for p in state.model.parameters() if p.grad is not None]
+    if state.trainer.clip_grad_value is not None:
+        torch.nn.utils.clip_grad_value_(params, state.trainer.clip_grad_value)
+    if state.trainer.clip_grad_norm is not None:
+        return torch.nn.utils.clip_grad_norm_(params, state.trainer.clip_grad_norm)
+    return _total_norm(state.model)
+
+
+def _total_norm(model: torch.nn.Module) -> torch.Tensor:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.nn.utils.get_total_norm(grads)
+
+
+class StepRecorder:
+    """Buffers step metrics on the device; flushes them to hooks and checks for divergence."""
+
+    def __init__(self, state: LoopState, model: torch.nn.Module):
+        self.state = state
+        self.groups = model.layer_groups() if hasattr(model, "layer_groups") else []
+        self.steps: list[int] = []
+        self.losses: list[torch.Tensor] = []
+        self.norms: list[torch.Tensor] = []
+        self.lrs: list[float] = []
+        self.layer_steps: list[int] = []
+        self.layer_norms: list[torch.Tensor] = []
+        self.sums = torch.zeros(3, dtype=torch.float64, device=state.runtime.device)
+        self.consecutive_bad = 0
+
+    def record(self, loss: torch.Tensor, correct: torch.Tensor, count: int, lr: float,
+               grad_norm: torch.Tensor) -> None:
+        self.steps.append(self.state.step)
+        self.losses.append(loss.float())
+        self.norms.append(grad_norm.float().to(loss.device))
+        self.lrs.append(lr)
+        self.sums += torch.stack([loss.double() * count, correct.double(),
+                                  torch.tensor(float(count), dtype=torch.float64, device=loss.device)])
+
+    def maybe_layer_norms(self, state: LoopState) -> None:
+        if not self.groups or state.step % state.trainer.layer_grad_norm_every:
+            return
+        norms = []
+        for _, params in self.groups:
+            grads = [p.grad for p in params if p.grad is not None]
+            norms.append(torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.sums.device))
+        self.layer_steps.append(state.step)
+        self.layer_norms.append(torch.stack([n.float().to(self.sums.device) for n in norms]))
+
+    def maybe_flush(self, early: EarlyStopping) -> None:
+        trainer, step = self.state.trainer, self.state.step
+        checkpoint_due = trainer.checkpoint_every_steps and step % trainer.checkpoint_every_steps == 0
+        if step % trainer.log_every_steps == 0 or checkpoint_due:
+            self.flush(early)
+
+    def flush(self, early: EarlyStopping) -> None:
+        """One device->host transfer for all buffered steps; then hooks see plain floats."""
+        if not self.steps:
+            return
+        state, runtime = self.state, self.state.runtime
+        world = float(runtime.world_size)
+        losses = (all_reduce_sum(torch.stack(self.losses), runtime) / world).tolist()
+        norms = torch.stack(self.norms).tolist()
+        sums = all_reduce_sum(self.sums.clone(), runtime).tolist()
+        for key, value in zip(("loss", "correct", "count"), sums):
+            state.epoch_sums[key] = state.epoch_sums.get(key, 0.0) + value
+        self.sums.zero_()
+        rows = [row for s, loss, lr, norm in zip(self.steps, losses, self.lrs, norms)
+                for row in (("train/loss", loss, s), ("lr", lr, s), ("grad_norm", norm, s))]
+        if state.scaler.is_enabled():
+            rows.append(("loss_scale", state.scaler.get_scale(), self.steps[-1]))
+        for s, norms_at in zip(self.layer_steps, torch.stack(self.layer_norms).tolist() if self.layer_norms else []):
+            rows.extend((f"grad_norm/{name}", value, s) for (name, _), value in zip(self.groups, norms_at))
+        self._check_divergence(losses, early)
+        self.steps, self.losses, self.norms, self.lrs = [], [], [], []
+        self.layer_steps, self.layer_norms = [], []
+        if runtime.is_main:
+            for hook in state.hooks:
+                hook.on_metrics(state, rows)
+
+    def _check_divergence(self, losses: list[float], early: EarlyStopping) -> None:
+        tolerant = self.state.scaler.is_enabled()
+        for step, loss, lr in zip(self.steps, losses, self.lrs):
+            if math.isfinite(loss):
+                self.consecutive_bad = 0
+                continue
+            self.consecutive_bad += 1
+            if tolerant and self.consecutive_bad < MAX_CONSECUTIVE_SKIPS:
+                continue
+            early.restore_best(self.state.model)
+            raise TrainingDiverged(_divergence_message(self.state, step, loss, lr, early))
+
+
+def _divergence_message(state: LoopState, step: int, loss: float, lr: float, early: EarlyStopping) -> str:
+    if state.runtime.precision == "fp16" and not state.scaler.is_enabled():
+        cause = "fp16 overflow without loss scaling"
+    elif lr >= 0.1 or state.step < 3 * state.steps_per_epoch:
+        cause = "the learning rate is likely too high (lower optimizer.lr, add schedule.warmup_epochs or clip gradients)"
+    else:
+        cause = "numerical instability (check inputs for extreme values, lower optimizer.lr, clip gradients)"
+    kept = (f"kept the best weights (epoch {early.best_epoch + 1})" if early.best_state is not None
+            else "no epoch finished, no weights kept")
+    return f"training diverged: loss became {loss} at step {step} (epoch {state.epoch + 1}, lr {lr:.3g}); {cause}; {kept}"

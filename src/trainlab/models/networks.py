@@ -1,0 +1,175 @@
+"""Every model is a backbone of named blocks plus a linear head.
+
+Block names (`stem`, `block1`, ..., `pool`) are what params.yaml uses to freeze parts
+of a pretrained backbone, and what the diagnosis uses to report per-layer gradients.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from trainlab.config.schema import ModelConfig
+from trainlab.errors import ParamsError
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+
+
+class Classifier(nn.Module):
+    """backbone (named blocks) -> dropout -> linear head."""
+
+    def __init__(self, backbone: nn.Sequential, feature_dim: int, num_classes: int, dropout: float):
+        super().__init__()
+        self.backbone = backbone
+        self.feature_dim = feature_dim
+        self.head = nn.Sequential(OrderedDict(dropout=nn.Dropout(dropout),
+                                              linear=nn.Linear(feature_dim, num_classes)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    @property
+    def block_names(self) -> list[str]:
+        """Backbone blocks that hold parameters, input side first."""
+        return [name for name, block in self.backbone.named_children()
+                if any(True for _ in block.parameters())]
+
+    def replace_head(self, num_classes: int) -> None:
+        """A fresh, randomly initialised head for another label space."""
+        old = self.head.linear
+        self.head.linear = nn.Linear(self.feature_dim, num_classes).to(old.weight.device)
+
+    def layer_groups(self) -> list[tuple[str, list[nn.Parameter]]]:
+        """(depth-ordered name, parameters) per block and the head, for per-layer gradient norms."""
+        groups = [(name, list(self.backbone.get_submodule(name).parameters())) for name in self.block_names]
+        groups.append(("head", list(self.head.parameters())))
+        return [(f"{i:02d}_{name}", params) for i, (name, params) in enumerate(groups)]
+
+
+def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> Classifier:
+    """Construct the configured architecture for inputs of `input_shape` (without batch dim)."""
+    act = ACTIVATIONS[cfg.activation]
+    if cfg.arch == "logreg":
+        flat = int(torch.tensor(input_shape).prod())
+        return Classifier(nn.Sequential(OrderedDict(flatten=nn.Flatten())), flat, num_classes, 0.0)
+    if cfg.arch == "mlp":
+        return _mlp(cfg, input_shape, num_classes, act)
+    dims = 1 if cfg.arch.endswith("1d") else 2
+    channels = _channels(cfg.arch, input_shape, dims)
+    residual = cfg.arch.startswith("resnet")
+    conv = nn.Conv1d if dims == 1 else nn.Conv2d
+    norm = (nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d) if cfg.batchnorm else None
+    blocks: OrderedDict[str, nn.Module] = OrderedDict()
+    blocks["stem"] = nn.Sequential(
+        AddChannel(len(input_shape) == dims),
+        conv(channels, cfg.width, cfg.kernel_size, padding=cfg.kernel_size // 2, bias=norm is None),
+        *( [norm(cfg.width)] if norm else []), act())
+    for i in range(1, cfg.depth + 1):
+        stride = 2 if i <= 2 else 1   # halve the resolution twice, then keep it
+        block = ResidualBlock if residual else PlainBlock
+        blocks[f"block{i}"] = block(conv, norm, act, cfg.width, cfg.kernel_size, stride)
+    pool = nn.AdaptiveAvgPool1d(1) if dims == 1 else nn.AdaptiveAvgPool2d(1)
+    blocks["pool"] = nn.Sequential(pool, nn.Flatten())
+    return Classifier(nn.Sequential(blocks), cfg.width, num_classes, cfg.dropout)
+
+
+def _mlp(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int, act) -> Classifier:
+    flat = int(torch.tensor(input_shape).prod())
+    def layer(n_in: int) -> list[nn.Module]:
+        return [nn.Linear(n_in, cfg.width), *([nn.BatchNorm1d(cfg.width)] if cfg.batchnorm else []), act()]
+    blocks: OrderedDict[str, nn.Module] = OrderedDict(stem=nn.Sequential(nn.Flatten(), *layer(flat)))
+    for i in range(1, cfg.depth + 1):
+        blocks[f"block{i}"] = nn.Sequential(*layer(cfg.width), nn.Dropout(cfg.dropout))
+    return Classifier(nn.Sequential(blocks), cfg.width, num_classes, cfg.dropout)
+
+
+def _channels(arch: str, input_shape: tuple[int, ...], dims: int) -> int:
+    if len(input_shape) == dims:
+        return 1
+    if len(input_shape) == dims + 1:
+        return input_shape[0]
+    need = "a sequence [length] or [channels, length]" if dims == 1 else "an image [height, width] or [channels, height, width]"
+    raise ParamsError(f"model.arch: '{arch}' needs {need}, but the data has shape {list(input_shape)}; "
+                      f"accepted for this data: {'cnn1d, resnet1d' if len(input_shape) <= 2 else 'cnn2d, resnet2d'}, mlp, logreg")
+
+
+class AddChannel(nn.Module):
+    """Give single-channel inputs their channel axis: (N, L) -> (N, 1, L)."""
+
+    def __init__(self, active: bool):
+        super().__init__()
+        self.active = active
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unsqueeze(1) if self.active else x
+
+
+class PlainBlock(nn.Module):
+    """conv -> norm -> act (stride 2 halves the resolution)."""
+
+    def __init__(self, conv, norm, act, width: int, kernel: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(conv(width, width, kernel, stride=stride, padding=kernel // 2, bias=norm is None),
+                                  *([norm(width)] if norm else []), act())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class ResidualBlock(nn.Module):
+    """Two convolutions plus a skip connection: the gradient has a short path to every layer."""
+
+    def __init__(self, conv, norm, act, width: int, kernel: int, stride: int):
+        super().__init__()
+        pad = kernel // 2
+        self.body = nn.Sequential(
+            conv(width, width, kernel, stride=stride, padding=pad, bias=norm is None),
+            *([norm(width)] if norm else []), act(),
+            conv(width, width, kernel, padding=pad, bias=norm is None),
+            *([norm(width)] if norm else []))
+        self.skip = nn.Identity() if stride == 1 else nn.Sequential(
+            conv(width, width, 1, stride=stride, bias=norm is None), *([norm(width)] if norm else []))
+        self.act = act()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + self.skip(x))
+
+
+def resolve_frozen(model: Classifier, freeze: int | tuple[str, ...]) -> list[str]:
+    """Block names to freeze: given by name, or the first `freeze` blocks from the input side."""
+    names = model.block_names
+    if isinstance(freeze, int):
+        if freeze > len(names):
+            raise ParamsError(f"finetune.freeze: {freeze} blocks asked but the backbone has "
+                              f"{len(names)}: {', '.join(names)}")
+        return names[:freeze]
+    unknown = [n for n in freeze if n not in names]
+    if unknown:
+        raise ParamsError(f"finetune.freeze: unknown block(s) {', '.join(unknown)}; "
+                          f"this backbone has {', '.join(names)}")
+    return list(freeze)
+
+
+def set_frozen(model: Classifier, names: list[str]) -> None:
+    """Freeze exactly these backbone blocks (weights and batch-norm statistics); unfreeze the rest."""
+    model.frozen_blocks = set(names)
+    for name in model.block_names:
+        for param in model.backbone.get_submodule(name).parameters():
+            param.requires_grad_(name not in model.frozen_blocks)
+    model.train(model.training)
+
+
+def _train_keeping_frozen(self: Classifier, mode: bool = True) -> Classifier:
+    # Frozen blocks stay in eval mode so their batch-norm running statistics do not move.
+    nn.Module.train(self, mode)
+    for name in getattr(self, "frozen_blocks", ()):
+        self.backbone.get_submodule(name).eval()
+    return self
+
+
+Classifier.train = _train_keeping_frozen
