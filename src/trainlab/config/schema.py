@@ -189,6 +189,7 @@ class TrainSpec(Section):
     """What one training run does: epochs, loss, optimizer, schedule, early stopping."""
 
     epochs: Epochs = 20
+    batch_size: Annotated[int, Field(gt=0, le=1_048_576)] | None = None  # null = trainer.batch_size
     loss: LossConfig = LossConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
@@ -289,3 +290,13 @@ class Params(Section):
     ensemble: EnsembleConfig = EnsembleConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _stage_batches_divisible(self) -> "Params":
+        per_step = self.trainer.grad_accum * self.trainer.devices
+        for name in ("pretrain", "finetune"):
+            batch = getattr(self, name).batch_size
+            if batch is not None and batch % per_step:
+                raise ValueError(f"{name}.batch_size {batch} must be divisible by "
+                                 f"trainer.grad_accum x trainer.devices = {per_step}")
+        return self

@@ -50,11 +50,11 @@ class Checkpointing(Hook):
             self.save(state)
 
     def on_epoch_end(self, state: LoopState, metrics: dict[str, float]) -> None:
-        self.save(state)
+        self.save(state, epoch_done=True)
 
-    def save(self, state: LoopState) -> None:
+    def save(self, state: LoopState, epoch_done: bool = False) -> None:
         if state.runtime.is_main:
-            torch_save(snapshot(state, self.fingerprint), self.path)
+            torch_save(snapshot(state, self.fingerprint, epoch_done), self.path)
         if state.runtime.distributed:
             torch.distributed.barrier()
 
@@ -63,9 +63,14 @@ class Checkpointing(Hook):
         self.path.unlink(missing_ok=True)
 
 
-def snapshot(state: LoopState, fingerprint: str) -> dict[str, Any]:
-    """The checkpoint contents: tensors, numbers, strings, lists and dicts only."""
+def snapshot(state: LoopState, fingerprint: str, epoch_done: bool = False) -> dict[str, Any]:
+    """The checkpoint contents: tensors, numbers, strings, lists and dicts only.
+
+    At an epoch end the counters already point at the next epoch, which is where a
+    resumed run continues.
+    """
     np_state = np.random.get_state()
+    epoch, step_in_epoch = (state.epoch + 1, 0) if epoch_done else (state.epoch, state.step_in_epoch)
     return {
         "format": FORMAT,
         "fingerprint": fingerprint,
@@ -73,9 +78,10 @@ def snapshot(state: LoopState, fingerprint: str) -> dict[str, Any]:
         "optimizer": state.optimizer.state_dict(),
         "schedule": state.schedule.state_dict(),
         "scaler": state.scaler.state_dict(),
-        "counters": {"epoch": state.epoch, "step": state.step, "step_in_epoch": state.step_in_epoch},
+        "counters": {"epoch": epoch, "step": state.step, "step_in_epoch": step_in_epoch,
+                     "should_stop": state.should_stop, "stop_reason": state.stop_reason},
         "history": state.history,
-        "epoch_sums": state.epoch_sums,
+        "epoch_sums": {} if epoch_done else state.epoch_sums,
         "hooks": [hook.state_dict() for hook in state.hooks],
         "rng": {
             "torch": torch.get_rng_state(),
@@ -94,6 +100,7 @@ def restore(state: LoopState, blob: dict[str, Any]) -> None:
     state.scaler.load_state_dict(blob["scaler"])
     counters = blob["counters"]
     state.epoch, state.step, state.step_in_epoch = counters["epoch"], counters["step"], counters["step_in_epoch"]
+    state.should_stop, state.stop_reason = counters["should_stop"], counters["stop_reason"]
     state.history, state.epoch_sums = list(blob["history"]), dict(blob["epoch_sums"])
     for hook, hook_state in zip(state.hooks, blob["hooks"]):
         hook.load_state_dict(hook_state)

@@ -59,12 +59,13 @@ def fit(model: torch.nn.Module, train: TrainData, val: TrainData, spec: TrainSpe
     use_loader = trainer.loader == "dataloader"
     if not use_loader:
         train, val = to_device(train, runtime.device), to_device(val, runtime.device)
-    plan = step_plan(len(train), trainer.batch_size, runtime.world_size, trainer.grad_accum)
+    batch_size = spec.batch_size or trainer.batch_size
+    plan = step_plan(len(train), batch_size, runtime.world_size, trainer.grad_accum)
     if not plan:
         raise ParamsError(f"trainer.batch_size: the train split ({len(train)} samples) is too small "
                           f"for {runtime.world_size} device(s) x {trainer.grad_accum} micro-batches")
     optimizer = build_optimizer(groups or [ParamGroup("all", list(model.parameters()))],
-                                spec.optimizer, trainer.batch_size)
+                                spec.optimizer, batch_size)
     early = EarlyStopping(spec.early_stopping)
     state = LoopState(model, optimizer, Schedule(spec.schedule, len(plan), spec.epochs), runtime.grad_scaler(),
                       runtime, spec, trainer, seed, len(plan))

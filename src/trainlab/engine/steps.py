@@ -91,7 +91,7 @@ class StepRecorder:
         self.losses: list[torch.Tensor] = []
         self.norms: list[torch.Tensor] = []
         self.lrs: list[float] = []
-        self.layer_steps: list[int] = []
+        self.layer_steps: list[tuple[int, list[str]]] = []
         self.layer_norms: list[torch.Tensor] = []
         self.sums = torch.zeros(3, dtype=torch.float64, device=state.runtime.device)
         self.consecutive_bad = 0
@@ -108,12 +108,16 @@ class StepRecorder:
     def maybe_layer_norms(self, state: LoopState) -> None:
         if not self.groups or state.step % state.trainer.layer_grad_norm_every:
             return
-        norms = []
-        for _, params in self.groups:
+        # Frozen blocks have no gradient and are left out rather than reported as zero.
+        norms = {}
+        for name, params in self.groups:
             grads = [p.grad for p in params if p.grad is not None]
-            norms.append(torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.sums.device))
-        self.layer_steps.append(state.step)
-        self.layer_norms.append(torch.stack([n.float().to(self.sums.device) for n in norms]))
+            if grads:
+                norms[name] = torch.nn.utils.get_total_norm(grads).float().to(self.sums.device)
+        if not norms:
+            return
+        self.layer_steps.append((state.step, list(norms)))
+        self.layer_norms.append(torch.stack(list(norms.values())))
 
     def maybe_flush(self, early: EarlyStopping) -> None:
         trainer, step = self.state.trainer, self.state.step
@@ -137,8 +141,8 @@ class StepRecorder:
                 for row in (("train/loss", loss, s), ("lr", lr, s), ("grad_norm", norm, s))]
         if state.scaler.is_enabled():
             rows.append(("loss_scale", state.scaler.get_scale(), self.steps[-1]))
-        for s, norms_at in zip(self.layer_steps, torch.stack(self.layer_norms).tolist() if self.layer_norms else []):
-            rows.extend((f"grad_norm/{name}", value, s) for (name, _), value in zip(self.groups, norms_at))
+        for (s, names), norms_at in zip(self.layer_steps, [n.tolist() for n in self.layer_norms]):
+            rows.extend((f"grad_norm/{name}", value, s) for name, value in zip(names, norms_at))
         self._check_divergence(losses, early)
         self.steps, self.losses, self.norms, self.lrs = [], [], [], []
         self.layer_steps, self.layer_norms = [], []

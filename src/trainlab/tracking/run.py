@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -176,12 +175,50 @@ class StageRun:
     def log_figure(self, figure, name: str) -> None:
         self.client.log_figure(self.run_id, figure, name)
 
+    def child(self, run_name: str, params: Params | None = None) -> "StageRun":
+        """A nested run under this one (search trials, the scratch and probe baselines)."""
+        return StageRun(self.stage, params or self.params, self.inputs, parent_run_id=self.run_id,
+                        run_name=run_name, extra_tags={"trainlab.parent_stage": self.stage})
+
+    def training_hooks(self) -> list:
+        """Engine hooks that stream a fit() into this run."""
+        from trainlab.tracking.hook import TrackingHook
+
+        return [TrackingHook(self)]
+
     def log_standard_artifacts(self, params_file: Path = Path("params.yaml")) -> None:
         """params.yaml as given, the resolved config, and the Python environment."""
         if params_file.is_file():
             self.log_artifact(params_file, "config")
         self.log_dict(self.params.model_dump(mode="json"), "config/resolved_params.json")
         self.log_text(environment_freeze(), "environment/requirements.txt")
+
+
+class NullRun:
+    """Stands in for StageRun on DDP ranks other than 0: only rank 0 writes."""
+
+    run_id = None
+    stage = run_name = "replica"
+
+    def __enter__(self) -> "NullRun":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def training_hooks(self) -> list:
+        return []
+
+    def child(self, *args, **kwargs) -> "NullRun":
+        return self
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
+
+
+def open_stage_run(stage: str, params: Params, is_main: bool = True, **kwargs) -> "StageRun | NullRun":
+    """The stage's MLflow run on the main process, a no-op stand-in elsewhere."""
+    return StageRun(stage, params, **kwargs) if is_main else NullRun()
 
 
 def mark_dead_runs_killed(client, experiment_id: str) -> None:
@@ -207,6 +244,3 @@ def _alive(pid: int) -> bool:
         return True
     return True
 
-
-def temporary_dir() -> tempfile.TemporaryDirectory:
-    return tempfile.TemporaryDirectory(prefix="trainlab-")

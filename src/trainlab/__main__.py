@@ -1,0 +1,5 @@
+"""`python -m trainlab` (used by torchrun, which needs a module to start)."""
+
+from trainlab.cli import main
+
+main()

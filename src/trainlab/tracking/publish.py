@@ -1,0 +1,37 @@
+"""Write a finished training run's outputs and attach them to its MLflow run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from trainlab.config import Params
+from trainlab.models import save_model
+from trainlab.io import write_text
+from trainlab.reporting import diagnose_training, write_training_reports
+from trainlab.tracking.run import StageRun
+from trainlab.training import TrainedModel
+
+
+def publish_training(run: StageRun, trained: TrainedModel, params: Params, model_path: Path | None,
+                     report_dir: Path, meta: dict[str, Any] | None = None,
+                     extra_metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Model file, metrics/curves for DVC, diagnosis; the same logged to MLflow. Returns the metrics."""
+    diagnosis = diagnose_training(trained.curves, trained.info.num_classes, label=run.run_name)
+    metrics = write_training_reports(report_dir, trained.result, {**diagnosis.summary, **(extra_metrics or {})})
+    write_text(report_dir / "diagnosis.md", diagnosis.markdown)
+    if model_path is not None:
+        save_model(model_path, trained.model, params.model, trained.info.input_shape,
+                   trained.info.class_names, meta={"stage": run.stage, "run_id": run.run_id or "",
+                                                   **(meta or {})})
+    run.log_metrics({f"final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
+                    step=len(trained.result.history))
+    run.set_tags({"trainlab.diagnosis": ",".join(diagnosis.names), "trainlab.stop_reason": trained.result.stop_reason,
+                  "precision": trained.result.precision})
+    run.log_artifact(report_dir / "curves.png", "plots")
+    run.log_artifact(report_dir / "diagnosis.md")
+    if model_path is not None and params.tracking.log_models:
+        run.log_artifact(model_path, "model")
+    print(diagnosis.terminal)
+    return metrics
+

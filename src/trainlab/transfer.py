@@ -1,0 +1,96 @@
+"""Transfer learning: pretrained backbone, new head, frozen blocks, gradual unfreezing.
+
+`finetune()` is the one function the finetune stage and every search trial call.
+`train_scratch()` and `linear_probe()` are its two baselines: the same model from
+random weights (does pretraining pay off?) and only a new head on frozen features
+(what does fine-tuning the backbone add?).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from trainlab.config import Params
+from trainlab.config.schema import FinetuneConfig
+from trainlab.engine import Hook, LoopState, ParamGroup, Runtime, TrainData, seed_everything
+from trainlab.errors import CheckpointError
+from trainlab.models import Classifier, build_model, load_state, read_checkpoint, resolve_frozen, set_frozen
+from trainlab.training import TrainedModel, load_task, train_task
+
+
+def load_pretrained(params: Params, path: Path, input_shape: tuple[int, ...], num_classes: int) -> Classifier:
+    """The configured model with the pretrained backbone and a fresh head for `num_classes`."""
+    blob = read_checkpoint(path)
+    if not isinstance(blob, dict) or "state_dict" not in blob:
+        raise CheckpointError(f"{path}: not a trainlab model file")
+    if tuple(blob.get("input_shape", ())) != tuple(input_shape):
+        raise CheckpointError(f"{path}: pretrained on inputs of shape {blob.get('input_shape')}, "
+                              f"but the target data has shape {list(input_shape)}")
+    seed_everything(params.seed)   # the new head's initial weights are seeded
+    model = build_model(params.model, input_shape, num_classes)
+    load_state(model, blob["state_dict"], str(path), skip_prefixes=("head.",))
+    return model
+
+
+class GradualUnfreeze(Hook):
+    """Every `every` epochs one more frozen block unfreezes, starting next to the head."""
+
+    def __init__(self, model: Classifier, frozen: list[str], every: int):
+        self.model, self.frozen, self.every = model, frozen, every
+
+    def still_frozen(self, epoch: int) -> list[str]:
+        thawed = epoch // self.every
+        return self.frozen[: max(0, len(self.frozen) - thawed)]
+
+    def on_epoch_start(self, state: LoopState) -> None:
+        set_frozen(self.model, self.still_frozen(state.epoch))
+
+
+def param_groups(model: Classifier, backbone_lr_scale: float) -> list[ParamGroup]:
+    """Backbone at a fraction of the head's learning rate (discriminative fine-tuning)."""
+    return [ParamGroup("backbone", list(model.backbone.parameters()), backbone_lr_scale),
+            ParamGroup("head", list(model.head.parameters()), 1.0)]
+
+
+def finetune(params: Params, pretrained: Path, *, hooks: Sequence[Hook] = (), runtime: Runtime | None = None,
+             resume_name: str = "finetune", label: str = "finetune",
+             data: tuple[TrainData, TrainData, object] | None = None) -> TrainedModel:
+    """Fine-tune the pretrained backbone on the target task with params.finetune."""
+    cfg: FinetuneConfig = params.finetune
+    data = data or load_task("target", params)
+    info = data[2]
+    model = load_pretrained(params, pretrained, info.input_shape, info.num_classes)
+    frozen = resolve_frozen(model, cfg.freeze)
+    set_frozen(model, frozen)
+    extra: list[Hook] = []
+    if cfg.unfreeze_every and frozen:
+        extra.append(GradualUnfreeze(model, frozen, cfg.unfreeze_every))
+    return train_task(params, cfg, "target", resume_name=resume_name, model=model,
+                      groups=param_groups(model, cfg.backbone_lr_scale), hooks=[*extra, *hooks],
+                      runtime=runtime, label=label, data=data, identity=("finetune", _file_id(pretrained)))
+
+
+def train_scratch(params: Params, *, hooks: Sequence[Hook] = (), runtime: Runtime | None = None,
+                  data=None) -> TrainedModel:
+    """The same architecture and budget from random weights, every layer at the head's lr."""
+    return train_task(params, params.finetune, "target", resume_name="finetune-scratch", hooks=hooks,
+                      runtime=runtime, label="scratch", data=data, identity="scratch")
+
+
+def linear_probe(params: Params, pretrained: Path, *, hooks: Sequence[Hook] = (),
+                 runtime: Runtime | None = None, data=None) -> TrainedModel:
+    """Only a new head on the frozen pretrained features."""
+    data = data or load_task("target", params)
+    info = data[2]
+    model = load_pretrained(params, pretrained, info.input_shape, info.num_classes)
+    set_frozen(model, model.block_names)
+    return train_task(params, params.finetune, "target", resume_name="finetune-probe", model=model,
+                      groups=[ParamGroup("head", list(model.head.parameters()), 1.0)], hooks=hooks,
+                      runtime=runtime, label="probe", data=data, identity=("probe", _file_id(pretrained)))
+
+
+def _file_id(path: Path) -> str:
+    from trainlab.data.prepared import sha256_file
+
+    return sha256_file(path) if Path(path).is_file() else "missing"

@@ -1,0 +1,70 @@
+"""`trainlab finetune`: transfer models/pretrained.pt to the target task -> models/finetuned.pt.
+
+New head for the target classes, the blocks in finetune.freeze frozen (optionally
+unfrozen one by one every finetune.unfreeze_every epochs), the backbone at
+finetune.backbone_lr_scale x the head's lr. With finetune.compare_scratch it also
+trains the same model from random weights (transfer/gain = finetuned - scratch on
+val), and with finetune.linear_probe only a new head on frozen features.
+"""
+
+import sys
+
+import click
+
+from stages.options import params_option
+
+
+@click.command(help=__doc__)
+@params_option
+def command(params_path: str) -> None:
+    from trainlab import paths
+    from trainlab.config import load_params
+    from trainlab.engine import setup_runtime, teardown_runtime
+    from trainlab.launch import relaunch_if_needed
+    from trainlab.tracking import open_stage_run
+    from trainlab.tracking.publish import publish_training
+    from trainlab.training import data_hashes, finish, load_task
+    from trainlab.transfer import finetune, linear_probe, train_scratch
+
+    params = load_params(params_path)
+    exit_code = relaunch_if_needed(params.trainer, ["finetune", "--params", params_path])
+    if exit_code is not None:
+        sys.exit(exit_code)
+    runtime = setup_runtime(params.trainer)
+    reports, data = paths.stage_reports("finetune"), load_task("target", params)
+    try:
+        with open_stage_run("finetune", params, runtime.is_main, inputs=data_hashes()) as run:
+            tuned = finetune(params, paths.PRETRAINED, hooks=run.training_hooks(), runtime=runtime, data=data)
+            baselines = {}
+            if params.finetune.compare_scratch:
+                with run.child("finetune/scratch") as child:
+                    baselines["scratch"] = train_scratch(params, hooks=child.training_hooks(),
+                                                         runtime=runtime, data=data)
+                    if runtime.is_main:
+                        publish_training(child, baselines["scratch"], params, paths.SCRATCH, reports / "scratch")
+            if params.finetune.linear_probe:
+                with run.child("finetune/probe") as child:
+                    baselines["probe"] = linear_probe(params, paths.PRETRAINED, hooks=child.training_hooks(),
+                                                      runtime=runtime, data=data)
+                    if runtime.is_main:
+                        publish_training(child, baselines["probe"], params, None, reports / "probe")
+            if runtime.is_main:
+                comparison = transfer_metrics(tuned, baselines)
+                publish_training(run, tuned, params, paths.FINETUNED, reports, extra_metrics=comparison)
+                for trained in (tuned, *baselines.values()):
+                    finish(trained)
+    finally:
+        teardown_runtime()
+
+
+def transfer_metrics(tuned, baselines) -> dict:
+    """What pretraining bought: gain over scratch, and over a linear probe, on val accuracy."""
+    from trainlab.reporting import summary_metrics
+
+    best = summary_metrics(tuned.result)["val/acc"]
+    metrics = {}
+    for name, trained in baselines.items():
+        acc = summary_metrics(trained.result)["val/acc"]
+        metrics[f"{name}/val_acc"] = acc
+        metrics[f"transfer/gain_over_{name}" if name != "scratch" else "transfer/gain"] = best - acc
+    return metrics

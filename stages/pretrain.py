@@ -1,0 +1,39 @@
+"""`trainlab pretrain`: train the configured model on the source corpus -> models/pretrained.pt.
+
+Reads the seed, model, trainer, pretrain and tracking sections. With trainer.devices > 1
+the same command reruns under torchrun (DDP); a killed run resumes from its last
+checkpoint in .trainlab/resume when rerun.
+"""
+
+import sys
+
+import click
+
+from stages.options import params_option
+
+
+@click.command(help=__doc__)
+@params_option
+def command(params_path: str) -> None:
+    from trainlab import paths
+    from trainlab.config import load_params
+    from trainlab.engine import setup_runtime, teardown_runtime
+    from trainlab.launch import relaunch_if_needed
+    from trainlab.tracking import open_stage_run
+    from trainlab.tracking.publish import publish_training
+    from trainlab.training import data_hashes, finish, train_task
+
+    params = load_params(params_path)
+    exit_code = relaunch_if_needed(params.trainer, ["pretrain", "--params", params_path])
+    if exit_code is not None:
+        sys.exit(exit_code)
+    runtime = setup_runtime(params.trainer)
+    try:
+        with open_stage_run("pretrain", params, runtime.is_main, inputs=data_hashes()) as run:
+            trained = train_task(params, params.pretrain, "source", resume_name="pretrain",
+                                 hooks=run.training_hooks(), runtime=runtime, label="pretrain")
+            if runtime.is_main:
+                publish_training(run, trained, params, paths.PRETRAINED, paths.stage_reports("pretrain"))
+                finish(trained)
+    finally:
+        teardown_runtime()
