@@ -41,14 +41,16 @@ def command(params_path: str) -> None:
                     baselines["scratch"] = train_scratch(params, hooks=child.training_hooks(),
                                                          runtime=runtime, data=data)
                     if runtime.is_main:
-                        publish_training(child, baselines["scratch"], params, paths.SCRATCH, reports / "scratch")
+                        publish_training(child, baselines["scratch"], params, paths.SCRATCH,
+                                         paths.BASELINES / "scratch")
             if params.finetune.linear_probe:
                 with run.child("finetune/probe") as child:
                     baselines["probe"] = linear_probe(params, paths.PRETRAINED, hooks=child.training_hooks(),
                                                       runtime=runtime, data=data)
                     if runtime.is_main:
-                        publish_training(child, baselines["probe"], params, None, reports / "probe")
+                        publish_training(child, baselines["probe"], params, None, paths.BASELINES / "probe")
             if runtime.is_main:
+                paths.BASELINES.mkdir(parents=True, exist_ok=True)   # a DVC output even when empty
                 comparison = transfer_metrics(tuned, baselines)
                 publish_training(run, tuned, params, paths.FINETUNED, reports, extra_metrics=comparison)
                 for trained in (tuned, *baselines.values()):

@@ -14,7 +14,8 @@ MANIFEST = PREPARED / "manifest.json"
 MODELS = Path("models")
 PRETRAINED = MODELS / "pretrained.pt"
 FINETUNED = MODELS / "finetuned.pt"
-SCRATCH = MODELS / "scratch.pt"
+BASELINES = MODELS / "baselines"          # finetune's scratch and linear-probe baselines
+SCRATCH = BASELINES / "scratch.pt"
 SEARCH_MODELS = MODELS / "search"          # top-k trial checkpoints
 ENSEMBLE = MODELS / "ensemble.pt"
 
@@ -32,6 +33,11 @@ MLFLOW_DB = Path("mlflow.db")
 def stage_reports(stage: str) -> Path:
     """Directory of a stage's metrics and plots files (tracked by DVC)."""
     return REPORTS / stage
+
+
+def stage_artifacts(stage: str) -> Path:
+    """Files a stage leaves for people (PNGs, diagnosis.md): a DVC output committed to git."""
+    return stage_reports(stage) / "artifacts"
 
 
 def resume_checkpoint(run_name: str) -> Path:

@@ -60,11 +60,11 @@ def curve_rows(result: FitResult) -> list[dict[str, float]]:
 
 
 def write_training_reports(folder: Path, result: FitResult, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """metrics.json (for `dvc metrics`), curves.json (for `dvc plots`) and curves.png."""
+    """metrics.json (for `dvc metrics`), curves.json (for `dvc plots`), artifacts/curves.png."""
     metrics = {**summary_metrics(result), **(extra or {})}
     write_json(folder / "metrics.json", metrics)
     write_json(folder / "curves.json", curve_rows(result))
-    plot_curves(result, folder / "curves.png")
+    plot_curves(result, folder / "artifacts" / "curves.png")
     return metrics
 
 

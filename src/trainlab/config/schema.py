@@ -247,6 +247,7 @@ class SearchConfig(Section):
     timeout_s: PositiveFloat | None = None
     workers: PositiveInt = 1
     pruner: Literal["none", "median", "halving"] = "median"
+    metric: Literal["val/loss", "val/acc"] = "val/loss"   # what trials are ranked and pruned by
     storage: str | None = None       # null = local file kept across runs; or an RDB URL
     study_name: str = "trainlab-search"
     seed: int = 0

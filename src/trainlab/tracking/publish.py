@@ -19,7 +19,7 @@ def publish_training(run: StageRun, trained: TrainedModel, params: Params, model
     """Model file, metrics/curves for DVC, diagnosis; the same logged to MLflow. Returns the metrics."""
     diagnosis = diagnose_training(trained.curves, trained.info.num_classes, label=run.run_name)
     metrics = write_training_reports(report_dir, trained.result, {**diagnosis.summary, **(extra_metrics or {})})
-    write_text(report_dir / "diagnosis.md", diagnosis.markdown)
+    write_text(report_dir / "artifacts" / "diagnosis.md", diagnosis.markdown)
     if model_path is not None:
         save_model(model_path, trained.model, params.model, trained.info.input_shape,
                    trained.info.class_names, meta={"stage": run.stage, "run_id": run.run_id or "",
@@ -28,8 +28,8 @@ def publish_training(run: StageRun, trained: TrainedModel, params: Params, model
                     step=len(trained.result.history))
     run.set_tags({"trainlab.diagnosis": ",".join(diagnosis.names), "trainlab.stop_reason": trained.result.stop_reason,
                   "precision": trained.result.precision})
-    run.log_artifact(report_dir / "curves.png", "plots")
-    run.log_artifact(report_dir / "diagnosis.md")
+    run.log_artifact(report_dir / "artifacts" / "curves.png", "plots")
+    run.log_artifact(report_dir / "artifacts" / "diagnosis.md")
     if model_path is not None and params.tracking.log_models:
         run.log_artifact(model_path, "model")
     print(diagnosis.terminal)

@@ -180,6 +180,25 @@ class StageRun:
         return StageRun(self.stage, params or self.params, self.inputs, parent_run_id=self.run_id,
                         run_name=run_name, extra_tags={"trainlab.parent_stage": self.stage})
 
+    def register_model(self, model, input_example, name: str, alias: str) -> str:
+        """Log `model` (torch.export pt2 format) to this run, register it and point `alias` at it."""
+        import mlflow
+        import mlflow.pytorch
+
+        from trainlab import __version__
+
+        with mlflow.start_run(run_id=self.run_id):
+            info = mlflow.pytorch.log_model(
+                model.eval(), name="registered_model", input_example=input_example,
+                registered_model_name=name,
+                # Listing requirements skips MLflow's slow inference of them (~8 s).
+                pip_requirements=[f"torch=={__import__('torch').__version__.split('+')[0]}",
+                                  f"trainlab=={__version__}"])
+        version = str(info.registered_model_version)
+        self.client.set_registered_model_alias(name, alias, version)
+        self.set_tags({"registry.model": name, "registry.version": version, "registry.alias": alias})
+        return version
+
     def training_hooks(self) -> list:
         """Engine hooks that stream a fit() into this run."""
         from trainlab.tracking.hook import TrackingHook

@@ -1,0 +1,107 @@
+"""Combining models: soft vote, hard vote, or weights fitted on the validation split.
+
+An `Ensemble` is an nn.Module that returns log-probabilities, so evaluate (and a
+user's own script) calls it exactly like a single model: `ensemble(x).argmax(-1)`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainlab.errors import CheckpointError
+from trainlab.io import torch_save
+from trainlab.models import Classifier, build_model, load_state, read_checkpoint
+from trainlab.config.schema import ModelConfig
+
+FORMAT = "trainlab.ensemble/1"
+# Tie-break weight for hard voting: far below one vote, so it only orders tied classes.
+TIE_BREAK = 1e-3
+
+
+class Ensemble(nn.Module):
+    """Members' class probabilities combined by `method`; forward returns log-probabilities."""
+
+    def __init__(self, members: list[nn.Module], weights: torch.Tensor, method: str):
+        super().__init__()
+        if method not in {"soft_vote", "hard_vote", "weighted"}:
+            raise ValueError(f"unknown ensemble method {method!r}")
+        self.members = nn.ModuleList(members)
+        self.register_buffer("weights", weights.float() / weights.sum())
+        self.method = method
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([m(x).float().softmax(-1) for m in self.members])   # (members, n, classes)
+        return combine(probs, self.weights, self.method).clamp_min(1e-12).log()
+
+
+def combine(probs: torch.Tensor, weights: torch.Tensor, method: str) -> torch.Tensor:
+    """Class probabilities of the ensemble from members' probabilities (members, n, classes)."""
+    mean = torch.einsum("m,mnc->nc", weights, probs)
+    if method != "hard_vote":
+        return mean
+    votes = torch.nn.functional.one_hot(probs.argmax(-1), probs.shape[-1]).float()   # (m, n, c)
+    counts = torch.einsum("m,mnc->nc", weights, votes)
+    # Ties between classes with equal votes go to the higher mean probability, then to the
+    # lower class index (argmax takes the first maximum): deterministic either way.
+    scores = counts + TIE_BREAK * mean
+    return scores / scores.sum(-1, keepdim=True)
+
+
+def fit_weights(member_probs: torch.Tensor, y: torch.Tensor, steps: int = 300) -> torch.Tensor:
+    """Weights (on the simplex) minimising the validation NLL of the weighted mean probability."""
+    logits = torch.zeros(member_probs.shape[0], requires_grad=True)
+    optimizer = torch.optim.Adam([logits], lr=0.05)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        mix = torch.einsum("m,mnc->nc", logits.softmax(0), member_probs)
+        loss = torch.nn.functional.nll_loss(mix.clamp_min(1e-12).log(), y)
+        loss.backward()
+        optimizer.step()
+    return logits.detach().softmax(0)
+
+
+@torch.inference_mode()
+def member_probabilities(members: list[nn.Module], x: torch.Tensor, batch: int = 2048) -> torch.Tensor:
+    """(members, n, classes) softmax outputs of every member on `x`."""
+    outs = []
+    for member in members:
+        member.eval()
+        outs.append(torch.cat([member(chunk).float().softmax(-1) for chunk in x.split(batch)]))
+    return torch.stack(outs)
+
+
+def save_ensemble(path: str | Path, ensemble: Ensemble, member_blobs: list[dict[str, Any]],
+                  names: list[str]) -> None:
+    """One self-contained file: every member's weights and config, the weights and method."""
+    torch_save({"format": FORMAT, "method": ensemble.method, "weights": ensemble.weights.cpu(),
+                "names": names, "members": member_blobs}, path)
+
+
+def load_ensemble(path: str | Path) -> tuple[Ensemble, dict[str, Any]]:
+    blob = read_checkpoint(path)
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a trainlab ensemble file (expected format {FORMAT})")
+    members = [member_from_blob(m, f"{path} member {i}") for i, m in enumerate(blob["members"])]
+    ensemble = Ensemble(members, blob["weights"], blob["method"]).eval()
+    return ensemble, {k: v for k, v in blob.items() if k != "members"}
+
+
+def member_from_blob(blob: dict[str, Any], source: str) -> Classifier:
+    cfg = ModelConfig.model_validate(blob["model"])
+    model = build_model(cfg, tuple(blob["input_shape"]), len(blob["class_names"]))
+    load_state(model, blob["state_dict"], source)
+    return model.eval()
+
+
+def load_any(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a single model or an ensemble file, whichever `path` holds."""
+    from trainlab.models import load_model
+
+    blob_format = read_checkpoint(path).get("format")
+    if blob_format == FORMAT:
+        return load_ensemble(path)
+    return load_model(path)

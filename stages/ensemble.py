@@ -1,0 +1,32 @@
+"""`trainlab ensemble`: combine the top-k search models (and the finetuned one) -> models/ensemble.pt.
+
+ensemble.method: soft_vote (mean probability), hard_vote (majority, ties to the higher
+mean probability) or weighted (weights fitted on the validation split only).
+"""
+
+import click
+
+from stages.options import params_option
+
+
+@click.command(help=__doc__)
+@params_option
+def command(params_path: str) -> None:
+    from trainlab import paths
+    from trainlab.config import load_params
+    from trainlab.ensemble_stage import build_ensemble
+    from trainlab.io import write_json
+    from trainlab.tracking import StageRun
+    from trainlab.training import data_hashes
+
+    params = load_params(params_path)
+    with StageRun("ensemble", params, inputs=data_hashes()) as run:
+        built = build_ensemble(params)
+        write_json(paths.stage_reports("ensemble") / "metrics.json", built.metrics)
+        write_json(paths.stage_reports("ensemble") / "members.json", built.members)
+        run.log_metrics(built.metrics, step=0)
+        run.log_dict({"members": built.members}, "ensemble/members.json")
+        if params.tracking.log_models:
+            run.log_artifact(paths.ENSEMBLE, "model")
+    for key, value in built.metrics.items():
+        click.echo(f"{key}: {value:.4f}")

@@ -1,0 +1,57 @@
+"""`trainlab evaluate`: score every final model on the held-out test split, side by side.
+
+The only stage that reads the test split. Writes reports/evaluate/metrics.json
+(stable keys test/<metric>/<model> for `dvc metrics diff`), per-class scores, the
+ensemble's confusion matrix for `dvc plots show`, and registers the model with the
+best *validation* accuracy in the MLflow model registry under evaluate.alias.
+"""
+
+import click
+
+from stages.options import params_option
+
+
+@click.command(help=__doc__)
+@params_option
+def command(params_path: str) -> None:
+    from trainlab import paths
+    from trainlab.config import load_params
+    from trainlab.data import load_split, task_info
+    from trainlab.ensemble import load_any
+    from trainlab.errors import DataError
+    from trainlab.evaluation import choose_best, confusion_rows, evaluate_all, flat_metrics, plot_confusion
+    from trainlab.io import write_json
+    from trainlab.tracking import StageRun
+    from trainlab.training import data_hashes
+
+    params = load_params(params_path)
+    reports = paths.stage_reports("evaluate")
+    with StageRun("evaluate", params, inputs=data_hashes()) as run:
+        scores, extra = evaluate_all(params.evaluate.calibration_bins)
+        if not scores:
+            raise DataError("evaluate: no final model found in models/; run the pipeline first (dvc repro)")
+        metrics = flat_metrics(scores, extra)
+        classes = task_info(paths.PREPARED, "target").class_names
+        test_y = load_split(paths.PREPARED, "target", "test").y
+        final = next((s for s in scores if s.name == "ensemble"), scores[0])
+        write_json(reports / "metrics.json", metrics)
+        write_json(reports / "per_class.json", {s.name: s.per_class for s in scores})
+        write_json(reports / "confusion.json", confusion_rows(final, test_y, classes))
+        run.log_metrics(metrics, step=0)
+        for s in scores:
+            run.log_artifact(plot_confusion(s, classes, paths.stage_artifacts("evaluate") / f"confusion_{s.name}.png"),
+                             "confusion")
+        run.log_artifact(reports / "per_class.json")
+        best = choose_best(scores)
+        run.set_tags({"best_model": best.name})
+        if params.evaluate.register_model:
+            model, _ = load_any({"ensemble": paths.ENSEMBLE, "finetuned": paths.FINETUNED,
+                                 "scratch": paths.SCRATCH, "best_trial": paths.SEARCH_MODELS / "top1.pt"}[best.name])
+            example = load_split(paths.PREPARED, "target", "val").x[:4]
+            version = run.register_model(model, example, params.evaluate.model_name, params.evaluate.alias)
+            click.echo(f"registered {best.name} as {params.evaluate.model_name} v{version} "
+                       f"(alias {params.evaluate.alias}, chosen on val acc {best.val_acc:.4f})")
+    click.echo(f"{'model':<12} {'test acc':>9} {'loss':>7} {'ECE':>6} {'F1':>6}")
+    for s in scores:
+        click.echo(f"{s.name:<12} {s.test['acc']:>9.4f} {s.test['loss']:>7.4f} {s.test['ece']:>6.3f} "
+                   f"{s.test['f1_macro']:>6.3f}")
