@@ -46,7 +46,8 @@ def build_optimizer(groups: list[ParamGroup], cfg: OptimizerConfig, batch_size: 
         return torch.optim.Adagrad(torch_groups, lr=lr, eps=cfg.eps, weight_decay=wd)
     # L-BFGS keeps one param group and re-evaluates the loss through a closure.
     params = [p for g in groups for p in g.params]
-    return torch.optim.LBFGS(params, lr=lr, history_size=cfg.history_size, max_iter=cfg.max_iter)
+    return torch.optim.LBFGS([{"params": params, "initial_lr": lr}], lr=lr,
+                             history_size=cfg.history_size, max_iter=cfg.max_iter)
 
 
 @dataclass

@@ -27,7 +27,8 @@ def publish_training(run: StageRun, trained: TrainedModel, params: Params, model
     run.log_metrics({f"final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
                     step=len(trained.result.history))
     run.set_tags({"trainlab.diagnosis": ",".join(diagnosis.names), "trainlab.stop_reason": trained.result.stop_reason,
-                  "precision": trained.result.precision})
+                  "precision": trained.result.precision,
+                  "data.num_classes": trained.info.num_classes})
     run.log_artifact(report_dir / "artifacts" / "curves.png", "plots")
     run.log_artifact(report_dir / "artifacts" / "diagnosis.md")
     if model_path is not None and params.tracking.log_models:
