@@ -20,7 +20,7 @@ def command(params_path: str) -> None:
     from trainlab.training import data_hashes
 
     params = load_params(params_path)
-    with StageRun("ensemble", params, inputs=data_hashes()) as run:
+    with StageRun("ensemble", params, inputs=data_hashes(), params_file=params_path) as run:
         built = build_ensemble(params)
         write_json(paths.stage_reports("ensemble") / "metrics.json", built.metrics)
         write_json(paths.stage_reports("ensemble") / "members.json", built.members)

@@ -26,7 +26,7 @@ def command(params_path: str) -> None:
 
     params = load_params(params_path)
     reports = paths.stage_reports("evaluate")
-    with StageRun("evaluate", params, inputs=data_hashes()) as run:
+    with StageRun("evaluate", params, inputs=data_hashes(), params_file=params_path) as run:
         scores, extra = evaluate_all(params.evaluate.calibration_bins)
         if not scores:
             raise DataError("evaluate: no final model found in models/; run the pipeline first (dvc repro)")

@@ -33,7 +33,8 @@ def command(params_path: str) -> None:
     runtime = setup_runtime(params.trainer)
     reports, data = paths.stage_reports("finetune"), load_task("target", params)
     try:
-        with open_stage_run("finetune", params, runtime.is_main, inputs=data_hashes()) as run:
+        with open_stage_run("finetune", params, runtime.is_main, inputs=data_hashes(),
+                            params_file=params_path) as run:
             tuned = finetune(params, paths.PRETRAINED, hooks=run.training_hooks(), runtime=runtime, data=data)
             baselines = {}
             if params.finetune.compare_scratch:

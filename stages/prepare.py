@@ -15,12 +15,11 @@ def command(params_path: str) -> None:
     from trainlab.tracking import StageRun
 
     params = load_params(params_path)
-    with StageRun("prepare", params) as run:
+    with StageRun("prepare", params, params_file=params_path) as run:
         manifest = prepare(params.data, paths.PREPARED, params_hash(params.data))
         metrics = summarize(manifest)
         write_json(paths.stage_reports("prepare") / "metrics.json", metrics)
         run.log_metrics(metrics, step=0)
         run.log_artifact(paths.MANIFEST)
-        run.log_standard_artifacts()
     for key, value in metrics.items():
         click.echo(f"{key}: {value}")

@@ -29,7 +29,8 @@ def command(params_path: str) -> None:
         sys.exit(exit_code)
     runtime = setup_runtime(params.trainer)
     try:
-        with open_stage_run("pretrain", params, runtime.is_main, inputs=data_hashes()) as run:
+        with open_stage_run("pretrain", params, runtime.is_main, inputs=data_hashes(),
+                            params_file=params_path) as run:
             trained = train_task(params, params.pretrain, "source", resume_name="pretrain",
                                  hooks=run.training_hooks(), runtime=runtime, label="pretrain")
             if runtime.is_main:

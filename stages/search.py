@@ -27,7 +27,7 @@ def command(params_path: str) -> None:
     params = load_params(params_path)
     check_space(params)
     reports = paths.stage_reports("search")
-    with StageRun("search", params, inputs=data_hashes()) as run:
+    with StageRun("search", params, inputs=data_hashes(), params_file=params_path) as run:
         study = run_search(params, run.run_id)
         best = top_trials(study, params.search.top_k)
         if not best:

@@ -8,6 +8,7 @@ code (2 for bad input); anything else keeps its traceback, since it is our bug.
 from __future__ import annotations
 
 import importlib
+import signal
 
 import click
 
@@ -68,4 +69,11 @@ def cli() -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    # SIGTERM (a CI timeout, `kill`) takes the same clean path as Ctrl-C: the MLflow run is
+    # marked KILLED and the last checkpoint stays for the rerun.
+    signal.signal(signal.SIGTERM, _interrupt)
     cli(prog_name="trainlab")
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")

@@ -119,6 +119,7 @@ class TrainerConfig(Section):
     batch_size: Annotated[int, Field(gt=0, le=1_048_576)] = 128            # global: samples per optimizer step
     grad_accum: Annotated[int, Field(gt=0, le=4096)] = 1              # micro-batches per optimizer step
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
+    fp16_loss_scaling: bool = True           # dynamic loss scaling for fp16; off only to see why it exists
     devices: Annotated[int, Field(gt=0, le=1024)] = 1                 # > 1: DDP (gloo on CPU, NCCL on CUDA)
     accelerator: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Annotated[int, Field(gt=0, le=1024)] | None = 2          # torch intra-op threads; null = torch's default

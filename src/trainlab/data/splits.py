@@ -16,7 +16,7 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int, what: str) -> tu
         n_take = max(1, int(round(fraction * len(members))))
         if n_take >= len(members):
             raise DataError(
-                f"{what}: class {label!r} has {len(members)} sample(s), too few to split off "
+                f"{what}: class {label.item()!r} has {len(members)} sample(s), too few to split off "
                 f"{fraction:.0%} and keep some for training (need at least 2 per class)"
             )
         taken.append(members[:n_take])
@@ -40,9 +40,9 @@ def stratified_subset(y: np.ndarray, total: int | None, per_class: int | None, s
     chosen = []
     for label, count in zip(labels, counts):
         if wanted[label] > count:
-            raise DataError(f"{what}: class {label!r} has {count} samples, budget asks for {wanted[label]}")
+            raise DataError(f"{what}: class {label.item()!r} has {count} samples, budget asks for {wanted[label]}")
         if wanted[label] == 0:
-            raise DataError(f"{what}: a budget of {total} leaves class {label!r} with no sample")
+            raise DataError(f"{what}: a budget of {total} leaves class {label.item()!r} with no sample")
         chosen.append(rng.permutation(np.flatnonzero(y == label))[: wanted[label]])
     return np.sort(np.concatenate(chosen))
 

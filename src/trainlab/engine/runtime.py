@@ -26,6 +26,7 @@ class Runtime:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    loss_scaling: bool = True
 
     @property
     def is_main(self) -> bool:
@@ -45,7 +46,7 @@ class Runtime:
     def grad_scaler(self) -> torch.amp.GradScaler:
         # fp16 has a narrow exponent range: small gradients underflow to zero unless the
         # loss is scaled up before backward and the gradients scaled down before the step.
-        return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16" and self.loss_scaling)
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
@@ -94,7 +95,8 @@ def setup_runtime(cfg: TrainerConfig) -> Runtime:
     torch.use_deterministic_algorithms(True, warn_only=True)
     if use_cuda:
         torch.backends.cudnn.benchmark = False
-    return Runtime(device, resolve_precision(cfg.precision, device), rank, world_size, local_rank)
+    return Runtime(device, resolve_precision(cfg.precision, device), rank, world_size, local_rank,
+                   cfg.fp16_loss_scaling)
 
 
 def teardown_runtime() -> None:

@@ -68,7 +68,11 @@ def _clip(state: LoopState) -> torch.Tensor:
     """Clip by norm and/or value; returns the global gradient norm before clipping."""
     params = [p for p in state.model.parameters() if p.grad is not None]
     if state.trainer.clip_grad_value is not None:
+        norm = _total_norm(state.model)   # value clipping changes the norm: measure it first
         torch.nn.utils.clip_grad_value_(params, state.trainer.clip_grad_value)
+        if state.trainer.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, state.trainer.clip_grad_norm)
+        return norm
     if state.trainer.clip_grad_norm is not None:
         return torch.nn.utils.clip_grad_norm_(params, state.trainer.clip_grad_norm)
     return _total_norm(state.model)

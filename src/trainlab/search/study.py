@@ -142,9 +142,12 @@ def counted_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def budget_callback(n_trials: int):
-    """Stop every worker once the study holds n_trials counted trials."""
+    """Stop a worker once the counted trials plus those still running reach n_trials."""
     def stop_when_done(study: optuna.Study, trial) -> None:
-        if len(counted_trials(study)) >= n_trials:
+        # Trials other workers are running will count when they finish: starting another
+        # one now would overshoot the budget by up to (workers - 1) trials.
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if len(counted_trials(study)) + len(running) >= n_trials:
             study.stop()
     return stop_when_done
 

@@ -33,13 +33,18 @@ def pipeline_run_id() -> str:
     pid = os.getpid()
     chosen = pid
     while pid > 1:
-        cmdline = _read(f"/proc/{pid}/cmdline").replace("\0", " ")
-        if "dvc" in cmdline.split(" ", 2)[0] or " dvc " in f" {cmdline} " or "dvc/__main__" in cmdline:
+        if _is_dvc(_read(f"/proc/{pid}/cmdline").split("\0")):
             chosen = pid
             break
         pid = _parent_pid(pid)
     start = _read(f"/proc/{chosen}/stat").rsplit(")", 1)[-1].split()[19:20]
     return hashlib.sha1(f"{socket.gethostname()}:{chosen}:{start}".encode()).hexdigest()[:12]
+
+
+def _is_dvc(argv: list[str]) -> bool:
+    """`dvc ...`, `python .../bin/dvc ...` (the console script via its shebang) or `python -m dvc ...`."""
+    names = [os.path.basename(arg) for arg in argv[:3]]
+    return "dvc" in names[:2] or names[1:3] == ["-m", "dvc"] or any("dvc/__main__" in arg for arg in argv[:2])
 
 
 def _read(path: str) -> str:

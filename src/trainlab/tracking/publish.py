@@ -17,6 +17,10 @@ def publish_training(run: StageRun, trained: TrainedModel, params: Params, model
                      report_dir: Path, meta: dict[str, Any] | None = None,
                      extra_metrics: dict[str, Any] | None = None) -> dict[str, Any]:
     """Model file, metrics/curves for DVC, diagnosis; the same logged to MLflow. Returns the metrics."""
+    if trained.result.resumed_from_step:
+        # The run of a resumed stage starts mid-way: give it the curves from before the kill.
+        run.backfill(trained.curves)
+        run.set_tags({"trainlab.resumed_from_step": trained.result.resumed_from_step})
     diagnosis = diagnose_training(trained.curves, trained.info.num_classes, label=run.run_name)
     metrics = write_training_reports(report_dir, trained.result, {**diagnosis.summary, **(extra_metrics or {})})
     write_text(report_dir / "artifacts" / "diagnosis.md", diagnosis.markdown)

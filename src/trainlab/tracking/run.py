@@ -20,6 +20,7 @@ from trainlab.tracking.lineage import environment_freeze, git_state, pipeline_ru
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"   # MLflow 3 UI: classic model-training view
 FLUSH_AT = 1000                                  # MLflow's log_batch limit per call
+RERUN_ENV = "TRAINLAB_RERUN_OF"                  # run id a `trainlab rerun` reproduces
 
 
 def resolve_uri(params: Params, root: Path = Path(".")) -> str:
@@ -52,14 +53,16 @@ class StageRun:
 
     def __init__(self, stage: str, params: Params, inputs: Mapping[str, str] | None = None,
                  parent_run_id: str | None = None, run_name: str | None = None,
-                 extra_tags: Mapping[str, str] | None = None):
+                 extra_tags: Mapping[str, str] | None = None, params_file: str | Path = "params.yaml"):
         self.stage, self.params = stage, params
+        self.params_file = Path(params_file)
         self.inputs = dict(inputs or {})
         self.parent_run_id = parent_run_id
         self.run_name = run_name or stage
         self.extra_tags = dict(extra_tags or {})
         self.run_id: str | None = None
         self._buffer: list = []
+        self._logged: set[tuple[str, int]] = set()   # (key, step) already sent, for backfill
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> "StageRun":
@@ -81,6 +84,8 @@ class StageRun:
         run = self.client.create_run(experiment_id, run_name=self.run_name, tags=tags)
         self.run_id = run.info.run_id
         self._log_params()
+        if self.parent_run_id is None:
+            self.log_standard_artifacts(self.params_file)   # every stage run: config and environment
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -124,6 +129,8 @@ class StageRun:
         }
         if os.environ.get("DVC_EXP_NAME"):
             tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+        if os.environ.get(RERUN_ENV):   # set by `trainlab rerun` for the runs it starts
+            tags["trainlab.rerun_of"] = os.environ[RERUN_ENV]
         return tags
 
     def _log_params(self) -> None:
@@ -141,6 +148,7 @@ class StageRun:
 
         now = int(time.time() * 1000)
         self._buffer.extend(Metric(k, float(v), now, int(step)) for k, v in metrics.items())
+        self._logged.update((k, int(step)) for k in metrics)
         if len(self._buffer) >= FLUSH_AT:
             self.flush()
 
@@ -150,8 +158,15 @@ class StageRun:
 
         now = int(time.time() * 1000)
         self._buffer.extend(Metric(k, float(v), now, int(s)) for k, v, s in rows)
+        self._logged.update((k, int(s)) for k, _, s in rows)
         if len(self._buffer) >= FLUSH_AT:
             self.flush()
+
+    def backfill(self, curves: Mapping[str, list[tuple[int, float]]]) -> int:
+        """Log the points of `curves` this run has not seen: the part before a resume."""
+        missing = [(k, v, s) for k, points in curves.items() for s, v in points if (k, s) not in self._logged]
+        self.log_metric_rows(missing)
+        return len(missing)
 
     def flush(self) -> None:
         """Write buffered metrics with log_batch: ~0.1 ms per value instead of ~4 ms per call."""
