@@ -30,6 +30,12 @@ def load_params(path: str | Path = "params.yaml", overrides: Mapping[str, Any] |
         raise ParamsError(f"{path}: {where}invalid YAML: {problem}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    missing = [name for name in Params.model_fields if name not in raw]
+    if missing:
+        # Keys inside a section may be left to their defaults, whole sections may not:
+        # a lost section is far more often an editing accident than a wish for defaults.
+        raise ParamsError(f"{path}: {missing[0]}: required section is missing "
+                          f"(sections: {', '.join(Params.model_fields)})")
     for key, value in (overrides or {}).items():
         set_dotted(raw, key, value)
     return validate(raw, source=str(path))

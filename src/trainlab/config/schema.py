@@ -1,8 +1,9 @@
 """The typed, frozen schema of params.yaml.
 
 Every section is a pydantic model that forbids unknown keys, so a typo is an error
-rather than a silently ignored setting. Defaults here are the documented defaults of
-params.yaml; a stage always works from the fully resolved `Params`.
+rather than a silently ignored setting. The defaults here fill keys a params file leaves
+out; the project's params.yaml sets every key, some to tuned values. A stage always
+works from the fully resolved `Params`.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ def _read_target(path: Path, cfg: FileConfig):
         train_idx, test_idx = stratified_split(y, cfg.test_fraction, 0, f"{path}")
     else:
         split = np.asarray([str(s).strip().lower() for s in split])
-        unknown = sorted(set(split) - TRAIN_NAMES - TEST_NAMES)
+        unknown = sorted(set(split.tolist()) - TRAIN_NAMES - TEST_NAMES)
         if unknown:
             raise DataError(f"{path}: column '{cfg.split_column}' has value(s) {unknown[:3]}; "
                             f"accepted: train, val, test")

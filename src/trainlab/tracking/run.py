@@ -6,6 +6,7 @@ This package is the only code in trainlab that imports mlflow.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -71,6 +72,10 @@ class StageRun:
 
         uri = resolve_uri(self.params)
         check_reachable(uri)
+        # MLflow and alembic announce store creation at INFO on stderr; the stage's own
+        # messages (and a one-line error) should be all a user sees there.
+        for name in ("mlflow", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         # A dead server mid-run should fail the stage in seconds, not retry for minutes.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
@@ -91,15 +96,31 @@ class StageRun:
     def __exit__(self, exc_type, exc, tb) -> None:
         if self.run_id is None:
             return
+        if server_lost(exc):
+            # Every further call would only retry against a dead server. The run stays
+            # RUNNING there until the next stage start finds this process gone (KILLED).
+            raise self._lost(exc) from None
         status = "FINISHED"
-        if exc_type is not None:
-            status = "KILLED" if issubclass(exc_type, (KeyboardInterrupt, SystemExit)) else "FAILED"
-            if exc is not None:
-                self.set_tags({"trainlab.error": f"{exc_type.__name__}: {exc}"[:4000]})
         try:
-            self.flush()
-        finally:
-            self.client.set_terminated(self.run_id, status=status)
+            if exc_type is not None:
+                status = "KILLED" if issubclass(exc_type, (KeyboardInterrupt, SystemExit)) else "FAILED"
+                if exc is not None:
+                    self.set_tags({"trainlab.error": f"{exc_type.__name__}: {exc}"[:4000]})
+            try:
+                self.flush()
+            finally:
+                self.client.set_terminated(self.run_id, status=status)
+        except Exception as err:
+            if not server_lost(err):
+                raise
+            if exc_type is None:
+                raise self._lost(err) from None
+            # else the stage's own error (propagating after this) is the one to report
+
+    def _lost(self, err: BaseException) -> TrackingUnavailable:
+        return TrackingUnavailable(f"tracking server {self.client.tracking_uri} stopped answering during the "
+                                   f"{self.run_name} run ({_reason(err)}); rerun the stage once it is back "
+                                   f"(training resumes from its last checkpoint)")
 
     def _experiment_id(self) -> str:
         name = self.params.tracking.experiment
@@ -267,6 +288,25 @@ def mark_dead_runs_killed(client, experiment_id: str) -> None:
             continue
         client.set_tag(run.info.run_id, "trainlab.error", "process died without closing the run")
         client.set_terminated(run.info.run_id, status="KILLED")
+
+
+def server_lost(exc: BaseException | None) -> bool:
+    """Whether an MLflow call failed because the tracking server stopped answering."""
+    import requests
+
+    for _ in range(20):   # walk the chain MLflow wraps requests' error in (bounded: chains can loop)
+        if exc is None or isinstance(exc, requests.exceptions.RequestException):
+            return exc is not None
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _reason(exc: BaseException) -> str:
+    """'[Errno 111] Connection refused' out of urllib3's long retry message, else its first line."""
+    import re
+
+    found = re.search(r"\[Errno -?\d+\][^'\")]*", str(exc))
+    return found.group(0).strip() if found else str(exc).splitlines()[0][:200]
 
 
 def _alive(pid: int) -> bool:

@@ -1,0 +1,343 @@
+"""The params.yaml schema: the real file validates; every mistake is one line naming its key."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from mnist1d.data import get_dataset_args
+from pydantic import ValidationError
+
+from conftest import ROOT, set_dotted
+from trainlab.config import Params, flatten, load_params, params_hash, validate, with_overrides
+from trainlab.config.schema import SourceConfig
+from trainlab.errors import ParamsError
+
+REAL = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+# Where params.yaml deliberately departs from the schema's defaults (tuned for the
+# MNIST-1D transfer task). Every other key in the file must equal its schema default.
+TUNED = {
+    "data.val_fraction": 0.1,
+    "data.source.generation.scale_coeff": 0.5,
+    "data.source.generation.max_translation": 48,
+    "data.source.generation.corr_noise_scale": 0.35,
+    "data.source.generation.iid_noise_scale": 0.03,
+    "data.source.generation.shear_scale": 1.0,
+    "pretrain.epochs": 12,
+    "pretrain.schedule.warmup_epochs": 1.0,
+    "finetune.epochs": 40,
+    "finetune.batch_size": 32,
+    "finetune.loss.label_smoothing": 0.1,
+    "finetune.schedule.warmup_epochs": 1.0,
+    "finetune.early_stopping.patience": 10,
+    "search.n_trials": 8,
+}
+
+
+def real_with(**changes: Any) -> dict:
+    """A deep copy of the real params.yaml with dotted keys (`__` for dots) changed."""
+    raw = copy.deepcopy(REAL)
+    for key, value in changes.items():
+        set_dotted(raw, key.replace("__", "."), value)
+    return raw
+
+
+def error_of(raw: Any) -> str:
+    with pytest.raises(ParamsError) as info:
+        validate(raw, source="params.yaml")
+    message = str(info.value)
+    assert "\n" not in message, message
+    return message
+
+
+# ----------------------------------------------------------------------------- the real file
+def test_real_params_validate() -> None:
+    params = load_params(ROOT / "params.yaml")
+    assert isinstance(params, Params)
+    assert params.data.name == "mnist1d"
+    assert params.pretrain.optimizer.name == "adamw"
+    assert params.pretrain.optimizer.betas == (0.9, 0.999)
+    assert params.finetune.freeze == ("stem",)
+    assert set(params.search.space) == {"finetune.optimizer.lr", "finetune.backbone_lr_scale", "model.dropout"}
+    assert params.search.space["finetune.optimizer.lr"].log is True
+
+
+def test_real_params_equal_schema_defaults_except_the_tuned_keys() -> None:
+    resolved, defaults = flatten(load_params(ROOT / "params.yaml")), flatten(Params())
+    written = flatten(REAL)
+    differing = {key: resolved[key] for key in resolved if resolved[key] != defaults[key]}
+    differing.pop("search.space")  # the schema's default space is empty by design
+    assert differing == TUNED
+    # Every key of the file is a schema key (validated above) and the resolved value is the written one.
+    for key, value in written.items():
+        if not key.startswith("search.space"):
+            assert resolved[key] == value, key
+
+
+def test_target_defaults_are_the_mnist1d_papers_split() -> None:
+    paper = get_dataset_args()
+    for params in (Params(), load_params(ROOT / "params.yaml")):
+        target = params.data.mnist1d
+        assert (target.num_samples, target.seed, target.train_split) == (
+            paper.num_samples, paper.seed, paper.train_split)
+    assert SourceConfig().seed != paper.seed
+
+
+def test_generation_comments_quote_the_papers_values() -> None:
+    # params.yaml documents each generation override as "# paper: <value>"; check the quotes.
+    text = (ROOT / "params.yaml").read_text()
+    quoted = dict(re.findall(r"^\s+(\w+):\s*\S+\s*# paper: ([\d.]+)", text, flags=re.M))
+    paper = vars(get_dataset_args())
+    assert set(quoted) == set(REAL["data"]["source"]["generation"])
+    for key, value in quoted.items():
+        assert float(value) == float(paper[key]), key
+
+
+# --------------------------------------------------------------------------- bad values
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("pretrain.optimizer.name", "adma",
+     "params.yaml: pretrain.optimizer.name: 'adma' is not one of sgd, adam, adamw, rmsprop, adagrad, lbfgs"),
+    ("finetune.schedule.name", "cosin",
+     "params.yaml: finetune.schedule.name: 'cosin' is not one of constant, step, cosine, linear, "
+     "inverse_sqrt, plateau"),
+    ("data.name", "cifar", "params.yaml: data.name: 'cifar' is not one of mnist1d, digits, file"),
+    ("model.arch", "transformer",
+     "params.yaml: model.arch: 'transformer' is not one of logreg, mlp, cnn1d, resnet1d, cnn2d, resnet2d"),
+    ("pretrain.loss.name", "hinge", "params.yaml: pretrain.loss.name: 'hinge' is not one of cross_entropy, bce, mse"),
+    ("trainer.precision", "fp8", "params.yaml: trainer.precision: 'fp8' is not one of auto, fp32, bf16, fp16"),
+    ("search.sampler", "cmaes", "params.yaml: search.sampler: 'cmaes' is not one of grid, random, tpe"),
+    ("data.source.labels", "shuffled",
+     "params.yaml: data.source.labels: 'shuffled' is not one of same, permuted, merged"),
+])
+def test_unknown_name_lists_the_accepted_names(key: str, value: str, expected: str) -> None:
+    assert error_of(real_with(**{key: value})) == expected
+
+
+@pytest.mark.parametrize(("key", "section_keys"), [
+    ("pretrain.optimizzer", "epochs, batch_size, loss, optimizer, schedule, early_stopping"),
+    ("model.widht", "arch, width, depth, kernel_size, dropout, batchnorm, activation"),
+    ("tracking.url", "uri, experiment, log_models"),
+    ("epochs", "seed, data, model, trainer, pretrain, finetune, search, ensemble, evaluate, tracking"),
+])
+def test_unknown_key_lists_the_accepted_keys(key: str, section_keys: str) -> None:
+    assert error_of(real_with(**{key: 1})) == (
+        f"params.yaml: {key}: unknown key; accepted keys here: {section_keys}")
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("data.train_samples", "many", "data.train_samples: expected an integer, got 'many'"),
+    ("data.train_samples", 1.5, "data.train_samples: expected an integer, got 1.5"),
+    ("model.width", "wide", "model.width: expected an integer, got 'wide'"),
+    ("model.batchnorm", "maybe", "model.batchnorm: expected true or false, got 'maybe'"),
+    ("pretrain.optimizer.lr", "fast", "pretrain.optimizer.lr: expected a number, got 'fast'"),
+    ("seed", "x", "seed: expected an integer, got 'x'"),
+    ("pretrain.optimizer.betas", 0.9, "pretrain.optimizer.betas: expected a list, got 0.9"),
+    ("data", [1, 2], "data: expected a mapping of keys, got [1, 2]"),
+    ("finetune.freeze", True,
+     "finetune.freeze: expected a number of blocks or a list of block names, got True"),
+])
+def test_wrong_type_names_key_and_expected_type(key: str, value: Any, expected: str) -> None:
+    assert error_of(real_with(**{key: value})) == f"params.yaml: {expected}"
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("data.train_samples", -5, "data.train_samples: must be > 0, got -5"),
+    ("data.train_samples", 0, "data.train_samples: must be > 0, got 0"),
+    ("data.train_samples", 10**12, "data.train_samples: must be <= 10000000, got 1000000000000"),
+    ("data.train_samples", 1e12, "data.train_samples: must be <= 10000000, got 1000000000000.0"),
+    ("data.source.num_samples", 10**12, "data.source.num_samples: must be <= 10000000, got 1000000000000"),
+    ("pretrain.epochs", 10**6, "pretrain.epochs: must be <= 100000, got 1000000"),
+    ("trainer.devices", 0, "trainer.devices: must be > 0, got 0"),
+    ("pretrain.optimizer.lr", -1.0, "pretrain.optimizer.lr: must be > 0.0, got -1.0"),
+    ("pretrain.optimizer.lr", 0, "pretrain.optimizer.lr: must be > 0.0, got 0"),
+    ("data.val_fraction", 1.0, "data.val_fraction: must be < 1.0, got 1.0"),
+    ("model.dropout", -0.1, "model.dropout: must be >= 0.0, got -0.1"),
+    ("data.digits.source_classes", [0, 11], "data.digits.source_classes.1: must be <= 9, got 11"),
+])
+def test_out_of_range_names_key_and_bound(key: str, value: Any, expected: str) -> None:
+    assert error_of(real_with(**{key: value})) == f"params.yaml: {expected}"
+
+
+def test_batch_size_must_divide_by_accumulation_times_devices() -> None:
+    message = error_of(real_with(trainer__batch_size=128, trainer__grad_accum=3))
+    assert message == "params.yaml: trainer: batch_size 128 must be divisible by grad_accum x devices = 3"
+    message = error_of(real_with(trainer__batch_size=64, trainer__devices=2, trainer__grad_accum=2,
+                                 finetune__batch_size=6))
+    assert message == ("params.yaml: (top level): finetune.batch_size 6 must be divisible by "
+                       "trainer.grad_accum x trainer.devices = 4")
+    # 128 = 4 x 2 x 16: fine.
+    assert validate(real_with(trainer__grad_accum=4, trainer__devices=2)).trainer.devices == 2
+
+
+def test_only_one_label_budget() -> None:
+    assert error_of(real_with(data__train_samples_per_class=10)) == (
+        "params.yaml: data: set train_samples or train_samples_per_class, not both")
+    params = validate(real_with(data__train_samples=None, data__train_samples_per_class=10))
+    assert params.data.train_samples_per_class == 10
+
+
+def test_file_dataset_needs_a_path() -> None:
+    assert error_of(real_with(data__name="file")) == (
+        "params.yaml: data: data.name is 'file' but data.file.path is not set")
+
+
+@pytest.mark.parametrize(("entry", "expected"), [
+    ({"type": "float", "low": 0.3, "high": 0.1}, "a float parameter needs low < high"),
+    ({"type": "int", "low": 4, "high": 4}, "a int parameter needs low < high"),
+    ({"type": "float", "low": 0.0, "high": 0.1, "log": True}, "a log-scaled range needs low > 0"),
+    ({"type": "categorical"}, "a categorical parameter needs a non-empty 'choices' list"),
+    ({"type": "categorical", "choices": []}, "a categorical parameter needs a non-empty 'choices' list"),
+])
+def test_search_space_entry_problems(entry: dict, expected: str) -> None:
+    raw = real_with(search__space={"model.dropout": entry})
+    assert error_of(raw) == f"params.yaml: search.space.model.dropout: {expected}"
+
+
+def test_search_space_unknown_key_lists_entry_keys() -> None:
+    raw = real_with(search__space={"model.dropout": {"type": "float", "low": 0.0, "high": 0.1, "lo": 3}})
+    assert error_of(raw) == ("params.yaml: search.space.model.dropout.lo: unknown key; "
+                             "accepted keys here: type, low, high, log, step, choices")
+
+
+def test_search_space_unknown_type() -> None:
+    raw = real_with(search__space={"model.dropout": {"type": "uniform", "low": 0.0, "high": 0.1}})
+    assert error_of(raw) == ("params.yaml: search.space.model.dropout.type: 'uniform' is not one of "
+                             "float, int, categorical")
+
+
+def test_several_problems_report_the_first_and_count_the_rest() -> None:
+    message = error_of(real_with(model__width=-1, model__depth=0, model__dropout=2.0))
+    assert message == "params.yaml: model.width: must be > 0, got -1 (and 2 more problems)"
+
+
+# ------------------------------------------------------------------------------ the file
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError) as info:
+        load_params(tmp_path / "params.yaml")
+    assert str(info.value) == (f"{tmp_path / 'params.yaml'}: file not found "
+                               f"(run from the project root, where params.yaml lives)")
+
+
+def test_yaml_syntax_error_gives_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 0\nmodel:\n  width: 8\n   depth: 2\n")
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: line 4, column 9: invalid YAML: "), message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(("text", "kind"), [("- 1\n- 2\n", "list"), ("just words\n", "str"), ("3\n", "int")])
+def test_top_level_must_be_a_mapping(tmp_path: Path, text: str, kind: str) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    assert str(info.value) == f"{path}: expected a mapping of sections at the top level, got {kind}"
+
+
+def test_errors_name_the_file_they_came_from(tmp_path: Path) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(real_with(model__activation="swish")))
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    assert str(info.value) == f"{path}: model.activation: 'swish' is not one of relu, gelu, tanh, sigmoid"
+
+
+def test_load_params_applies_dotted_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(REAL))
+    params = load_params(path, overrides={"model.width": 8, "finetune.optimizer.name": "sgd"})
+    assert (params.model.width, params.finetune.optimizer.name) == (8, "sgd")
+    with pytest.raises(ParamsError, match=r"model\.width: must be > 0, got 0"):
+        load_params(path, overrides={"model.width": 0})
+
+
+# ----------------------------------------------------------------------- frozen, overrides
+def test_config_objects_are_frozen() -> None:
+    params = validate(REAL)
+    with pytest.raises(ValidationError, match="frozen"):
+        params.seed = 1
+    with pytest.raises(ValidationError, match="frozen"):
+        params.pretrain.optimizer.lr = 1.0
+    with pytest.raises(ValidationError, match="frozen"):
+        params.search.space["model.dropout"].low = 0.5
+    with pytest.raises(TypeError):
+        params.finetune.freeze[0] = "block1"   # tuples, not lists
+    assert params.seed == 0 and params.pretrain.optimizer.lr == 3.0e-3
+
+
+def test_with_overrides_returns_a_new_validated_config() -> None:
+    params = validate(REAL)
+    changed = with_overrides(params, {"finetune.optimizer.lr": 0.01, "model.dropout": 0.25})
+    assert (changed.finetune.optimizer.lr, changed.model.dropout) == (0.01, 0.25)
+    assert (params.finetune.optimizer.lr, params.model.dropout) == (3.0e-3, 0.1)
+    assert flatten(changed) == {**flatten(params), "finetune.optimizer.lr": 0.01, "model.dropout": 0.25}
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ({"pretrain.optimizer.name": "adma"},
+     "override: pretrain.optimizer.name: 'adma' is not one of sgd, adam, adamw, rmsprop, adagrad, lbfgs"),
+    ({"model.dropout": 1.5}, "override: model.dropout: must be < 1.0, got 1.5"),
+    ({"model.dropuot": 0.1}, "override: model.dropuot: unknown key; accepted keys here: arch, width, depth, "
+                             "kernel_size, dropout, batchnorm, activation"),
+    ({"trainer.grad_accum": 3}, "override: trainer: batch_size 128 must be divisible by grad_accum x devices = 3"),
+])
+def test_with_overrides_revalidates(overrides: dict, expected: str) -> None:
+    with pytest.raises(ParamsError) as info:
+        with_overrides(validate(REAL), overrides)
+    assert str(info.value) == expected
+
+
+# ------------------------------------------------------------------------ flatten, hash
+def test_flatten_gives_dotted_leaves_with_defaults() -> None:
+    params = validate(REAL)
+    flat = flatten(params)
+    assert flat["pretrain.optimizer.lr"] == 3.0e-3
+    assert flat["finetune.optimizer.momentum"] == 0.9          # a default, not in params.yaml
+    assert flat["search.metric"] == "val/loss"                 # likewise
+    assert flat["pretrain.optimizer.betas"] == "[0.9, 0.999]"  # lists as JSON text
+    assert flat["data.train_samples_per_class"] is None
+    assert yaml.safe_load(flat["search.space"]) == params.model_dump(mode="json")["search"]["space"]
+    assert not any(isinstance(v, dict) for v in flat.values())
+    assert flatten(params.model_dump(mode="json")) == flat
+    # Every leaf of the schema appears exactly once.
+    def leaves(tree: dict) -> int:
+        return sum(leaves(v) if isinstance(v, dict) and v and k != "space" else 1 for k, v in tree.items())
+    assert len(flat) == leaves(params.model_dump(mode="json"))
+
+
+def test_params_hash_is_stable_and_content_sensitive() -> None:
+    params = validate(REAL)
+    digest = params_hash(params)
+    assert re.fullmatch(r"[0-9a-f]{16}", digest)
+    reordered = dict(reversed(list(params.model_dump(mode="json").items())))
+    assert params_hash(reordered) == digest
+    assert params_hash(validate(copy.deepcopy(REAL))) == digest
+    assert params_hash(with_overrides(params, {"data.split_seed": 2})) != digest
+    assert params_hash(params.data) != params_hash(with_overrides(params, {"data.split_seed": 2}).data)
+    # A section's hash ignores other sections.
+    assert params_hash(params.data) == params_hash(with_overrides(params, {"model.width": 16}).data)
+
+
+@pytest.mark.parametrize("section", ["data", "finetune", "tracking"])
+def test_a_missing_section_is_an_error_not_silent_defaults(tmp_path: Path, section: str) -> None:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    del params[section]
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ParamsError, match=rf"^{re.escape(str(path))}: {section}: required section is missing"):
+        load_params(path)
+
+
+def test_an_empty_params_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("# nothing here\n")
+    with pytest.raises(ParamsError, match="required section is missing"):
+        load_params(path)
