@@ -58,17 +58,19 @@ def to_device(data: TrainData, device: torch.device) -> TrainData:
 
 def iterate_epoch(data: TrainData, order: torch.Tensor, plan: list[tuple[int, int]], first_step: int,
                   rank: int, world_size: int, grad_accum: int, device: torch.device,
-                  num_workers: int | None) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
-    """Yield, per optimizer step from `first_step` on, this rank's micro-batches as (x, y).
+                  num_workers: int | None) -> Iterator[tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]]:
+    """Yield, per optimizer step from `first_step` on, (global batch size, this rank's micro-batches).
 
     num_workers None: data is on the device already, batches are index lookups.
     Otherwise a DataLoader reads the same index lists from (memory-mapped) arrays.
     """
-    steps = [micro_batches(order, a, b, rank, world_size, grad_accum) for a, b in plan[first_step:]]
+    todo = plan[first_step:]
+    steps = [micro_batches(order, a, b, rank, world_size, grad_accum) for a, b in todo]
+    sizes = iter([b - a for a, b in todo])
     if num_workers is None:
         for micros in steps:
-            yield [(data.x.index_select(0, i.to(device)), data.y.index_select(0, i.to(device)))
-                   for i in micros]
+            yield next(sizes), [(data.x.index_select(0, i.to(device)), data.y.index_select(0, i.to(device)))
+                                for i in micros]
         return
     flat = [index for micros in steps for index in micros]
     loader = torch.utils.data.DataLoader(_IndexedArrays(data, flat), batch_size=None,
@@ -77,7 +79,7 @@ def iterate_epoch(data: TrainData, order: torch.Tensor, plan: list[tuple[int, in
     for x, y in loader:
         pending.append((x.to(device, non_blocking=True), y.to(device, non_blocking=True)))
         if len(pending) == grad_accum:
-            yield pending
+            yield next(sizes), pending
             pending = []
 
 

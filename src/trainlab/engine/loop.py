@@ -84,8 +84,8 @@ def fit(model: torch.nn.Module, train: TrainData, val: TrainData, spec: TrainSpe
         order = epoch_order(len(train), seed, state.epoch)
         batches = iterate_epoch(train, order, plan, state.step_in_epoch, runtime.rank, runtime.world_size,
                                 trainer.grad_accum, runtime.device, trainer.num_workers if use_loader else None)
-        for micro in batches:
-            train_step(state, forward_model, micro, loss_fn, recorder)
+        for global_size, micro in batches:
+            train_step(state, forward_model, micro, global_size, loss_fn, recorder)
             state.step += 1
             state.step_in_epoch += 1
             recorder.maybe_flush(early)
@@ -118,7 +118,9 @@ def _wrap(model: torch.nn.Module, trainer: TrainerConfig, runtime: Runtime) -> t
     """The module the loop calls: DDP-wrapped across ranks, optionally compiled."""
     wrapped = model
     if runtime.distributed:
-        if trainer.sync_batchnorm:
+        # SyncBatchNorm is CUDA-only (DDP refuses it on CPU); with gloo each rank normalises
+        # with its own batch statistics and DDP broadcasts rank 0's running statistics.
+        if trainer.sync_batchnorm and runtime.device.type == "cuda":
             wrapped = torch.nn.SyncBatchNorm.convert_sync_batchnorm(wrapped)
         ids = [runtime.device.index] if runtime.device.type == "cuda" else None
         wrapped = DistributedDataParallel(wrapped, device_ids=ids)

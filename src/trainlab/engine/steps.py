@@ -23,8 +23,8 @@ MAX_CONSECUTIVE_SKIPS = 20
 
 
 def train_step(state: LoopState, model: torch.nn.Module, micro: list[tuple[torch.Tensor, torch.Tensor]],
-               loss_fn: LossFn, recorder: "StepRecorder") -> None:
-    """Forward/backward over the step's micro-batches, then clip and update."""
+               global_size: int, loss_fn: LossFn, recorder: "StepRecorder") -> None:
+    """Forward/backward over this rank's micro-batches of a global batch, then clip and update."""
     optimizer, scaler, runtime = state.optimizer, state.scaler, state.runtime
     lr = state.schedule.apply(optimizer, state.step)
     # Dropout masks are a pure function of (seed, step, rank): resume is exact at any step.
@@ -45,8 +45,10 @@ def train_step(state: LoopState, model: torch.nn.Module, micro: list[tuple[torch
                 with runtime.autocast():
                     logits = model(x)
                 loss = loss_fn(logits, y)
-                # Weighting by micro-batch size makes k micro-batches equal one big batch.
-                scaler.scale(loss * (len(y) / count)).backward()
+                # Each micro-batch weighs its share of the global batch; DDP then averages
+                # over ranks (hence x world_size). So k micro-batches on n ranks equal one
+                # big batch, also when the last batch splits unevenly.
+                scaler.scale(loss * (len(y) * runtime.world_size / global_size)).backward()
             step_loss += loss.detach() * len(y)
             correct += correct_count(logits.detach(), y)
         return step_loss / count

@@ -1,0 +1,100 @@
+"""Data-parallel training on CPU: two gloo processes equal one process with the same global batch.
+
+The engine shards each global batch across ranks itself; DDP averages the gradients.
+Without batch norm or dropout the two runs compute the same maths, so the weights agree
+up to float summation order. The CLI test runs the real `trainlab pretrain` with
+`trainer.devices: 2`, which relaunches itself under torchrun.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from conftest import make_project, small_params, trainlab
+from test_engine import max_diff, signal_data, tiny_model, train_spec, trainer_cfg, weights
+from trainlab.engine import fit, setup_runtime, teardown_runtime
+
+# 249 samples in batches of 32: the last global batch (25) splits unevenly, 13/12, over two
+# ranks; each rank's loss is weighted by its share of the global batch, so it still matches.
+TRAIN, VAL = signal_data(249, 0), signal_data(61, 1)   # an odd val split: ranks evaluate 31 + 30
+SPEC = train_spec(3, optimizer={"name": "adamw", "lr": 0.01, "weight_decay": 0.01},
+                  schedule={"name": "cosine", "warmup_epochs": 1})
+GRAD_ACCUMS = (1, 2)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _train(grad_accum: int, devices: int, runtime=None) -> tuple[dict, list]:
+    trainer = trainer_cfg(batch_size=32, grad_accum=grad_accum, devices=devices, accelerator="cpu")
+    model = tiny_model(depth=2)
+    result = fit(model, TRAIN, VAL, SPEC, trainer, seed=0, runtime=runtime or setup_runtime(trainer))
+    return weights(model), result.history
+
+
+def _worker(rank: int, world_size: int, port: int, out: str) -> None:
+    """One DDP rank, set up the way torchrun sets up a process."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    runtime = setup_runtime(trainer_cfg(devices=world_size, accelerator="cpu"))
+    try:
+        assert runtime.distributed and runtime.rank == rank
+        results = {accum: _train(accum, world_size, runtime) for accum in GRAD_ACCUMS}
+        if runtime.is_main:
+            torch.save(results, out)
+    finally:
+        teardown_runtime()
+
+
+def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
+    out = tmp_path / "rank0.pt"
+    mp.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    distributed = torch.load(out, weights_only=True)
+
+    for accum in GRAD_ACCUMS:
+        ddp_weights, ddp_history = distributed[accum]
+        ref_weights, ref_history = _train(accum, devices=1)
+        assert max_diff(ddp_weights, ref_weights) < 1e-5, accum
+        assert max_diff(ref_weights, weights(tiny_model(depth=2))) > 0.05   # training did move them
+        assert len(ddp_history) == len(ref_history) == SPEC.epochs
+        for ddp_row, ref_row in zip(ddp_history, ref_history):
+            # Train metrics are summed over ranks, val is sharded and summed: same as one process.
+            for key in ("epoch/train_loss", "epoch/train_acc", "val/loss", "val/acc", "epoch/lr"):
+                assert ddp_row[key] == pytest.approx(ref_row[key], abs=1e-5), key
+
+
+@pytest.mark.slow
+def test_cli_pretrain_on_two_devices_under_torchrun(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from trainlab.models import load_model
+
+    project = make_project(tmp_path / "project", small_params(trainer__devices=2))
+    trainlab(["prepare"], project)
+    trainlab(["pretrain"], project)
+
+    client = MlflowClient(f"sqlite:///{project}/mlflow.db")
+    experiment = client.get_experiment_by_name("trainlab")
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`trainlab.stage` = 'pretrain'")
+    assert len(runs) == 1                      # rank 1 opened no run of its own
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["world_size"] == "2"
+    assert len(client.get_metric_history(run.info.run_id, "val/loss")) == 2   # pretrain.epochs
+
+    # Written by rank 0 alone, inside that run; no half-written temporaries left behind.
+    model, blob = load_model(project / "models" / "pretrained.pt")
+    assert blob["meta"]["run_id"] == run.info.run_id and blob["meta"]["stage"] == "pretrain"
+    assert sorted(p.name for p in (project / "models").iterdir()) == ["pretrained.pt"]
+    assert not any((project / ".trainlab" / "resume").glob("*.pt"))   # resume point dropped
+    x = torch.randn(3, *blob["input_shape"])
+    assert model(x).shape == (3, len(blob["class_names"]))
