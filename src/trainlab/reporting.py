@@ -16,6 +16,7 @@ from trainlab.engine import FitResult, Hook, LoopState, MetricRows
 from trainlab.io import atomic_path, write_json
 
 Curves = dict[str, list[tuple[int, float]]]
+TIMING_KEYS = ("epoch/time_s", "epoch/samples_per_s")
 
 
 class CurveRecorder(Hook):
@@ -51,11 +52,12 @@ def summary_metrics(result: FitResult) -> dict[str, float]:
 
 
 def curve_rows(result: FitResult) -> list[dict[str, float]]:
-    """Per-epoch rows for `dvc plots` (x: epoch)."""
+    """Per-epoch rows for `dvc plots` (x: epoch). Timings stay in MLflow: in a git-tracked
+    file they would change on every rerun and hide real differences."""
     rows = []
     for i, metrics in enumerate(result.history):
         rows.append({"epoch": i + 1, **{k.replace("epoch/", "").replace("/", "_"): _finite(v)
-                                         for k, v in metrics.items()}})
+                                         for k, v in metrics.items() if k not in TIMING_KEYS}})
     return rows
 
 

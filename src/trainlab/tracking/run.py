@@ -12,8 +12,9 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from trainlab.config import Params, flatten, params_hash
 from trainlab.errors import TrackingUnavailable
@@ -49,6 +50,30 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
                               f"start it or unset MLFLOW_TRACKING_URI to use the local sqlite store")
 
 
+@contextmanager
+def sqlite_store_lock(uri: str) -> Iterator[None]:
+    """Serialise opening a local sqlite store across processes.
+
+    MLflow creates a fresh store's tables with migrations that are not safe to run twice
+    at once: two stages started together on a new shared store crashed the second one.
+    The lock (flock on the database file; sqlite's own locks are fcntl locks and do not
+    interact with it) is held only while the store is opened and the experiment looked up.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    path = Path(uri[len("sqlite:///"):].split("?")[0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:   # sqlite accepts an empty file as a new database
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class StageRun:
     """Context manager around one MLflow run; FINISHED, FAILED or KILLED on exit, never RUNNING."""
 
@@ -80,8 +105,9 @@ class StageRun:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
         mlflow.set_tracking_uri(uri)
-        self.client = MlflowClient(uri)
-        experiment_id = self._experiment_id()
+        with sqlite_store_lock(uri):   # the client creates a fresh store's tables on construction
+            self.client = MlflowClient(uri)
+            experiment_id = self._experiment_id()
         mark_dead_runs_killed(self.client, experiment_id)
         tags = self._tags()
         if self.parent_run_id:
@@ -245,7 +271,9 @@ class StageRun:
         """params.yaml as given, the resolved config, and the Python environment."""
         if params_file.is_file():
             self.log_artifact(params_file, "config")
-        self.log_dict(self.params.model_dump(mode="json"), "config/resolved_params.json")
+        # Key order kept (not log_dict's sorted keys): search.space's order decides which
+        # random draw each hyperparameter gets, so a rerun must see the same order.
+        self.log_text(json.dumps(self.params.model_dump(mode="json"), indent=2), "config/resolved_params.json")
         self.log_text(environment_freeze(), "environment/requirements.txt")
 
 

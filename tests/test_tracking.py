@@ -1,0 +1,285 @@
+"""MLflow tracking of stage runs, read back from the real sqlite store with MlflowClient.
+
+References are independent of the tracking code where one exists: the project's git
+HEAD, sha256 of the prepared files, the DVC metrics and plots files the stage wrote,
+the model file on disk, the installed versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+
+import trainlab
+from conftest import BIN, copy_project, run, trainlab as trainlab_cli
+from trainlab.config import flatten, load_params, params_hash
+from trainlab.diagnose import FINDING_NAMES
+from trainlab.models import load_model
+
+PER_STEP = ("train/loss", "lr", "grad_norm")
+PER_EPOCH = ("val/loss", "val/acc", "epoch/train_loss")
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+def client_of(project: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+
+
+def experiment_id(client: MlflowClient) -> str:
+    return client.get_experiment_by_name("trainlab").experiment_id
+
+
+def stage_runs(client: MlflowClient, stage: str) -> list:
+    """Runs of `stage`, newest first."""
+    return client.search_runs([experiment_id(client)], filter_string=f"tags.`trainlab.stage` = '{stage}'",
+                              order_by=["attributes.start_time DESC"])
+
+
+def only_run(project: Path, stage: str):
+    runs = stage_runs(client_of(project), stage)
+    assert len(runs) == 1, [r.info.run_name for r in runs]
+    return runs[0]
+
+
+def steps_of(client: MlflowClient, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def history(client: MlflowClient, run_id: str, key: str) -> list[float]:
+    return [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+
+
+def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    found = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def download(client: MlflowClient, run_id: str, path: str, tmp_path: Path) -> Path:
+    return Path(client.download_artifacts(run_id, path, str(tmp_path)))
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def git_head(project: Path) -> str:
+    return run(["git", "rev-parse", "HEAD"], project).stdout.strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# what a stage run records
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("stage", ["prepare", "pretrain"])
+def test_stage_run_lineage_tags(prepared_project: Path, stage: str) -> None:
+    """One FINISHED run named after the stage, tagged with where it came from."""
+    found = only_run(prepared_project, stage)
+    tags = found.data.tags
+    assert found.info.run_name == stage and found.info.status == "FINISHED"
+    assert tags["git.commit"] == git_head(prepared_project)
+    assert tags["git.dirty"] == "false"   # outputs are untracked; tracked files match the commit
+    assert tags["dvc.stage"] == tags["trainlab.stage"] == stage
+    assert re.fullmatch(r"[0-9a-f]{12}", tags["trainlab.pipeline_run"])
+    assert tags["trainlab.params_hash"] == params_hash(load_params(prepared_project / "params.yaml"))
+    assert tags["torch.version"] == torch.__version__
+    assert tags["trainlab.version"] == trainlab.__version__
+    assert "trainlab.rerun_of" not in tags
+
+
+def test_pretrain_run_tags_inputs_device_and_diagnosis(prepared_project: Path) -> None:
+    tags = only_run(prepared_project, "pretrain").data.tags
+    prepared = prepared_project / "data" / "prepared"
+    expected = {f"input.{f.parent.name}/{f.stem.replace('_', '/')}.sha256": hashlib.sha256(f.read_bytes()).hexdigest()
+                for f in prepared.glob("*/*.npy")}
+    assert len(expected) == 10   # target train/val/test and source train/val, x and y each
+    assert {k: v for k, v in tags.items() if k.startswith("input.")} == expected
+    assert tags["device"] == "cpu" and tags["precision"] == "fp32"
+    names = tags["trainlab.diagnosis"].split(",")
+    assert names and set(names) <= set(FINDING_NAMES)
+    diagnosis_md = (prepared_project / "reports/pretrain/artifacts/diagnosis.md").read_text()
+    assert all(name in diagnosis_md for name in names)
+
+
+def test_experiment_uses_the_model_training_view(prepared_project: Path) -> None:
+    experiment = client_of(prepared_project).get_experiment_by_name("trainlab")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+@pytest.mark.parametrize("stage", ["prepare", "pretrain"])
+def test_params_are_the_resolved_config_flattened(prepared_project: Path, stage: str) -> None:
+    logged = only_run(prepared_project, stage).data.params
+    written = yaml.safe_load((prepared_project / "params.yaml").read_text())
+    assert logged["pretrain.optimizer.eps"] == str(written["pretrain"]["optimizer"]["eps"]) == "1e-08"
+    assert logged["model.width"] == "8" and logged["trainer.threads"] == "1" and logged["seed"] == "0"
+    assert logged["pretrain.optimizer.betas"] == "[0.9, 0.999]"
+    resolved = flatten(load_params(prepared_project / "params.yaml"))
+    assert logged == {key: str(value) for key, value in resolved.items()}
+
+
+@pytest.mark.slow
+def test_defaults_left_out_of_the_params_file_are_logged(prepared_project: Path, tmp_path: Path) -> None:
+    project = copy_project(prepared_project, tmp_path / "project")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["pretrain"]["optimizer"] = {"name": "adamw", "lr": 0.002}   # the rest left to the schema
+    partial = tmp_path / "partial.yaml"
+    partial.write_text(yaml.safe_dump(params, sort_keys=False))
+    trainlab_cli(["prepare", "--params", str(partial)], project)
+
+    new = stage_runs(client_of(project), "prepare")[0]
+    logged = new.data.params
+    assert logged["pretrain.optimizer.lr"] == "0.002"
+    # The schema's documented defaults (params.yaml comments), not in the file, are in the run.
+    assert logged["pretrain.optimizer.eps"] == "1e-08"
+    assert logged["pretrain.optimizer.betas"] == "[0.9, 0.999]"
+    assert logged["pretrain.optimizer.weight_decay"] == "0.0001"
+    assert logged["pretrain.optimizer.reference_batch_size"] == "None"
+    # The file as given is kept next to the resolved config.
+    client = client_of(project)
+    assert (download(client, new.info.run_id, "config/partial.yaml", tmp_path / "dl").read_text()
+            == partial.read_text())
+
+
+def test_pretrain_metrics_have_explicit_steps(prepared_project: Path) -> None:
+    """Per-step metrics on every optimizer step, per-epoch metrics on every epoch, matching DVC's files."""
+    client = client_of(prepared_project)
+    run_id = only_run(prepared_project, "pretrain").info.run_id
+    params = load_params(prepared_project / "params.yaml")
+    samples = len(np.load(prepared_project / "data/prepared/source/train_y.npy"))
+    steps_per_epoch = math.ceil(samples / params.trainer.batch_size)
+    epochs = params.pretrain.epochs
+    for key in PER_STEP:
+        assert steps_of(client, run_id, key) == list(range(epochs * steps_per_epoch)), key
+    for key in PER_EPOCH:
+        assert steps_of(client, run_id, key) == list(range(epochs)), key
+    curves = json.loads((prepared_project / "reports/pretrain/curves.json").read_text())
+    assert history(client, run_id, "val/loss") == [row["val_loss"] for row in curves]
+    assert history(client, run_id, "epoch/train_loss") == [row["train_loss"] for row in curves]
+    assert history(client, run_id, "val/acc") == [row["val_acc"] for row in curves]
+    dvc_metrics = json.loads((prepared_project / "reports/pretrain/metrics.json").read_text())
+    latest = client.get_run(run_id).data.metrics
+    assert latest["final/val/acc"] == dvc_metrics["val/acc"]
+    assert latest["final/steps"] == dvc_metrics["steps"] == epochs * steps_per_epoch
+
+
+def test_pretrain_artifacts(prepared_project: Path, tmp_path: Path) -> None:
+    client = client_of(prepared_project)
+    run_id = only_run(prepared_project, "pretrain").info.run_id
+    assert {"model/pretrained.pt", "plots/curves.png", "diagnosis.md", "config/params.yaml",
+            "config/resolved_params.json", "environment/requirements.txt"} <= artifact_paths(client, run_id)
+
+    model, meta = load_model(download(client, run_id, "model/pretrained.pt", tmp_path))
+    local, _ = load_model(prepared_project / "models/pretrained.pt")
+    assert meta["meta"]["run_id"] == run_id
+    for (name, logged), (_, on_disk) in zip(model.state_dict().items(), local.state_dict().items(), strict=True):
+        assert torch.equal(logged, on_disk), name
+
+    assert download(client, run_id, "plots/curves.png", tmp_path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (download(client, run_id, "diagnosis.md", tmp_path).read_text()
+            == (prepared_project / "reports/pretrain/artifacts/diagnosis.md").read_text())
+    assert (download(client, run_id, "config/params.yaml", tmp_path).read_text()
+            == (prepared_project / "params.yaml").read_text())
+    resolved = json.loads(download(client, run_id, "config/resolved_params.json", tmp_path).read_text())
+    assert resolved == load_params(prepared_project / "params.yaml").model_dump(mode="json")
+    requirements = download(client, run_id, "environment/requirements.txt", tmp_path).read_text().splitlines()
+    assert f"torch=={torch.__version__}" in requirements
+    assert any(line.startswith("mlflow==") for line in requirements)
+
+
+def test_prepare_artifacts(prepared_project: Path, tmp_path: Path) -> None:
+    client = client_of(prepared_project)
+    run_id = only_run(prepared_project, "prepare").info.run_id
+    assert {"manifest.json", "config/params.yaml", "config/resolved_params.json",
+            "environment/requirements.txt"} <= artifact_paths(client, run_id)
+    assert (json.loads(download(client, run_id, "manifest.json", tmp_path).read_text())
+            == json.loads((prepared_project / "data/prepared/manifest.json").read_text()))
+
+
+# ---------------------------------------------------------------------------------------------
+# pipeline invocations, failures, dead processes, unreachable servers
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_one_dvc_repro_shares_a_pipeline_run_tag(prepared_project: Path, tmp_path: Path) -> None:
+    project = copy_project(prepared_project, tmp_path / "project")
+    before = {r.info.run_id for r in client_of(project).search_runs([experiment_id(client_of(project))])}
+    run([str(BIN / "dvc"), "repro", "-f", "prepare", "pretrain"], project)
+    client = client_of(project)
+    new = [r for r in client.search_runs([experiment_id(client)]) if r.info.run_id not in before]
+    assert sorted(r.info.run_name for r in new) == ["prepare", "pretrain"]
+    assert all(r.info.status == "FINISHED" for r in new)
+    shared = {r.data.tags["trainlab.pipeline_run"] for r in new}
+    assert len(shared) == 1
+    # The original runs were separate `trainlab` invocations: each had its own id.
+    original = {r.data.tags["trainlab.pipeline_run"] for r in client.search_runs([experiment_id(client)])
+                if r.info.run_id in before}
+    assert len(original) == 2 and not shared & original
+
+
+def test_failing_stage_leaves_a_failed_run(prepared_project: Path, tmp_path: Path) -> None:
+    project = copy_project(prepared_project, tmp_path / "project")
+    (project / "data/prepared/source/train_x.npy").unlink()
+    result = trainlab_cli(["pretrain"], project, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: data/prepared/source/train_x.npy")
+    failed = stage_runs(client_of(project), "pretrain")[0]
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["trainlab.error"].startswith("DataError: data/prepared/source/train_x.npy")
+
+
+@pytest.mark.slow
+def test_running_run_of_a_dead_process_becomes_killed(prepared_project: Path, tmp_path: Path) -> None:
+    project = copy_project(prepared_project, tmp_path / "project")
+    client = client_of(project)
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True)
+    dead_pid = int(finished.stdout)   # the process has exited: its pid is free
+    host = socket.gethostname()
+    dead = client.create_run(experiment_id(client), run_name="crashed",
+                             tags={"trainlab.pid": str(dead_pid), "trainlab.host": host}).info.run_id
+    alive = client.create_run(experiment_id(client), run_name="still-running",
+                              tags={"trainlab.pid": str(os.getpid()), "trainlab.host": host}).info.run_id
+    elsewhere = client.create_run(experiment_id(client), run_name="other-host",
+                                  tags={"trainlab.pid": str(dead_pid), "trainlab.host": f"{host}-elsewhere"}).info.run_id
+
+    trainlab_cli(["prepare"], project)   # any stage start sweeps the experiment
+
+    assert client.get_run(dead).info.status == "KILLED"
+    assert client.get_run(dead).data.tags["trainlab.error"] == "process died without closing the run"
+    assert client.get_run(alive).info.status == "RUNNING"        # this test process is alive
+    assert client.get_run(elsewhere).info.status == "RUNNING"    # pids of other hosts are not ours to judge
+
+
+def test_unreachable_tracking_server_fails_before_training(prepared_project: Path, tmp_path: Path) -> None:
+    project = copy_project(prepared_project, tmp_path / "project")
+    shutil.rmtree(project / "models")
+    runs_before = len(client_of(project).search_runs([experiment_id(client_of(project))]))
+    uri = f"http://127.0.0.1:{closed_port()}"
+    # The timeout only guards against a hang; the stage gives up on its own in seconds.
+    result = run([str(BIN / "trainlab"), "pretrain"], project, check=False, timeout=120, MLFLOW_TRACKING_URI=uri)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and uri in lines[0], result.stderr
+    assert not (project / "models").exists()
+    assert not (project / ".trainlab/resume/pretrain.pt").exists()
+    # It did not fall back to the local store either.
+    assert len(client_of(project).search_runs([experiment_id(client_of(project))])) == runs_before
