@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
+import yaml
 
+from conftest import ROOT
 from trainlab.diagnose import (
     FINDING_NAMES,
     Finding,
@@ -295,7 +298,7 @@ def test_underfitting_still_improving_suggests_longer_training():
     run = underfit_run(seed=1, epochs=12, floor=0.8, tau=8.0, top_acc=0.75)
     f = only(run, "underfitting", num_classes=10)
     assert f.data["still_improving"] is True
-    assert "trainer.epochs" in f.suggestion
+    assert "`<stage>.epochs`" in f.suggestion
 
 
 def test_underfitting_from_loss_only_relative_to_chance():
@@ -341,6 +344,15 @@ def test_poor_init_never_left_chance_is_not_lr_too_low():
     f = only(never_left_chance_run(), "poor_initialization", num_classes=10)
     assert f.data["kind"] == "never_left_chance"
     assert_readable(f, "0.001", "batch norm")
+
+
+def test_loss_near_chance_with_rising_accuracy_is_underfitting_not_dead():
+    """A tiny model (width-2 MLP) keeps its loss within 10% of ln 10 but its accuracy climbs."""
+    run = never_left_chance_run()
+    n = len(run["epoch/train_acc"])
+    run["epoch/train_acc"] = pts(np.linspace(0.11, 0.16, n))
+    run["val/acc"] = pts(np.linspace(0.11, 0.155, n))
+    assert names(run, num_classes=10) == {"underfitting"}
 
 
 def test_poor_init_huge_initial_loss():
@@ -427,6 +439,51 @@ def test_exploding_gradients_per_layer_and_global():
     f = only(run, "exploding_gradients", num_classes=10)
     assert f.data["growth"] > 1e3
     assert_readable(f, "clip_grad_norm")
+
+
+def _params_keys(tree: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in tree.items():
+        keys.add(prefix + key)
+        if isinstance(value, dict):
+            keys |= _params_keys(value, f"{prefix}{key}.")
+    return keys
+
+
+def _one_of_each_problem() -> list:
+    """One synthetic run per problem finding (the constructions of the tests above)."""
+    diverged = healthy_run(8)
+    diverged["train/loss"] = [(s, math.nan if s >= 350 else v) for s, v in diverged["train/loss"]]
+    vanishing, exploding, huge_init = healthy_run(10), healthy_run(11), healthy_run(6)
+    vanishing["grad_norm/00_stem"] = [(s, v * 1e-6) for s, v in vanishing["grad_norm/00_stem"]]
+    exploding["grad_norm/00_stem"] = [(s, v * 1e5) for s, v in exploding["grad_norm/00_stem"]]
+    huge_init["train/loss"] = [(s, v * 12.0 if s < 15 else v) for s, v in huge_init["train/loss"]]
+    return [
+        diverged, vanishing, exploding, huge_init, lr_too_high_run(), lr_too_low_run(),
+        stuck_then_drop_run(), never_left_chance_run(), premature_decay_run(), overfit_run(),
+        underfit_run(), underfit_run(seed=1, epochs=12, floor=0.8, tau=8.0, top_acc=0.75),
+    ]
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_suggestions_name_real_params_keys(stage):
+    """Every dotted settings name in a suggestion is a key of the project's params.yaml."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    keys = _params_keys(params)
+    # bare sub-section names (optimizer.lr) or invented ones (trainer.epochs) must not appear
+    roots = set(params) | {"optimizer", "schedule", "early_stopping", "<stage>"}
+    runs = _one_of_each_problem()
+    findings = [f for run in runs for f in diagnose(run, num_classes=10, stage=stage)]
+    problems = set(FINDING_NAMES) - {"healthy", "insufficient_data"}
+    assert {f.name for f in findings} == problems  # every suggestion text is checked
+    for f in findings:
+        named = re.findall(r"[a-z_<>]+(?:\.[a-z_0-9]+)+", f.suggestion)
+        settings = [n for n in named if n.split(".")[0] in roots]
+        assert settings, f.suggestion
+        assert set(settings) <= keys, (set(settings) - keys, f.suggestion)
+        assert "<stage>" not in f.suggestion
+    # without a stage the placeholder stays, to be read as "pretrain or finetune"
+    assert "`<stage>.optimizer.lr`" in diagnose(lr_too_high_run(), num_classes=10)[0].suggestion
 
 
 # ---------------------------------------------------------------------------------------------

@@ -135,23 +135,3 @@ def test_diagnose_a_trainlab_run(prepared_project: Path, tmp_path: Path) -> None
     # Diagnosing the curves read back from MLflow agrees with the stage's own diagnosis.
     expected = found.data.tags["trainlab.diagnosis"].replace(",", ", ")
     assert result.stdout.splitlines()[0] == f"diagnosis (pretrain): {expected}"
-
-
-@pytest.mark.slow
-def test_diagnose_a_run_logged_by_another_tool(tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'other.db'}"
-    client = MlflowClient(uri)
-    run_id = client.create_run(client.create_experiment("keras"), run_name="keras-fit").info.run_id
-    curves = overfitting_epochs()
-    client.log_batch(run_id, metrics=[Metric(key, float(v), 0, step) for key, values in curves.items()
-                                      for step, v in enumerate(values)], synchronous=True)
-    client.set_terminated(run_id)
-
-    plain = trainlab(["diagnose", run_id, "--tracking-uri", uri], tmp_path)
-    assert plain.stdout.splitlines()[0] == "diagnosis (keras-fit): overfitting"
-    assert client.list_artifacts(run_id) == [] and "trainlab.diagnosis" not in client.get_run(run_id).data.tags
-
-    trainlab(["diagnose", run_id, "--tracking-uri", uri, "--log"], tmp_path)
-    assert client.get_run(run_id).data.tags["trainlab.diagnosis"] == "overfitting"
-    report = Path(client.download_artifacts(run_id, "diagnosis.md", str(tmp_path))).read_text()
-    assert "overfitting" in report

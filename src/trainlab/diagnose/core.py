@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from . import fit, rules, stability
-from .curves import CurveDict, Curves, canonicalize
+from .curves import STAGE, CurveDict, Curves, canonicalize
 from .report import Finding, sort_findings
 
 
-def diagnose(curves: Curves, *, num_classes: int | None = None) -> list[Finding]:
-    """Findings for a run's curves (metric -> [(step, value)]); `healthy` alone if none apply."""
-    c = canonicalize(curves)
+def diagnose(
+    curves: Curves, *, num_classes: int | None = None, stage: str | None = None
+) -> list[Finding]:
+    """Findings for a run's curves (metric -> [(step, value)]); `healthy` alone if none apply.
+
+    Suggestions name params.yaml keys such as `<stage>.optimizer.lr`; pass the training stage
+    (pretrain or finetune) as `stage` to have it written in.
+    """
+    findings = _findings(canonicalize(curves), num_classes)
+    if stage:
+        findings = [replace(f, suggestion=f.suggestion.replace(STAGE, stage)) for f in findings]
+    return findings
+
+
+def _findings(c: CurveDict, num_classes: int | None) -> list[Finding]:
     grads = [f for f in (stability.vanishing_gradients(c), stability.exploding_gradients(c)) if f]
     div = stability.diverged(c, num_classes)
     # After a divergence the loss curves are garbage: shape rules would only echo it.

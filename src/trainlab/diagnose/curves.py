@@ -224,3 +224,18 @@ def fmt(x: float) -> str:
 def fmt_lr(x: float | None) -> str:
     """A learning rate in compact form (or 'unknown')."""
     return "unknown" if x is None else f"{x:.2g}"
+
+
+# Suggestions name params.yaml keys. The optimizer, schedule, epochs and early stopping live under
+# the training stage's section (pretrain or finetune); the curves do not say which, so suggestions
+# write STAGE and diagnose(stage=...) fills it in when the caller knows.
+STAGE = "<stage>"
+
+
+def lr_change(lr: float | None, factor: float) -> str:
+    """' (peak lr in this run 0.5; try 0.05)' for an lr change by `factor`; '' when lr is unknown.
+
+    "Peak lr in this run" rather than "now": the logged lr is the first param group's after the
+    linear scaling rule (in finetune the backbone's, backbone_lr_scale x the configured lr).
+    """
+    return f" (peak lr in this run {fmt_lr(lr)}; try {fmt_lr(lr * factor)})" if lr else ""

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from .curves import (
+    STAGE,
     TRAIN_ACC,
     TRAIN_LOSS,
     VAL_ACC,
@@ -16,8 +17,10 @@ from .curves import (
     accuracy,
     fmt,
     head,
+    lr_change,
     moving_mean,
     noise_sigma,
+    peak_lr,
     series,
     tail,
     train_loss,
@@ -50,13 +53,22 @@ OVERFIT_NOISE_MULT = 3.0
 OVERFIT_MIN_EPOCHS_AFTER = 2
 
 
+def _last_quarters(y: np.ndarray) -> tuple[float, float]:
+    """Medians of the third and last quarter; the last two points of a run under 4 epochs long
+    (a search trial pruned after 3 epochs is mid-descent, not flat)."""
+    if len(y) < 4:
+        return float(y[-2]), float(y[-1])
+    q3, q4 = (float(np.median(q)) for q in np.array_split(y, 4)[2:])
+    return q3, q4
+
+
 def _improving_at_end(loss: Series | None, acc: Series | None) -> bool:
     """Loss still falling (or accuracy still rising) over the last quarter of the run."""
-    if loss is not None and len(loss) >= 4:
-        q3, q4 = (float(np.median(q)) for q in np.array_split(loss.values, 4)[2:])
+    if loss is not None and len(loss) >= 2:
+        q3, q4 = _last_quarters(loss.values)
         return q4 > 0 and (q3 - q4) / q4 > STILL_IMPROVING
-    if acc is not None and len(acc) >= 4:
-        q3, q4 = (float(np.median(q)) for q in np.array_split(acc.values, 4)[2:])
+    if acc is not None and len(acc) >= 2:
+        q3, q4 = _last_quarters(acc.values)
         return q4 - q3 > STILL_IMPROVING
     return False
 
@@ -98,14 +110,19 @@ def underfitting(curves: CurveDict, num_classes: int | None = None) -> Finding |
     if poor is None:
         return None
     (seen, data), improving = poor, _improving_at_end(tr, tr_acc)
+    lr = lr_change(peak_lr(curves), 3)
     if improving:
         evidence = seen + ", close together, and still improving at the end of the run."
-        suggestion = "train longer (raise trainer.epochs) and/or raise optimizer.lr somewhat."
+        suggestion = (
+            f"train longer (raise `{STAGE}.epochs`) and/or raise `{STAGE}.optimizer.lr` "
+            f"somewhat{lr}."
+        )
     else:
         evidence = seen + ", close together, and flat over the last quarter of the run."
         suggestion = (
-            "increase capacity (wider/deeper model, e.g. model.arch: resnet1d), raise "
-            "optimizer.lr, and lower regularisation (model.dropout, optimizer.weight_decay)."
+            "increase capacity (raise `model.width`/`model.depth`, or a convolutional "
+            f"`model.arch` such as resnet1d instead of logreg/mlp), raise `{STAGE}.optimizer.lr`"
+            f"{lr}, and lower regularisation (`model.dropout`, `{STAGE}.optimizer.weight_decay`)."
         )
     return Finding("underfitting", evidence, suggestion, {**data, "still_improving": improving})
 
@@ -148,9 +165,11 @@ def overfitting(curves: CurveDict, num_classes: int | None = None) -> Finding | 
         f"epoch {int(va.steps[-1])} (+{rise / best:.0%}){tr_text}."
     )
     suggestion = (
-        f"raise model.dropout or optimizer.weight_decay, add data augmentation or more "
-        f"data, or stop near epoch {onset} (early_stopping.patience: 3 keeps the best "
-        f"checkpoint)."
+        f"regularise: raise `model.dropout` or `{STAGE}.optimizer.weight_decay`, or use a smaller "
+        "model (`model.width`/`model.depth`) or more data (`data.train_samples` for finetune, "
+        f"`data.source.num_samples` for pretrain); and keep the weights of epoch {onset}: "
+        f"`{STAGE}.early_stopping.enabled: true` with `{STAGE}.early_stopping.patience: 3` "
+        f"restores the best epoch, or set `{STAGE}.epochs: {onset + 1}`."
     )
     return Finding("overfitting", evidence, suggestion, data)
 

@@ -7,7 +7,9 @@ import math
 import numpy as np
 
 from .curves import (
+    STAGE,
     STEP_LOSS,
+    TRAIN_ACC,
     TRAIN_LOSS,
     VAL_ACC,
     VAL_LOSS,
@@ -20,6 +22,7 @@ from .curves import (
     fmt,
     fmt_lr,
     head,
+    lr_change,
     moving_median,
     noise_sigma,
     peak_lr,
@@ -41,6 +44,11 @@ HIGH_LR_EARLY_RISE = 0.2
 HIGH_LR_ROUGHNESS = 0.12
 # A run whose loss at least halved "reached a low loss"; spikes on top of that are not blamed on lr.
 LOW_LOSS_FRACTION = 0.5
+# Val loss above 3x chance ln(C) in the early epochs: the weights are thrown far between
+# evaluations. Adam at lr 1.0 puts a batch-norm resnet1d's epoch-0 val loss at ~90 (40x chance) and
+# an MLP's at ~18 (8x) while their train losses stay near chance; healthy runs start at or below
+# chance, and overfitting raises val loss late and gradually, never within the first epochs.
+HIGH_LR_VAL_SPIKE = 3.0
 
 # --- lr_too_low --------------------------------------------------------------------------------
 # Train loss fell < 10% over the whole run: barely moving.
@@ -63,6 +71,11 @@ PLATEAU_MIN_POINTS = 2
 CLIFF_DROP = 0.3
 # Initial loss > 3x ln(num_classes): the logits start out huge (bad output-layer init scale).
 INIT_LOSS_OVER_CHANCE = 3.0
+# "Never left chance" also needs the final train accuracy below 1.3x chance (1/C): a dead network
+# sits at ~1/C (0.09-0.11 on MNIST-1D), while a tiny model whose loss is still within the chance
+# band but whose accuracy climbed (a width-2 MLP reaches ~0.15 in 5 epochs) is learning, slowly:
+# that is underfitting, and batch norm / relu advice would not help it.
+CHANCE_ACC_RATIO = 1.3
 
 # --- premature_lr_decay ------------------------------------------------------------------------
 # The lr counts as cut once it is below 30% of its running peak.
@@ -96,7 +109,8 @@ def lr_too_high(curves: CurveDict, num_classes: int | None = None) -> Finding | 
     n_early = max(2, math.ceil(EARLY_FRACTION * len(s)))
     i_peak = int(np.argmax(smooth[:n_early]))
     rise, rough = smooth[i_peak] / start - 1.0, roughness(raw.values)
-    if rise <= HIGH_LR_EARLY_RISE and rough <= HIGH_LR_ROUGHNESS:
+    spike = _early_val_spike(curves, num_classes)
+    if rise <= HIGH_LR_EARLY_RISE and rough <= HIGH_LR_ROUGHNESS and spike is None:
         return None
     lr, parts = peak_lr(curves), []
     if rise > HIGH_LR_EARLY_RISE:
@@ -108,24 +122,42 @@ def lr_too_high(curves: CurveDict, num_classes: int | None = None) -> Finding | 
         parts.append(
             ("it" if parts else s.name) + f" oscillated by ~{rough:.0%} around its running median"
         )
+    if spike is not None:
+        parts.append(
+            f"{VAL_LOSS} jumped to {fmt(spike[1])} in epoch {spike[0]} "
+            f"({fmt(spike[1] / math.log(num_classes or 2))}x chance ln({num_classes}))"
+        )
     evidence = (
-        " and ".join(parts) + f"; it ended at {fmt(end)}, never below half its start "
+        " and ".join(parts) + f"; {s.name} ended at {fmt(end)}, never below half its start "
         f"(lr {fmt_lr(lr)})."
     )
-    target = f" (e.g. {fmt_lr(lr)} -> {fmt_lr(lr / 10)})" if lr else ""
     suggestion = (
-        f"lower optimizer.lr{target} or add a few epochs of lr warmup; "
-        "trainer.clip_grad_norm (e.g. 1.0) also damps the spikes."
+        f"lower `{STAGE}.optimizer.lr` ~10x{lr_change(lr, 0.1)} or lengthen the lr warmup "
+        f"(`{STAGE}.schedule.warmup_epochs`, e.g. 2); `trainer.clip_grad_norm: 1.0` also damps "
+        "the spikes."
     )
     data = {
         "start_loss": start,
         "early_peak_loss": float(smooth[i_peak]),
         "early_rise": float(rise),
         "roughness": rough,
+        "early_val_spike": spike[1] if spike else None,
         "final_loss": end,
         "lr": lr,
     }
     return Finding("lr_too_high", evidence, suggestion, data)
+
+
+def _early_val_spike(curves: CurveDict, num_classes: int | None) -> tuple[int, float] | None:
+    """(epoch, val loss) of a val loss above HIGH_LR_VAL_SPIKE x chance in the early epochs."""
+    va = series(curves, VAL_LOSS)
+    if va is None or not num_classes or num_classes < 2:
+        return None
+    n_early = max(1, math.ceil(EARLY_FRACTION * len(va)))
+    i = int(np.argmax(va.values[:n_early]))
+    if va.values[i] <= HIGH_LR_VAL_SPIKE * math.log(num_classes):
+        return None
+    return int(va.steps[i]), float(va.values[i])
 
 
 def _creeping(y: np.ndarray) -> bool:
@@ -154,9 +186,9 @@ def lr_too_low(curves: CurveDict, num_classes: int | None = None) -> Finding | N
         f"{s.name} only went from {fmt(start)} to {fmt(end)} ({drop:.1%}) over "
         f"{int(s.steps[-1]) + 1} {s.unit}s, falling slowly but steadily (lr {fmt_lr(lr)})."
     )
-    target = f" (e.g. {fmt_lr(lr)} -> {fmt_lr(lr * 10)})" if lr else ""
     suggestion = (
-        f"raise optimizer.lr by ~10x{target}; an lr range test finds the largest stable value."
+        f"raise `{STAGE}.optimizer.lr` ~10x{lr_change(lr, 10)}; an lr range test finds the "
+        "largest stable value."
     )
     return Finding(
         "lr_too_low",
@@ -167,9 +199,10 @@ def lr_too_low(curves: CurveDict, num_classes: int | None = None) -> Finding | N
 
 
 _INIT_SUGGESTION = (
-    "fix initialisation/normalisation rather than the lr: add batch norm, use "
-    "He/Kaiming init with ReLU (no saturating activations), small output-layer "
-    "init, and a short lr warmup"
+    "fix initialisation/normalisation rather than the lr: turn on batch norm "
+    "(`model.batchnorm: true`), use a non-saturating `model.activation` (relu or gelu, which the "
+    "models' Kaiming init is made for) and a short lr warmup "
+    f"(`{STAGE}.schedule.warmup_epochs: 1`)"
 )
 _DATA_CHECK = "; also check that labels match inputs (a shuffled-label bug looks the same)."
 
@@ -181,8 +214,11 @@ def poor_initialization(
     s = train_loss(curves, prefer_steps=False)
     if s is None or len(s) < 4:
         return None
+    acc = accuracy(curves, TRAIN_ACC)
+    chance_acc = CHANCE_ACC_RATIO / num_classes if num_classes else None
+    at_chance_acc = acc is None or chance_acc is None or tail(acc.values) < chance_acc
     return _huge_initial_loss(curves, num_classes) or _chance_plateau(
-        binned(s, 100), num_classes, allow_flat, peak_lr(curves)
+        binned(s, 100), num_classes, allow_flat and at_chance_acc, peak_lr(curves)
     )
 
 
@@ -198,8 +234,9 @@ def _huge_initial_loss(curves: CurveDict, num_classes: int | None) -> Finding | 
         f"ln({num_classes}) = {fmt(chance)}: the initial logits are far too large."
     )
     suggestion = (
-        "initialise the output layer with small weights (or zero), use He/Kaiming init "
-        "and batch norm, and check the input normalisation."
+        "the models use PyTorch's default init, so huge initial logits point at unscaled inputs: "
+        "check the input normalisation (your own data: `data.file.standardize: true`) and turn "
+        "on batch norm (`model.batchnorm: true`)."
     )
     return Finding(
         "poor_initialization",
@@ -345,8 +382,9 @@ def _premature_finding(
         f"trend predicted {expected:.1%}) and ended at {fmt(va.values[-1])}."
     )
     suggestion = (
-        "decay later: move the scheduler milestone / step_size past the point where val "
-        "stops improving, or use cosine over more epochs (raise trainer.epochs)."
+        f"decay later: raise `{STAGE}.schedule.step_epochs` (step) or "
+        f"`{STAGE}.schedule.plateau_patience` (plateau) so the cut comes after val stops "
+        f"improving, or use `{STAGE}.schedule.name: cosine` over more `{STAGE}.epochs`."
     )
     data = {
         "cut_epoch": e_cut,

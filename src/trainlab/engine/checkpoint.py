@@ -18,7 +18,7 @@ import torch
 
 from trainlab.engine.hooks import Hook, LoopState
 from trainlab.errors import CheckpointError
-from trainlab.io import torch_save
+from trainlab.io import check_archive, load_error_line, torch_save
 
 FORMAT = "trainlab.resume/1"
 
@@ -122,10 +122,10 @@ def _python_state() -> list:
 def load_resume(path: Path) -> dict[str, Any]:
     """Read a resume checkpoint; a truncated or tampered file is named, never unpickled."""
     try:
+        check_archive(path)
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:   # torch raises several types for damaged zip/pickle data
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise CheckpointError(f"{path}: corrupt resume checkpoint ({first[:160]}); "
+        raise CheckpointError(f"{path}: corrupt resume checkpoint ({load_error_line(err)[:160]}); "
                               f"delete it to start the stage afresh") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a trainlab resume checkpoint; delete it to start afresh")

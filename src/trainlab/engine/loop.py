@@ -139,7 +139,7 @@ def _epoch_metrics(state: LoopState, model: torch.nn.Module, val: TrainData, los
         "epoch/train_acc": sums.get("correct", 0.0) / seen,
         "val/loss": val_loss,
         "val/acc": val_acc,
-        "epoch/lr": state.optimizer.param_groups[0]["lr"],
+        "epoch/lr": max(group["lr"] for group in state.optimizer.param_groups),
         "epoch/time_s": seconds,
         "epoch/samples_per_s": sums.get("count", 0.0) / max(seconds, 1e-9),
     }

@@ -94,11 +94,12 @@ class Schedule:
         return 1.0   # constant
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
-        """Set every group's lr for this step; returns the first group's lr."""
+        """Set every group's lr for this step; returns the largest (the head's when the
+        backbone runs at a fraction of it), which is what `lr` curves show."""
         scale = self.factor(step)
         for group in optimizer.param_groups:
             group["lr"] = group["initial_lr"] * scale
-        return optimizer.param_groups[0]["lr"]
+        return max(group["lr"] for group in optimizer.param_groups)
 
     def end_epoch(self, monitored: float, lower_is_better: bool) -> None:
         """Reduce-on-plateau bookkeeping; other schedules ignore it."""

@@ -28,7 +28,13 @@ def train_step(state: LoopState, model: torch.nn.Module, micro: list[tuple[torch
     optimizer, scaler, runtime = state.optimizer, state.scaler, state.runtime
     lr = state.schedule.apply(optimizer, state.step)
     # Dropout masks are a pure function of (seed, step, rank): resume is exact at any step.
-    torch.manual_seed((state.seed * 1_000_003 + state.step) * 1_009 + runtime.rank)
+    # Only the generator the step draws from is reseeded: torch.manual_seed also queues a
+    # lazy seed with a captured stack trace for every uninitialised backend (cuda, xpu,
+    # mtia), about 0.3-1 ms a step on CPU (bench/RESULTS.md, engine overhead).
+    step_seed = (state.seed * 1_000_003 + state.step) * 1_009 + runtime.rank
+    torch.default_generator.manual_seed(step_seed)
+    if runtime.device.type == "cuda":
+        torch.cuda.manual_seed(step_seed)
     count = sum(len(y) for _, y in micro)
     step_loss = torch.zeros((), device=runtime.device)
     correct = torch.zeros((), device=runtime.device)
@@ -149,16 +155,19 @@ class StepRecorder:
             rows.append(("loss_scale", state.scaler.get_scale(), self.steps[-1]))
         for (s, names), norms_at in zip(self.layer_steps, [n.tolist() for n in self.layer_norms]):
             rows.extend((f"grad_norm/{name}", value, s) for name, value in zip(names, norms_at))
-        self._check_divergence(losses, early)
+        steps, lrs = self.steps, self.lrs
         self.steps, self.losses, self.norms, self.lrs = [], [], [], []
         self.layer_steps, self.layer_norms = [], []
         if runtime.is_main:
             for hook in state.hooks:
                 hook.on_metrics(state, rows)
+        # Checked after the hooks saw the rows, so the curves keep the steps up to the NaN.
+        self._check_divergence(steps, losses, lrs, early)
 
-    def _check_divergence(self, losses: list[float], early: EarlyStopping) -> None:
+    def _check_divergence(self, steps: list[int], losses: list[float], lrs: list[float],
+                          early: EarlyStopping) -> None:
         tolerant = self.state.scaler.is_enabled()
-        for step, loss, lr in zip(self.steps, losses, self.lrs):
+        for step, loss, lr in zip(steps, losses, lrs):
             if math.isfinite(loss):
                 self.consecutive_bad = 0
                 continue
@@ -173,9 +182,11 @@ def _divergence_message(state: LoopState, step: int, loss: float, lr: float, ear
     if state.runtime.precision == "fp16" and not state.scaler.is_enabled():
         cause = "fp16 overflow without loss scaling"
     elif lr >= 0.1 or state.step < 3 * state.steps_per_epoch:
-        cause = "the learning rate is likely too high (lower optimizer.lr, add schedule.warmup_epochs or clip gradients)"
+        cause = ("the learning rate is likely too high (lower the stage's optimizer.lr, add "
+                 "schedule.warmup_epochs or set trainer.clip_grad_norm)")
     else:
-        cause = "numerical instability (check inputs for extreme values, lower optimizer.lr, clip gradients)"
+        cause = ("numerical instability (check inputs for extreme values, lower the stage's "
+                 "optimizer.lr, set trainer.clip_grad_norm)")
     kept = (f"kept the best weights (epoch {early.best_epoch + 1})" if early.best_state is not None
             else "no epoch finished, no weights kept")
     return f"training diverged: loss became {loss} at step {step} (epoch {state.epoch + 1}, lr {lr:.3g}); {cause}; {kept}"

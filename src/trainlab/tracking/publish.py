@@ -21,7 +21,8 @@ def publish_training(run: StageRun, trained: TrainedModel, params: Params, model
         # The run of a resumed stage starts mid-way: give it the curves from before the kill.
         run.backfill(trained.curves)
         run.set_tags({"trainlab.resumed_from_step": trained.result.resumed_from_step})
-    diagnosis = diagnose_training(trained.curves, trained.info.num_classes, label=run.run_name)
+    stage = "pretrain" if run.stage == "pretrain" else "finetune"   # search trials fine-tune
+    diagnosis = diagnose_training(trained.curves, trained.info.num_classes, label=run.run_name, stage=stage)
     metrics = write_training_reports(report_dir, trained.result, {**diagnosis.summary, **(extra_metrics or {})})
     write_text(report_dir / "artifacts" / "diagnosis.md", diagnosis.markdown)
     if model_path is not None:
