@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +38,38 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def check_archive(path: str | Path) -> None:
+    """Verify the CRC-32 of every record of a torch.save zip archive; raise BadZipFile if one fails.
+
+    torch.load does not check them: a flipped byte in tensor data loads silently as other
+    weights. Checking first turns a damaged or tampered file into an error naming it.
+    """
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        damaged = archive.testzip()
+        # A record flagged as a DOS directory (attribute 0x10) is read by torch as
+        # uninitialised memory; torch.save never sets it.
+        damaged = damaged or next((i.filename for i in archive.infolist() if i.external_attr & 0x10), None)
+    if damaged is not None:
+        raise zipfile.BadZipFile(f"record {damaged.split('/', 1)[-1]} is damaged (CRC-32 or header check failed)")
+
+
+def load_error_line(err: BaseException) -> str:
+    """One plain line out of torch.load's error: for a refused object, what was refused.
+
+    torch's weights-only message starts with "This file can still be loaded, ... two
+    options" (with terminal escape codes): wrong advice for a file that smuggles code.
+    """
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    refused = next((line for line in lines if re.search(r"unsupported global", line, re.IGNORECASE)), None)
+    if refused:
+        return ("holds an object that is not plain data, refused: "
+                + refused.removeprefix("WeightsUnpickler error: ").split(". ")[0].rstrip("."))
+    return lines[0] if lines else type(err).__name__
 
 
 def torch_save(obj: Any, path: str | Path) -> None:

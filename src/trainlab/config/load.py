@@ -27,6 +27,10 @@ def load_params(path: str | Path = "params.yaml", overrides: Mapping[str, Any] |
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        # An unclosed [ or { is noticed lines later: also name the line where it opened.
+        context, opened = getattr(err, "context", None), getattr(err, "context_mark", None)
+        if context and opened and mark and opened.line != mark.line:
+            problem += f" ({context} at line {opened.line + 1})"
         raise ParamsError(f"{path}: {where}invalid YAML: {problem}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")

@@ -247,14 +247,14 @@ class SearchConfig(Section):
     sampler: Literal["grid", "random", "tpe"] = "tpe"
     n_trials: Annotated[int, Field(gt=0, le=100_000)] = 12
     timeout_s: PositiveFloat | None = None
-    workers: PositiveInt = 1
+    workers: Annotated[int, Field(gt=0, le=1024)] = 1     # local processes
     pruner: Literal["none", "median", "halving"] = "median"
     metric: Literal["val/loss", "val/acc"] = "val/loss"   # what trials are ranked and pruned by
     storage: str | None = None       # null = local file kept across runs; or an RDB URL
     study_name: str = "trainlab-search"
     seed: int = 0
     epochs: Epochs | None = None  # per-trial epochs; null = finetune.epochs
-    grid_points: PositiveInt = 3       # grid: points per float/int range
+    grid_points: Annotated[int, Field(gt=0, le=1000)] = 3   # grid: points per float/int range
     top_k: PositiveInt = 5
     space: dict[str, SpaceParam] = Field(default_factory=dict)
 
@@ -267,7 +267,7 @@ class EnsembleConfig(Section):
 
 
 class EvaluateConfig(Section):
-    calibration_bins: PositiveInt = 15
+    calibration_bins: Annotated[int, Field(gt=0, le=1000)] = 15
     register_model: bool = True
     model_name: str = "trainlab"
     alias: str = "champion"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +9,7 @@ import torch
 
 from trainlab.config.schema import ModelConfig
 from trainlab.errors import CheckpointError
-from trainlab.io import torch_save
+from trainlab.io import check_archive, load_error_line, torch_save
 from trainlab.models.networks import Classifier, build_model
 
 FORMAT = "trainlab.model/1"
@@ -36,10 +34,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: not found; run the stage that writes it first (dvc repro)")
     try:
+        check_archive(path)
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, KeyError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: corrupt or not a trainlab checkpoint ({first[:200]})") from None
+    except Exception as err:   # damaged zip/pickle data raises many types (AttributeError included)
+        raise CheckpointError(f"{path}: corrupt or not a trainlab checkpoint ({load_error_line(err)[:200]})") from None
 
 
 def load_model(path: str | Path) -> tuple[Classifier, dict[str, Any]]:

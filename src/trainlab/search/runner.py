@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import shutil
@@ -37,8 +38,24 @@ def remaining(study: optuna.Study, params: Params) -> int:
     return max(0, params.search.n_trials - len(counted_trials(study)))
 
 
+class _QuietAfterInterrupt(logging.Filter):
+    """Ctrl-C in a trial: optuna would log its traceback and a 'trial failed' line; the
+    trial is re-queued (not failed) and the CLI prints one line, so they are dropped."""
+
+    interrupted = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[0] is KeyboardInterrupt:
+            self.interrupted = True
+        return not self.interrupted
+
+
 def work(params: Params, parent_run_id: str | None, threads: int | None) -> None:
     """One worker: take trials from the shared study until the budget or time is spent."""
+    optimize_log = logging.getLogger("optuna.study._optimize")
+    for old in [f for f in optimize_log.filters if isinstance(f, _QuietAfterInterrupt)]:
+        optimize_log.removeFilter(old)
+    optimize_log.addFilter(_QuietAfterInterrupt())
     study = open_study(params)
     left = remaining(study, params)
     if left == 0:
@@ -52,6 +69,7 @@ def _worker_main(params: Params, parent_run_id: str | None, threads: int) -> Non
     import torch
 
     torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)   # a spawned process starts at INFO
     try:
         work(params, parent_run_id, threads)
     except UserError as err:

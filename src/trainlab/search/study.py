@@ -136,6 +136,18 @@ def recover_killed(study: optuna.Study) -> list[int]:
     return requeued
 
 
+def requeue_interrupted(trial: optuna.Trial) -> None:
+    """A trial stopped by Ctrl-C or SIGTERM: re-queued with its slot and params, like a killed one.
+
+    Optuna records it as FAIL; without the re-queue it would use up the budget and the
+    rerun would skip its slot instead of resuming it from its checkpoint.
+    """
+    storage = trial.study._storage
+    slot = storage.get_trial_user_attrs(trial._trial_id)[SLOT]
+    storage.set_trial_user_attr(trial._trial_id, KILLED, True)
+    trial.study.enqueue_trial(trial.params, user_attrs={SLOT: slot}, skip_if_exists=False)
+
+
 def counted_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Finished trials that use up the budget (killed ones do not)."""
     return [t for t in study.get_trials(deepcopy=False, states=COUNTED) if not t.user_attrs.get(KILLED)]

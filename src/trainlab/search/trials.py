@@ -13,7 +13,7 @@ from trainlab.engine import Hook, LoopState
 from trainlab.models import save_model
 from trainlab.reporting import summary_metrics
 from trainlab.search.space import suggest
-from trainlab.search.study import SLOT
+from trainlab.search.study import SLOT, requeue_interrupted
 from trainlab.tracking import StageRun
 from trainlab.training import finish
 from trainlab.transfer import finetune
@@ -52,6 +52,14 @@ def trial_model_path(slot: int) -> Path:
 
 def run_trial(trial: optuna.Trial, params: Params, parent_run_id: str | None, threads: int | None) -> float:
     """Objective: fine-tune with the trial's params; returns the best epoch's search.metric."""
+    try:
+        return _run_trial(trial, params, parent_run_id, threads)
+    except KeyboardInterrupt:
+        requeue_interrupted(trial)   # the rerun resumes this slot from its checkpoint
+        raise
+
+
+def _run_trial(trial: optuna.Trial, params: Params, parent_run_id: str | None, threads: int | None) -> float:
     slot, config = trial_params(params, trial, threads)
     resume_name = f"search-slot-{slot:03d}"
     pruned: optuna.TrialPruned | None = None

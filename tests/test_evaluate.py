@@ -1,0 +1,171 @@
+"""Evaluation: calibration error by hand, model choice on validation only, and the
+evaluate stage's metrics, per-class scores, confusion rows and registered model,
+checked against scores recomputed here from the saved model files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import copy_project, trainlab
+from trainlab import paths
+from trainlab.data import load_split, task_info
+from trainlab.ensemble import load_any
+from trainlab.evaluation import PREFERENCE, ModelScore, choose_best, expected_calibration_error
+
+MODELS = ("finetuned", "scratch", "best_trial", "ensemble")
+FILES = {"finetuned": paths.FINETUNED, "scratch": paths.SCRATCH, "best_trial": paths.SEARCH_MODELS / "top1.pt",
+         "ensemble": paths.ENSEMBLE}
+
+# Four samples, three classes: confidences 0.9 (right), 0.8 (wrong), 0.6 (right), 0.4 (wrong).
+PROBS = np.array([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.4, 0.3, 0.3]])
+LABELS = np.array([0, 0, 2, 1])
+
+
+def test_ece_two_bins_by_hand() -> None:
+    # (0, .5]: one sample, accuracy 0, confidence .4       -> 1/4 * .4               = .1
+    # (.5, 1]: three samples, accuracy 2/3, confidence .7667 -> 3/4 * |2/3 - 2.3/3| = .075
+    assert expected_calibration_error(PROBS, LABELS, bins=2) == pytest.approx(0.175, abs=1e-12)
+
+
+def test_ece_one_sample_per_bin_by_hand() -> None:
+    # Ten bins put each sample alone in its bin: mean of |correct - confidence|.
+    expected = (abs(1 - 0.9) + abs(0 - 0.8) + abs(1 - 0.6) + abs(0 - 0.4)) / 4
+    assert expected_calibration_error(PROBS, LABELS, bins=10) == pytest.approx(expected, abs=1e-12)
+
+
+def test_ece_is_zero_when_confidence_matches_accuracy() -> None:
+    # Confidence 0.5 and right half of the time; confidence 1 and always right.
+    probs = np.array([[0.5, 0.5], [0.5, 0.5], [1.0, 0.0], [0.0, 1.0]])
+    assert expected_calibration_error(probs, np.array([0, 1, 0, 1]), bins=4) == pytest.approx(0.0, abs=1e-12)
+
+
+def scored(name: str, val_acc: float, test_acc: float) -> ModelScore:
+    return ModelScore(name, {"acc": test_acc}, val_acc, {}, np.zeros((2, 2)), np.zeros(2))
+
+
+def test_choose_best_uses_validation_never_test() -> None:
+    scores = [scored("finetuned", 0.70, 0.95), scored("ensemble", 0.80, 0.60), scored("scratch", 0.75, 0.99)]
+    assert choose_best(scores).name == "ensemble"
+
+
+@pytest.mark.parametrize("names, expected", [
+    (["scratch", "finetuned"], "finetuned"),
+    (["finetuned", "best_trial"], "best_trial"),
+    (["scratch", "best_trial", "finetuned", "ensemble"], "ensemble"),
+    (["something_else", "scratch"], "scratch"),
+])
+def test_choose_best_tie_order(names: list[str], expected: str) -> None:
+    # Equal validation accuracy: ensemble, then best_trial, finetuned, scratch, then anything else.
+    scores = [scored(name, 0.8, test_acc) for name, test_acc in zip(names, [0.9, 0.1, 0.5, 0.7])]
+    assert choose_best(scores).name == expected
+    assert choose_best(scores[::-1]).name == expected
+
+
+# --------------------------------------------------------------------------------- the stage
+@pytest.fixture(scope="module")
+def evaluated(prepared_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    project = copy_project(prepared_project, tmp_path_factory.mktemp("evaluate") / "project")
+    for stage in ("finetune", "search", "ensemble", "evaluate"):
+        trainlab([stage], project)
+    return project
+
+
+def reference_scores(project: Path) -> dict[str, dict]:
+    """Recompute every model's test predictions from its saved file."""
+    test = load_split(project / paths.PREPARED, "target", "test")
+    val = load_split(project / paths.PREPARED, "target", "val")
+    out = {}
+    for name in MODELS:
+        model, _ = load_any(project / FILES[name])
+        with torch.inference_mode():
+            probs = model(torch.as_tensor(test.x)).float().softmax(-1).numpy()
+            val_pred = model(torch.as_tensor(val.x)).argmax(-1).numpy()
+        out[name] = {"probs": probs, "pred": probs.argmax(1), "val_acc": float((val_pred == val.y).mean())}
+    return out
+
+
+def macro_f1(y: np.ndarray, pred: np.ndarray, classes: int) -> float:
+    scores = []
+    for c in range(classes):
+        tp = np.sum((pred == c) & (y == c))
+        precision = tp / max(np.sum(pred == c), 1)
+        recall = tp / max(np.sum(y == c), 1)
+        scores.append(0.0 if tp == 0 else 2 * precision * recall / (precision + recall))
+    return float(np.mean(scores))
+
+
+@pytest.mark.slow
+def test_metrics_have_stable_keys_and_match_recomputed_scores(evaluated: Path) -> None:
+    metrics = json.loads((evaluated / "reports/evaluate/metrics.json").read_text())
+    expected_keys = ({f"test/{m}/{name}" for m in ("acc", "loss", "ece", "f1_macro") for name in MODELS}
+                     | {f"val/acc/{name}" for name in MODELS}
+                     | {"test/acc/ensemble_member_mean", "test/acc/ensemble_member_best"})
+    assert set(metrics) == expected_keys
+
+    y = load_split(evaluated / paths.PREPARED, "target", "test").y
+    classes = task_info(evaluated / paths.PREPARED, "target").num_classes
+    for name, ref in reference_scores(evaluated).items():
+        probs = ref["probs"]
+        assert metrics[f"test/acc/{name}"] == pytest.approx(float((ref["pred"] == y).mean()), abs=1e-12)
+        nll = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
+        assert metrics[f"test/loss/{name}"] == pytest.approx(nll, rel=1e-5)
+        assert metrics[f"test/ece/{name}"] == pytest.approx(expected_calibration_error(probs, y, 15), abs=1e-6)
+        assert metrics[f"test/f1_macro/{name}"] == pytest.approx(macro_f1(y, ref["pred"], classes), abs=1e-9)
+        assert metrics[f"val/acc/{name}"] == pytest.approx(ref["val_acc"], abs=1e-12)
+
+
+@pytest.mark.slow
+def test_per_class_and_confusion_reports(evaluated: Path) -> None:
+    per_class = json.loads((evaluated / "reports/evaluate/per_class.json").read_text())
+    info = task_info(evaluated / paths.PREPARED, "target")
+    y = load_split(evaluated / paths.PREPARED, "target", "test").y
+    assert set(per_class) == set(MODELS)
+    pred = reference_scores(evaluated)["ensemble"]["pred"]
+    for c, name in enumerate(info.class_names):
+        row = per_class["ensemble"][name]
+        assert set(row) == {"precision", "recall", "f1", "support"}
+        tp = int(np.sum((pred == c) & (y == c)))
+        assert row["support"] == int(np.sum(y == c))
+        assert row["recall"] == pytest.approx(tp / row["support"], abs=1e-12)
+        assert row["precision"] == pytest.approx(tp / max(int(np.sum(pred == c)), 1), abs=1e-12)
+    for model in MODELS:
+        assert list(per_class[model]) == info.class_names
+
+    rows = json.loads((evaluated / "reports/evaluate/confusion.json").read_text())
+    assert len(rows) == len(y) and all(set(r) == {"actual", "predicted"} for r in rows)
+    assert [r["actual"] for r in rows] == [info.class_names[i] for i in y]
+    assert [r["predicted"] for r in rows] == [info.class_names[i] for i in pred]
+
+
+@pytest.mark.slow
+def test_registered_model_is_chosen_on_validation(evaluated: Path) -> None:
+    import mlflow.pytorch
+    from mlflow.tracking import MlflowClient
+
+    metrics = json.loads((evaluated / "reports/evaluate/metrics.json").read_text())
+    rank = {name: i for i, name in enumerate(PREFERENCE)}
+    expected = min(MODELS, key=lambda n: (-metrics[f"val/acc/{n}"], rank[n]))
+
+    uri = f"sqlite:///{evaluated / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("trainlab")
+    runs = [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_name == "evaluate"]
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    run = runs[0]
+    assert run.data.tags["best_model"] == expected
+
+    version = client.get_model_version_by_alias("trainlab", "champion")
+    assert version.run_id == run.info.run_id
+    assert str(version.version) == run.data.tags["registry.version"]
+    # The registered model predicts what the chosen model file predicts.
+    mlflow.set_tracking_uri(uri)
+    registered = mlflow.pytorch.load_model("models:/trainlab@champion")
+    chosen, _ = load_any(evaluated / FILES[expected])
+    x = torch.as_tensor(load_split(evaluated / paths.PREPARED, "target", "val").x[:16])
+    with torch.inference_mode():
+        assert torch.allclose(registered(x), chosen(x), atol=1e-5)
