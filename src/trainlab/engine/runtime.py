@@ -50,10 +50,12 @@ class Runtime:
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
-    """`auto`: bf16 where the hardware computes it natively, else fp32.
+    """`auto`: the fastest precision that keeps accuracy on this device.
 
-    fp16 is never chosen automatically on CPUs: without fp16 units it is emulated and
-    was about 11x slower than fp32 on this project's CPU (bench/precision.py).
+    CUDA: bf16 where supported, else fp16 (with loss scaling). CPU: bf16 only with AMX
+    matrix units; with avx512_bf16 alone, bf16 autocast measured 0.91x the speed of fp32
+    for the default model (bench/precision.py, bench/RESULTS.md), so fp32 is kept. fp16 is
+    never chosen on CPUs: without fp16 units it ran at 0.08x fp32.
     """
     if requested != "auto":
         if requested == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -61,8 +63,7 @@ def resolve_precision(requested: str, device: torch.device) -> str:
         return requested
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return "bf16" if native_bf16 else "fp32"
+    return "bf16" if torch.cpu._is_amx_tile_supported() else "fp32"
 
 
 def seed_everything(seed: int) -> None:
