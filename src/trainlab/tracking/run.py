@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -48,6 +50,49 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
         problem = str(getattr(err, "reason", err))
     raise TrackingUnavailable(f"tracking server {uri} is not reachable ({problem}); "
                               f"start it or unset MLFLOW_TRACKING_URI to use the local sqlite store")
+
+
+@contextmanager
+def signals_held(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block is done, then deliver them (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        if held:
+            handler = previous[held[0]]
+            if callable(handler):
+                handler(held[0], None)       # Python's handler: raises KeyboardInterrupt
+            elif handler != signal.SIG_IGN:
+                os.kill(os.getpid(), held[0])
+
+
+class Uninterrupted:
+    """An MlflowClient whose calls complete before a Ctrl-C or SIGTERM takes effect.
+
+    Interrupted inside a write, a sqlite store stays locked by the half-done transaction
+    (its connection lives on in the KeyboardInterrupt's traceback), so closing the run as
+    KILLED failed with 'database is locked' and a traceback. The signal waits for the call.
+    """
+
+    def __init__(self, client) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            with signals_held():
+                return attr(*args, **kwargs)
+        return call
 
 
 @contextmanager
@@ -106,7 +151,7 @@ class StageRun:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
         mlflow.set_tracking_uri(uri)
         with sqlite_store_lock(uri):   # the client creates a fresh store's tables on construction
-            self.client = MlflowClient(uri)
+            self.client = Uninterrupted(MlflowClient(uri))
             experiment_id = self._experiment_id()
         mark_dead_runs_killed(self.client, experiment_id)
         tags = self._tags()
