@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 from trainlab import paths
 from trainlab.config import Params
 from trainlab.search.space import grid
+from trainlab.processes import pid_alive
 
 SLOT, KILLED, HOST, PID = "slot", "killed", "host", "pid"
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -127,7 +128,7 @@ def recover_killed(study: optuna.Study) -> list[int]:
     host, requeued = socket.gethostname(), []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         attrs = trial.user_attrs
-        if attrs.get(HOST) != host or _alive(int(attrs.get(PID, 0))):
+        if attrs.get(HOST) != host or pid_alive(int(attrs.get(PID, 0))):
             continue
         study._storage.set_trial_user_attr(trial._trial_id, KILLED, True)
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
@@ -163,14 +164,3 @@ def budget_callback(n_trials: int):
             study.stop()
     return stop_when_done
 
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -21,6 +21,7 @@ from typing import Any, Iterator, Mapping
 from trainlab.config import Params, flatten, params_hash
 from trainlab.errors import TrackingUnavailable
 from trainlab.tracking.lineage import environment_freeze, git_state, pipeline_run_id, versions
+from trainlab.processes import pid_alive
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"   # MLflow 3 UI: classic model-training view
 FLUSH_AT = 1000                                  # MLflow's log_batch limit per call
@@ -357,7 +358,7 @@ def mark_dead_runs_killed(client, experiment_id: str) -> None:
     for run in runs:
         tags = run.data.tags
         pid = tags.get("trainlab.pid")
-        if tags.get("trainlab.host") != host or not pid or _alive(int(pid)):
+        if tags.get("trainlab.host") != host or not pid or pid_alive(int(pid)):
             continue
         client.set_tag(run.info.run_id, "trainlab.error", "process died without closing the run")
         client.set_terminated(run.info.run_id, status="KILLED")
@@ -380,14 +381,4 @@ def _reason(exc: BaseException) -> str:
 
     found = re.search(r"\[Errno -?\d+\][^'\")]*", str(exc))
     return found.group(0).strip() if found else str(exc).splitlines()[0][:200]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
