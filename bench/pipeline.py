@@ -1,0 +1,97 @@
+"""Seconds per stage of the whole default pipeline, from a clean clone.
+
+`git clone` of this repository (its committed HEAD, not the working tree) into a
+temporary directory, then one `dvc repro` with the committed params.yaml, as a new
+user would run it. The clone's own code runs (PYTHONPATH puts the clone's src/ and
+stages/ ahead of the editable install). Per-stage seconds are the gaps between DVC's
+"Running stage" lines, timestamped as they are printed, so each stage's figure also
+holds DVC's hashing and caching of its outputs. Target: the whole repro <= 10 min.
+
+    .venv/bin/python bench/pipeline.py
+    .venv/bin/python bench/pipeline.py --quick      # conftest's shrunk params
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+TARGET_S = 600.0
+STAGE_LINE = re.compile(r"Running stage '([^']+)'")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="shrunk params (tests/conftest.py's SMALL)")
+    parser.add_argument("--source", default=str(C.ROOT), help="repository to clone (default: this one)")
+    return parser.parse_args()
+
+
+def repro(clone: Path) -> tuple[list[tuple[str, float]], float, str]:
+    """Run `dvc repro`, stamping each line; returns ([(stage, seconds)], total seconds, output)."""
+    env = C.env(PYTHONPATH=f"{clone / 'src'}:{clone}", PYTHONUNBUFFERED="1")
+    started = time.perf_counter()
+    marks, lines = [], []
+    with subprocess.Popen([str(C.BIN / "dvc"), "repro"], cwd=clone, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, start_new_session=True) as proc:
+        try:
+            for line in proc.stdout:
+                now = time.perf_counter() - started
+                lines.append(f"[{now:7.1f}] {line.rstrip()}")
+                match = STAGE_LINE.search(line)
+                if match:
+                    marks.append((match.group(1), now))
+                    print(f"  {now:7.1f} s  stage {match.group(1)} starts", flush=True)
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)   # interrupted: leave no dvc repro or stage behind
+            raise
+        code = proc.wait()
+    total = time.perf_counter() - started
+    output = "\n".join(lines)
+    if code != 0:
+        print(output, file=sys.stderr)
+        raise RuntimeError(f"dvc repro exited {code}\n{output[-5000:]}")
+    ends = [t for _, t in marks[1:]] + [total]
+    return [(name, end - start) for (name, start), end in zip(marks, ends)], total, output
+
+
+def main() -> None:
+    args = parse_args()
+    C.print_header("pipeline: dvc repro from a clean clone", ["bench/pipeline.py", *sys.argv[1:]])
+    with C.workspace("pipeline") as tmp:
+        clone = Path(tmp) / "clone"
+        started = time.perf_counter()
+        C.output(["git", "clone", "-q", args.source, str(clone)], Path(tmp))
+        clone_s = time.perf_counter() - started
+        commit = C.output(["git", "rev-parse", "--short", "HEAD"], clone).strip()
+        imported = C.output([C.PYTHON, "-c", "import trainlab, stages; print(trainlab.__file__)"], clone,
+                            PYTHONPATH=f"{clone / 'src'}:{clone}").strip()
+        if not imported.startswith(str(clone)):
+            raise RuntimeError(f"the clone's code is not the one imported: {imported}")
+        if args.quick:
+            C.write_params(clone, C.small_params(**{"search.n_trials": 1, "search.top_k": 1, "ensemble.top_k": 1,
+                                                    "evaluate.register_model": False}))
+        print(f"# cloned {args.source} at {commit} in {clone_s:.1f} s; params: "
+              f"{'conftest SMALL (quick)' if args.quick else 'the committed params.yaml'}", flush=True)
+        stages, total, output = repro(clone)
+        status = C.output([str(C.BIN / "dvc"), "status"], clone, PYTHONPATH=f"{clone / 'src'}:{clone}")
+        if "up to date" not in status:
+            raise RuntimeError(f"after dvc repro the pipeline is not up to date:\n{status}\n{output[-3000:]}")
+    print()
+    print(C.table([[name, f"{seconds:.1f}", f"{100 * seconds / total:.0f}%"] for name, seconds in stages]
+                  + [["total (dvc repro)", f"{total:.1f}", "100%"]], ["stage", "seconds", "share"]))
+    print(f"\nload average at the end: {C.load_average()}")
+    C.print_ratio("pipeline_total/target_10min", total / TARGET_S)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Search trials per minute with one worker and with two, on this machine's cores.
+
+A tiny project (tests/conftest.py's make_project, shrunk params) is prepared and
+pretrained once; then, per repetition and interleaved, a fresh copy of it runs
+`trainlab search` with search.workers 1 and with 2, the same n_trials, pruning off (so
+both run the same work), trainer.threads = the core count (the runner gives each
+worker cores / workers threads). Two figures per run:
+  study span   n_trials / (last trial's end - first trial's start), from the study
+               itself: the throughput of the trial loop
+  steady       the same without each worker's first trial, which also pays the
+               worker process's one-time warm-up (lazy imports, first connections)
+  end to end   n_trials / wall time of the whole `trainlab search` command, which
+               also pays process start, spawning the workers, opening MLflow runs and
+               the plots and top-k copies at the end
+The ratio printed last is 2 workers / 1 worker on the study span (target >= 1.6).
+
+    .venv/bin/python bench/search_throughput.py
+    .venv/bin/python bench/search_throughput.py --trials 10 --repeats 3
+    .venv/bin/python bench/search_throughput.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 trials of 1 epoch, 1 repetition")
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=6, help="finetune epochs per trial")
+    parser.add_argument("--study-span", type=Path, help=argparse.SUPPRESS)   # child mode: read a study
+    return parser.parse_args()
+
+
+def study_span(project: Path) -> None:
+    """Child mode: the trials of the project's study, as seconds from the first start."""
+    os.chdir(project)
+    from trainlab.config import load_params
+    from trainlab.search.study import open_study
+
+    from trainlab.search.study import PID
+
+    trials = [t for t in open_study(load_params("params.yaml")).trials if t.datetime_complete is not None]
+    first = min(t.datetime_start for t in trials)
+    last = max(t.datetime_complete for t in trials)
+    states = sorted({t.state.name for t in trials})
+    # Steady state: each worker's first trial also pays its process's one-time warm-up
+    # (lazy imports, the first MLflow and study connections); leave those out.
+    by_worker: dict[int, list] = {}
+    for t in trials:
+        by_worker.setdefault(t.user_attrs.get(PID, 0), []).append(t)
+    firsts = [min(ts, key=lambda t: t.datetime_start) for ts in by_worker.values()]
+    steady_start = min(t.datetime_complete for t in firsts)
+    C.emit_result({"trials": len(trials), "span_s": (last - first).total_seconds(), "states": states,
+                   "workers_seen": len(by_worker), "steady_trials": len(trials) - len(firsts),
+                   "steady_s": (last - steady_start).total_seconds(),
+                   "trial_s": [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials]})
+
+
+def main() -> None:
+    args = parse_args()
+    if args.study_span:
+        return study_span(args.study_span)
+    if args.quick:
+        args.trials, args.repeats, args.epochs = 3, 1, 1
+    cores = os.cpu_count() or 1
+    C.print_header("search throughput: search.workers 1 vs 2", ["bench/search_throughput.py", *sys.argv[1:]], cores)
+    search = {"search.n_trials": args.trials, "search.epochs": args.epochs, "search.pruner": "none",
+              "search.top_k": 2, "trainer.threads": cores, "data.source.num_samples": 1000, "pretrain.epochs": 1}
+    with C.workspace("search") as tmp:
+        base = C.make_project(Path(tmp) / "base", C.small_params(**search, **{"search.workers": 1}))
+        C.trainlab(["prepare"], base)
+        C.trainlab(["pretrain"], base)
+        print(f"# {args.trials} trials of {args.epochs} finetune epochs (conftest's small model and data), "
+              f"pruner none, trainer.threads {cores}, {args.repeats} repetition(s), fresh project copy each",
+              flush=True)
+        rows: dict[int, list[dict]] = {1: [], 2: []}
+        for rep in range(args.repeats):
+            for workers in (1, 2):
+                project = C.copy_project(base, Path(tmp) / f"w{workers}-{rep}")
+                C.write_params(project, C.small_params(**search, **{"search.workers": workers}))
+                wall = C.timed([str(C.BIN / "trainlab"), "search"], project)
+                span, _ = C.run_child([__file__, "--study-span", str(project)])
+                if span["trials"] != args.trials or span["states"] != ["COMPLETE"]:
+                    raise RuntimeError(f"workers {workers}: expected {args.trials} completed trials, got {span}")
+                run = {"wall_s": wall, "span_s": span["span_s"], "trial_s": C.median(span["trial_s"]),
+                       "steady": span["steady_trials"] / max(span["steady_s"], 1e-9)}
+                rows[workers].append(run)
+                print(f"rep {rep + 1} workers {workers}: {60 * args.trials / span['span_s']:.1f} trials/min "
+                      f"(study span {span['span_s']:.1f} s, median trial {run['trial_s']:.1f} s), "
+                      f"{60 * args.trials / wall:.1f} trials/min end to end ({wall:.1f} s), "
+                      f"{span['workers_seen']} worker process(es) ran trials, "
+                      f"load {C.load_average()}; trials took {', '.join(f'{t:.1f}' for t in sorted(span['trial_s']))} s",
+                      flush=True)
+                shutil.rmtree(project)
+    rate = {w: 60 * args.trials / C.median([r["span_s"] for r in rows[w]]) for w in rows}
+    steady = {w: 60 * C.median([r["steady"] for r in rows[w]]) for w in rows}
+    rate_e2e = {w: 60 * args.trials / C.median([r["wall_s"] for r in rows[w]]) for w in rows}
+    print()
+    print(C.table([[w, f"{rate[w]:.1f}", f"{steady[w]:.1f}", f"{rate_e2e[w]:.1f}",
+                    f"{C.median([r['trial_s'] for r in rows[w]]):.2f}", max(1, cores // w)] for w in rows],
+                  ["workers", "trials/min (study span)", "trials/min (steady, warm workers)",
+                   "trials/min (end to end)", "median trial s", "threads/worker"]))
+    print()
+    C.print_ratio("2_workers/1_worker end_to_end", rate_e2e[2] / rate_e2e[1])
+    C.print_ratio("2_workers/1_worker steady_state", steady[2] / steady[1])
+    C.print_ratio("2_workers/1_worker trials_per_min", rate[2] / rate[1])
+
+
+if __name__ == "__main__":
+    main()
