@@ -53,9 +53,9 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     """`auto`: the fastest precision that keeps accuracy on this device.
 
     CUDA: bf16 where supported, else fp16 (with loss scaling). CPU: bf16 only with AMX
-    matrix units; with avx512_bf16 alone, bf16 autocast measured 0.91x the speed of fp32
-    for the default model (bench/precision.py, bench/RESULTS.md), so fp32 is kept. fp16 is
-    never chosen on CPUs: without fp16 units it ran at 0.08x fp32.
+    matrix units; with avx512_bf16 alone, bf16 autocast measured no faster than fp32 for
+    the default model (0.91x to 1.10x across runs, bench/RESULTS.md), so the simpler,
+    exact fp32 is kept. fp16 is never chosen on CPUs: without fp16 units it ran at 0.08x.
     """
     if requested != "auto":
         if requested == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
