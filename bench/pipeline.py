@@ -8,6 +8,7 @@ stages/ ahead of the editable install). Per-stage seconds are the gaps between D
 holds DVC's hashing and caching of its outputs. Target: the whole repro <= 10 min.
 
     .venv/bin/python bench/pipeline.py
+    .venv/bin/python bench/pipeline.py --threads 1  # the same with 1 torch thread (robust to load)
     .venv/bin/python bench/pipeline.py --quick      # conftest's shrunk params
 """
 
@@ -33,6 +34,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shrunk params (tests/conftest.py's SMALL)")
     parser.add_argument("--source", default=str(C.ROOT), help="repository to clone (default: this one)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="set trainer.threads in the clone's params.yaml (default: keep the committed value)")
     return parser.parse_args()
 
 
@@ -80,8 +83,15 @@ def main() -> None:
         if args.quick:
             C.write_params(clone, C.small_params(**{"search.n_trials": 1, "search.top_k": 1, "ensemble.top_k": 1,
                                                     "evaluate.register_model": False}))
+        if args.threads:
+            import yaml
+
+            params = yaml.safe_load((clone / "params.yaml").read_text())
+            params["trainer"]["threads"] = args.threads
+            C.write_params(clone, params)
         print(f"# cloned {args.source} at {commit} in {clone_s:.1f} s; params: "
-              f"{'conftest SMALL (quick)' if args.quick else 'the committed params.yaml'}", flush=True)
+              f"{'conftest SMALL (quick)' if args.quick else 'the committed params.yaml'}"
+              f"{f', trainer.threads set to {args.threads}' if args.threads else ''}", flush=True)
         stages, total, output = repro(clone)
         status = C.output([str(C.BIN / "dvc"), "status"], clone, PYTHONPATH=f"{clone / 'src'}:{clone}")
         if "up to date" not in status:

@@ -116,10 +116,14 @@ def test_overfitting_onset_is_where_val_loss_bottoms_out(mnist1d):
     # sigmoid: batch norm rescales each block's gradient
     ({"model__arch": "cnn1d", "model__activation": "sigmoid", "model__batchnorm": False},
      {"model__arch": "cnn1d", "model__activation": "sigmoid", "model__batchnorm": True}),
+    # sigmoid, no batch norm: the residual twin's skip path carries the gradient past every
+    # saturating activation (pre-activation blocks: the skip is a bare sum)
+    ({"model__arch": "cnn1d", "model__activation": "sigmoid", "model__batchnorm": False},
+     {"model__arch": "resnet1d", "model__activation": "sigmoid", "model__batchnorm": False}),
     # relu without batch norm: the plain stack shrinks the gradient, the residual twin does not
     ({"model__arch": "cnn1d", "model__activation": "relu", "model__batchnorm": False},
      {"model__arch": "resnet1d", "model__activation": "relu", "model__batchnorm": False}),
-], ids=["sigmoid-batchnorm", "relu-residual"])
+], ids=["sigmoid-batchnorm", "sigmoid-residual", "relu-residual"])
 def test_vanishing_gradients_in_deep_plain_net_not_in_its_fixed_twin(mnist1d, plain, fixed):
     # 12 blocks: a plain relu stack's stem then gets 1e-7..1e-4 of the head's gradient (seeds 0-6)
     depth = 12

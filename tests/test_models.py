@@ -31,7 +31,9 @@ def test_every_arch_maps_a_batch_to_class_logits(arch: str) -> None:
     assert model(x).shape == (7, 5)
     assert model.features(x).shape == (7, model.feature_dim)
     # Parameter-holding blocks, input side first; logistic regression is only a head.
-    assert model.block_names == ([] if arch == "logreg" else BLOCKS)
+    # Residual nets end on the pre-activation stack's final batch norm.
+    expected = [] if arch == "logreg" else BLOCKS + (["norm"] if arch.startswith("resnet") else [])
+    assert model.block_names == expected
     groups = [name for name, _ in model.layer_groups()]
     assert groups == [f"{i:02d}_{name}" for i, name in enumerate([*model.block_names, "head"])]
     if arch in CHANNELS_FIRST:       # explicit channel axis
@@ -52,10 +54,10 @@ def test_resolve_frozen_by_count_and_by_name() -> None:
     assert resolve_frozen(model, 2) == ["stem", "block1"]
     assert resolve_frozen(model, ("block2", "stem")) == ["block2", "stem"]
     with pytest.raises(ParamsError, match=r"^finetune\.freeze: unknown block\(s\) block9, head; "
-                                          r"this backbone has stem, block1, block2$"):
+                                          r"this backbone has stem, block1, block2, norm$"):
         resolve_frozen(model, ("stem", "block9", "head"))
-    with pytest.raises(ParamsError, match=r"^finetune\.freeze: 4 blocks asked but the backbone has 3"):
-        resolve_frozen(model, 4)
+    with pytest.raises(ParamsError, match=r"^finetune\.freeze: 5 blocks asked but the backbone has 4"):
+        resolve_frozen(model, 5)
 
 
 def test_frozen_blocks_keep_weights_and_batchnorm_statistics_through_a_fit() -> None:
@@ -74,7 +76,7 @@ def test_frozen_blocks_keep_weights_and_batchnorm_statistics_through_a_fit() -> 
     for key in before:
         if block_of(key) in frozen:   # weights, running_mean/var and num_batches_tracked alike
             assert torch.equal(before[key], after[key]), key
-    for suffix in ("body.0.weight", "body.1.running_mean", "body.1.running_var"):
+    for suffix in ("body.2.weight", "body.0.running_mean", "body.0.running_var"):
         assert not torch.equal(before[f"backbone.block2.{suffix}"], after[f"backbone.block2.{suffix}"])
     assert not torch.equal(before["head.linear.weight"], after["head.linear.weight"])
     # The frozen blocks stay in eval mode whenever the model is put in training mode.

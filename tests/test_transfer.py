@@ -87,7 +87,7 @@ def test_frozen_blocks_do_not_move(in_copy: Path, freeze) -> None:
     for key in frozen_keys:
         assert torch.equal(before[key], after[key]), f"frozen tensor {key} changed"
     changed = changed_blocks(before, after)
-    assert changed == {"stem": False, "block1": False, "block2": True, "head": True}
+    assert changed == {"stem": False, "block1": False, "block2": True, "norm": True, "head": True}
     # The trainable block's BN statistics did update (it was in train mode).
     running = [k for k in before if k.startswith("backbone.block2") and "running_mean" in k]
     assert running and all(not torch.equal(before[k], after[k]) for k in running)
@@ -114,14 +114,14 @@ def test_gradual_unfreezing_follows_schedule(in_copy: Path) -> None:
 
     # Epoch 0: both frozen; epoch 1: block1 (next to the head) thawed first; epoch 2: all.
     assert recorder.trainable == [
-        {"stem": False, "block1": False, "block2": True},
-        {"stem": False, "block1": True, "block2": True},
-        {"stem": True, "block1": True, "block2": True},
+        {"stem": False, "block1": False, "block2": True, "norm": True},
+        {"stem": False, "block1": True, "block2": True, "norm": True},
+        {"stem": True, "block1": True, "block2": True, "norm": True},
     ]
     assert len(trained.result.history) == 3
     # Thawed blocks really trained afterwards.
     assert changed_blocks(before, trained.model.state_dict()) == {
-        "stem": True, "block1": True, "block2": True, "head": True}
+        "stem": True, "block1": True, "block2": True, "norm": True, "head": True}
 
 
 class LrRecorder(Hook):

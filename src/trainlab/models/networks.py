@@ -1,6 +1,6 @@
 """Every model is a backbone of named blocks plus a linear head.
 
-Block names (`stem`, `block1`, ..., `pool`) are what params.yaml uses to freeze parts
+Block names (`stem`, `block1`, ..., `norm` (residual nets), `pool`) are what params.yaml uses to freeze parts
 of a pretrained backbone, and what the diagnosis uses to report per-layer gradients.
 """
 
@@ -73,6 +73,8 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
         stride = 2 if i <= 2 else 1   # halve the resolution twice, then keep it
         block = ResidualBlock if residual else PlainBlock
         blocks[f"block{i}"] = block(conv, norm, act, cfg.width, cfg.kernel_size, stride)
+    if residual:   # pre-activation blocks end on a bare sum: normalise and activate it once
+        blocks["norm"] = nn.Sequential(*([norm(cfg.width)] if norm else []), act())
     pool = nn.AdaptiveAvgPool1d(1) if dims == 1 else nn.AdaptiveAvgPool2d(1)
     blocks["pool"] = nn.Sequential(pool, nn.Flatten())
     return Classifier(nn.Sequential(blocks), cfg.width, num_classes, cfg.dropout)
@@ -122,22 +124,25 @@ class PlainBlock(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """Two convolutions plus a skip connection: the gradient has a short path to every layer."""
+    """Pre-activation residual block (He et al., 2016): x + conv(act(norm(conv(act(norm(x)))))).
+
+    Normalisation and activation sit inside the branch, so the skip path is a bare sum: the
+    gradient reaches every earlier block unscaled, even through saturating activations
+    (a post-activation block multiplies it by sigmoid' <= 0.25 once per block).
+    """
 
     def __init__(self, conv, norm, act, width: int, kernel: int, stride: int):
         super().__init__()
         pad = kernel // 2
         self.body = nn.Sequential(
+            *([norm(width)] if norm else []), act(),
             conv(width, width, kernel, stride=stride, padding=pad, bias=norm is None),
             *([norm(width)] if norm else []), act(),
-            conv(width, width, kernel, padding=pad, bias=norm is None),
-            *([norm(width)] if norm else []))
-        self.skip = nn.Identity() if stride == 1 else nn.Sequential(
-            conv(width, width, 1, stride=stride, bias=norm is None), *([norm(width)] if norm else []))
-        self.act = act()
+            conv(width, width, kernel, padding=pad, bias=True))
+        self.skip = nn.Identity() if stride == 1 else conv(width, width, 1, stride=stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.body(x) + self.skip(x))
+        return self.body(x) + self.skip(x)
 
 
 def resolve_frozen(model: Classifier, freeze: int | tuple[str, ...]) -> list[str]:
