@@ -587,7 +587,7 @@ def test_bad_user_data_through_the_console_script(tmp_path: Path, shared_store: 
 
 # ========================================================== divergence, failed reruns
 @pytest.mark.slow
-@pytest.mark.parametrize(("lr", "finishes_an_epoch"), [(1.0e4, False), (300.0, True)],
+@pytest.mark.parametrize(("lr", "finishes_an_epoch"), [(1.0e4, False), (2000.0, True)],
                          ids=["diverges-in-epoch-1", "diverges-after-epoch-1"])
 def test_divergence_exits_3_and_keeps_earlier_outputs(prepared_project: Path, tmp_path: Path, lr: float,
                                                       finishes_an_epoch: bool) -> None:

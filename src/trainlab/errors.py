@@ -27,6 +27,10 @@ class TrainingDiverged(UserError):
     """The loss became NaN or infinite; the message names the step and the likely cause."""
 
     exit_code = 3
+    # Set by trainlab.training when fit() raises: the curves up to the blow-up, so the
+    # stage's run can still be diagnosed (cleared once it has been).
+    curves: dict | None = None
+    num_classes: int | None = None
 
 
 class TrackingUnavailable(UserError):

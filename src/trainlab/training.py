@@ -11,6 +11,7 @@ from trainlab import paths
 from trainlab.config import Params, TrainSpec
 from trainlab.data import TaskInfo, load_split, read_manifest, task_info
 from trainlab.engine import Checkpointing, FitResult, Hook, ParamGroup, Runtime, TrainData, fit, seed_everything
+from trainlab.errors import TrainingDiverged
 from trainlab.models import Classifier, build_model
 from trainlab.reporting import CurveRecorder, Curves
 
@@ -68,8 +69,12 @@ def train_task(params: Params, spec: TrainSpec, task: str, *, resume_name: str,
     checkpointing = Checkpointing(paths.resume_checkpoint(resume_name), ident,
                                   params.trainer.checkpoint_every_steps)
     recorder = CurveRecorder()
-    result = fit(model, train, val, spec, params.trainer, seed=params.seed, groups=groups,
-                 hooks=[recorder, *hooks, checkpointing], runtime=runtime, label=label)
+    try:
+        result = fit(model, train, val, spec, params.trainer, seed=params.seed, groups=groups,
+                     hooks=[recorder, *hooks, checkpointing], runtime=runtime, label=label)
+    except TrainingDiverged as err:
+        err.curves, err.num_classes = recorder.curves, info.num_classes
+        raise
     return TrainedModel(model, result, info, recorder.curves, checkpointing)
 
 

@@ -6,11 +6,25 @@ from pathlib import Path
 from typing import Any
 
 from trainlab.config import Params
+from trainlab.errors import TrainingDiverged
 from trainlab.models import save_model
 from trainlab.io import write_text
 from trainlab.reporting import diagnose_training, write_training_reports
 from trainlab.tracking.run import StageRun
 from trainlab.training import TrainedModel
+
+
+def publish_divergence(run: StageRun, err: TrainingDiverged) -> None:
+    """A diverged training is diagnosed too, from its curves up to the blow-up: printed and logged.
+
+    Only the innermost run reports it (a diverged baseline's child run, not also its parent).
+    """
+    stage = "pretrain" if run.stage == "pretrain" else "finetune"
+    diagnosis = diagnose_training(err.curves, err.num_classes, label=run.run_name, stage=stage)
+    err.curves = None
+    run.log_text(diagnosis.markdown, "diagnosis.md")
+    run.set_tags({"trainlab.diagnosis": ",".join(diagnosis.names)})
+    print(diagnosis.terminal, flush=True)
 
 
 def publish_training(run: StageRun, trained: TrainedModel, params: Params, model_path: Path | None,

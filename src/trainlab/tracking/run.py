@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from trainlab.config import Params, flatten, params_hash
-from trainlab.errors import TrackingUnavailable
+from trainlab.errors import TrackingUnavailable, TrainingDiverged
 from trainlab.tracking.lineage import environment_freeze, git_state, pipeline_run_id, versions
 from trainlab.processes import pid_alive
 
@@ -176,6 +176,10 @@ class StageRun:
         try:
             if exc_type is not None:
                 status = "KILLED" if issubclass(exc_type, (KeyboardInterrupt, SystemExit)) else "FAILED"
+                if isinstance(exc, TrainingDiverged) and exc.curves is not None:
+                    from trainlab.tracking.publish import publish_divergence
+
+                    publish_divergence(self, exc)
                 if exc is not None:
                     self.set_tags({"trainlab.error": f"{exc_type.__name__}: {exc}"[:4000]})
             try:
