@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +29,7 @@ from trainlab.config.schema import (
     TrainSpec,
 )
 from trainlab.engine import Hook, LoopState, ParamGroup, Schedule, TrainData, build_optimizer, evaluate, fit
+from trainlab.engine.batches import BatchSource, epoch_order, step_plan
 from trainlab.engine.losses import build_loss
 from trainlab.engine.runtime import Runtime, resolve_precision
 from trainlab.errors import TrainingDiverged
@@ -578,6 +581,37 @@ def test_dataloader_path_is_bit_identical_to_memory_path(num_workers: int, tmp_p
     memory = _cnn_fit_on(train, val, loader="memory")
     loader = _cnn_fit_on(mapped, val, loader="dataloader", num_workers=num_workers)
     assert_same_weights(memory, loader)
+
+
+class PidRecordingArray:
+    """An array whose reads append the reading process's pid to a file."""
+
+    def __init__(self, array: np.ndarray, log: Path):
+        self.array, self.log, self.dtype = array, log, array.dtype
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, index):
+        with self.log.open("a") as out:
+            out.write(f"{os.getpid()}\n")
+        return self.array[index]
+
+
+def test_dataloader_workers_stay_up_across_epochs(tmp_path) -> None:
+    train = signal_data(64, 0)
+    log = tmp_path / "pids.txt"
+    source = BatchSource(TrainData(PidRecordingArray(train.x, log), train.y), torch.device("cpu"), num_workers=1)
+    plan = step_plan(len(train), 16, world_size=1, grad_accum=1)
+    for epoch in range(3):
+        order = epoch_order(len(train), 0, epoch)
+        batches = list(source.epoch(order, plan, 0, rank=0, world_size=1, grad_accum=1))
+        # each epoch's new order reaches the (same) worker
+        first_x = batches[0][1][0][0]
+        assert torch.equal(first_x, torch.as_tensor(np.asarray(train.x)[order[:16].numpy()]))
+    readers = set(log.read_text().split())
+    assert len(log.read_text().split()) == 3 * len(plan)
+    assert len(readers) == 1 and str(os.getpid()) not in readers, readers
 
 
 def _cnn_fit_on(train: TrainData, val: TrainData, **trainer: Any) -> dict[str, torch.Tensor]:

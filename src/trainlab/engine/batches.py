@@ -56,44 +56,64 @@ def to_device(data: TrainData, device: torch.device) -> TrainData:
     return TrainData(x, y)
 
 
-def iterate_epoch(data: TrainData, order: torch.Tensor, plan: list[tuple[int, int]], first_step: int,
-                  rank: int, world_size: int, grad_accum: int, device: torch.device,
-                  num_workers: int | None) -> Iterator[tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]]:
-    """Yield, per optimizer step from `first_step` on, (global batch size, this rank's micro-batches).
+class BatchSource:
+    """Where each epoch's micro-batches come from, set up once per fit.
 
-    num_workers None: data is on the device already, batches are index lookups.
-    Otherwise a DataLoader reads the same index lists from (memory-mapped) arrays.
+    num_workers None: the data is on the device already and batches are index lookups.
+    Otherwise one DataLoader reads the same index lists from (memory-mapped) arrays; its
+    worker processes stay up from epoch to epoch (`persistent_workers`) instead of being
+    started again each epoch, and only the index lists of the new epoch are sent to them.
     """
-    todo = plan[first_step:]
-    steps = [micro_batches(order, a, b, rank, world_size, grad_accum) for a, b in todo]
-    sizes = iter([b - a for a, b in todo])
-    if num_workers is None:
-        for micros in steps:
-            yield next(sizes), [(data.x.index_select(0, i.to(device)), data.y.index_select(0, i.to(device)))
-                                for i in micros]
-        return
-    flat = [index for micros in steps for index in micros]
-    loader = torch.utils.data.DataLoader(_IndexedArrays(data, flat), batch_size=None,
-                                         num_workers=num_workers)
-    pending = []
-    for x, y in loader:
-        pending.append((x.to(device, non_blocking=True), y.to(device, non_blocking=True)))
-        if len(pending) == grad_accum:
-            yield next(sizes), pending
-            pending = []
+
+    def __init__(self, data: TrainData, device: torch.device, num_workers: int | None):
+        self.data, self.device = data, device
+        self._keys = _Keys()
+        self._loader = None if num_workers is None else torch.utils.data.DataLoader(
+            _IndexedArrays(data), sampler=self._keys, batch_size=None, num_workers=num_workers,
+            persistent_workers=num_workers > 0)
+
+    def epoch(self, order: torch.Tensor, plan: list[tuple[int, int]], first_step: int, rank: int,
+              world_size: int, grad_accum: int) -> Iterator[tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]]:
+        """Yield, per optimizer step from `first_step` on, (global batch size, this rank's micro-batches)."""
+        todo = plan[first_step:]
+        steps = [micro_batches(order, a, b, rank, world_size, grad_accum) for a, b in todo]
+        sizes = iter([b - a for a, b in todo])
+        if self._loader is None:
+            x, y, device = self.data.x, self.data.y, self.device
+            for micros in steps:
+                yield next(sizes), [(x.index_select(0, i.to(device)), y.index_select(0, i.to(device)))
+                                    for i in micros]
+            return
+        self._keys.items = [index for micros in steps for index in micros]
+        pending = []
+        for x, y in self._loader:
+            pending.append((x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)))
+            if len(pending) == grad_accum:
+                yield next(sizes), pending
+                pending = []
+
+
+class _Keys(torch.utils.data.Sampler):
+    """The current epoch's micro-batch index lists, handed to the loader's workers in order."""
+
+    def __init__(self) -> None:
+        self.items: list[torch.Tensor] = []
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
 
 
 class _IndexedArrays(torch.utils.data.Dataset):
-    """Item i is the micro-batch at index list i, read from arrays (possibly memory-mapped)."""
+    """Item `indices` is the micro-batch of those samples, read from arrays (possibly memory-mapped)."""
 
-    def __init__(self, data: TrainData, indices: list[torch.Tensor]):
-        self.data, self.indices = data, indices
+    def __init__(self, data: TrainData):
+        self.data = data
 
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        wanted = self.indices[i].numpy()
+    def __getitem__(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        wanted = indices.numpy()
         ascending = np.argsort(wanted)             # sorted reads are sequential on disk
         restore = np.argsort(ascending)
         x = np.asarray(self.data.x[wanted[ascending]], dtype=np.float32)[restore]

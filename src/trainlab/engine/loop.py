@@ -25,7 +25,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from trainlab.config.schema import TrainerConfig, TrainSpec
-from trainlab.engine.batches import TrainData, epoch_order, iterate_epoch, step_plan, to_device
+from trainlab.engine.batches import BatchSource, TrainData, epoch_order, step_plan, to_device
 from trainlab.engine.hooks import EarlyStopping, Hook, LoopState, Progress
 from trainlab.engine.losses import LossFn, build_loss, correct_count
 from trainlab.engine.optim import ParamGroup, Schedule, build_optimizer
@@ -75,6 +75,7 @@ def fit(model: torch.nn.Module, train: TrainData, val: TrainData, spec: TrainSpe
     forward_model = _wrap(model, trainer, runtime)
     loss_fn = build_loss(spec.loss)
     recorder = StepRecorder(state, model)
+    source = BatchSource(train, runtime.device, trainer.num_workers if use_loader else None)
 
     _call(state.hooks, "on_fit_start", state)
     resumed_from = state.step if state.step else None
@@ -82,8 +83,8 @@ def fit(model: torch.nn.Module, train: TrainData, val: TrainData, spec: TrainSpe
         _call(state.hooks, "on_epoch_start", state)
         started = time.perf_counter()
         order = epoch_order(len(train), seed, state.epoch)
-        batches = iterate_epoch(train, order, plan, state.step_in_epoch, runtime.rank, runtime.world_size,
-                                trainer.grad_accum, runtime.device, trainer.num_workers if use_loader else None)
+        batches = source.epoch(order, plan, state.step_in_epoch, runtime.rank, runtime.world_size,
+                               trainer.grad_accum)
         for global_size, micro in batches:
             train_step(state, forward_model, micro, global_size, loss_fn, recorder)
             state.step += 1
