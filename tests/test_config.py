@@ -120,7 +120,7 @@ def test_unknown_name_lists_the_accepted_names(key: str, value: str, expected: s
 
 @pytest.mark.parametrize(("key", "section_keys"), [
     ("pretrain.optimizzer", "epochs, batch_size, loss, optimizer, schedule, early_stopping"),
-    ("model.widht", "arch, width, depth, kernel_size, dropout, batchnorm, activation"),
+    ("model.widht", "arch, width, depth, kernel_size, downsample, dropout, batchnorm, activation"),
     ("tracking.url", "uri, experiment, log_models"),
     ("epochs", "seed, data, model, trainer, pretrain, finetune, search, ensemble, evaluate, tracking"),
 ])
@@ -286,7 +286,7 @@ def test_with_overrides_returns_a_new_validated_config() -> None:
      "override: pretrain.optimizer.name: 'adma' is not one of sgd, adam, adamw, rmsprop, adagrad, lbfgs"),
     ({"model.dropout": 1.5}, "override: model.dropout: must be < 1.0, got 1.5"),
     ({"model.dropuot": 0.1}, "override: model.dropuot: unknown key; accepted keys here: arch, width, depth, "
-                             "kernel_size, dropout, batchnorm, activation"),
+                             "kernel_size, downsample, dropout, batchnorm, activation"),
     ({"trainer.grad_accum": 3}, "override: trainer: batch_size 128 must be divisible by grad_accum x devices = 3"),
 ])
 def test_with_overrides_revalidates(overrides: dict, expected: str) -> None:

@@ -64,8 +64,8 @@ NO_EARLY_STOP = {"pretrain__early_stopping__enabled": False}
 
 @pytest.fixture(scope="module")
 def healthy_curves(mnist1d) -> dict:
-    """A default-like training: resnet1d width 16, AdamW 3e-3, cosine with warmup, 10 epochs."""
-    return train(mnist1d, 4000, model__width=16, trainer__batch_size=128, pretrain__epochs=10)
+    """A default-like training: resnet1d width 16 depth 3, AdamW 3e-3, cosine with warmup, 10 epochs."""
+    return train(mnist1d, 4000, model__width=16, model__depth=3, trainer__batch_size=128, pretrain__epochs=10)
 
 
 def test_default_like_training_is_exactly_healthy(healthy_curves):

@@ -148,3 +148,13 @@ def test_corrupt_model_file_raises_checkpoint_error(tmp_path: Path) -> None:
         load_model(path)
     with pytest.raises(CheckpointError, match="missing.pt: not found"):
         load_model(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("arch", ["cnn1d", "resnet1d"])
+def test_downsample_halves_the_resolution_of_that_many_blocks(arch: str) -> None:
+    for downsample, length in [(0, 40), (1, 20), (2, 10)]:
+        model = build_model(config(arch, downsample=downsample), (40,), 3)
+        before_pool = model.backbone[:-1]            # everything but the global pooling
+        assert before_pool(torch.randn(2, 40)).shape == (2, 6, length)
+    with pytest.raises(ParamsError, match=r"^model\.downsample: 3 blocks .* model\.depth is 2; accepted: 0 to 2$"):
+        build_model(config(arch, downsample=3), (40,), 3)

@@ -69,8 +69,11 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
         AddChannel(len(input_shape) == dims),
         conv(channels, cfg.width, cfg.kernel_size, padding=cfg.kernel_size // 2, bias=norm is None),
         *( [norm(cfg.width)] if norm else []), act())
+    if cfg.downsample > cfg.depth:
+        raise ParamsError(f"model.downsample: {cfg.downsample} blocks asked to halve the resolution but "
+                          f"model.depth is {cfg.depth}; accepted: 0 to {cfg.depth}")
     for i in range(1, cfg.depth + 1):
-        stride = 2 if i <= 2 else 1   # halve the resolution twice, then keep it
+        stride = 2 if i <= cfg.downsample else 1
         block = ResidualBlock if residual else PlainBlock
         blocks[f"block{i}"] = block(conv, norm, act, cfg.width, cfg.kernel_size, stride)
     if residual:   # pre-activation blocks end on a bare sum: normalise and activate it once
