@@ -115,6 +115,26 @@ def handwritten(project: Path, threads: int) -> dict:
             "threads": torch.get_num_threads()}
 
 
+class _TimedHook:
+    """A hook whose event calls are timed: what it costs the training thread itself."""
+
+    def __init__(self, hook) -> None:
+        self.hook, self.seconds = hook, 0.0
+
+    def __getattr__(self, name: str):
+        method = getattr(self.hook, name)
+        if not name.startswith("on_"):
+            return method
+
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - started
+        return timed
+
+
 def trainlab_run(project: Path, threads: int, tracking: bool) -> dict:
     import torch
 
@@ -129,6 +149,7 @@ def trainlab_run(project: Path, threads: int, tracking: bool) -> dict:
     torch.set_num_threads(threads)
     _warm_imports()
     setup_s = close_s = 0.0
+    timed_hooks: list[_TimedHook] = []
 
     def train(hooks) -> tuple:
         started = time.perf_counter()
@@ -141,8 +162,9 @@ def trainlab_run(project: Path, threads: int, tracking: bool) -> dict:
         run = StageRun("pretrain", params, inputs=data_hashes())
         run.__enter__()
         setup_s = time.perf_counter() - opened
+        timed_hooks = [_TimedHook(hook) for hook in run.training_hooks()]
         try:
-            trained, train_s = train(run.training_hooks())
+            trained, train_s = train(timed_hooks)
         finally:
             closing = time.perf_counter()
             run.__exit__(None, None, None)
@@ -153,7 +175,8 @@ def trainlab_run(project: Path, threads: int, tracking: bool) -> dict:
     history = trained.result.history
     return {"train_s": train_s, "epochs": len(history), "val_acc": history[-1]["val/acc"],
             "steps_time_s": [h["epoch/time_s"] for h in history], "threads": torch.get_num_threads(),
-            "tracking_setup_s": setup_s, "tracking_close_s": close_s, "precision": trained.result.precision}
+            "tracking_setup_s": setup_s, "tracking_close_s": close_s, "precision": trained.result.precision,
+            "tracking_hook_s": sum(hook.seconds for hook in timed_hooks)}
 
 
 def lightning_run(project: Path, threads: int) -> dict:
