@@ -37,7 +37,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="3 trials of 1 epoch, 1 repetition")
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=6, help="finetune epochs per trial")
+    parser.add_argument("--epochs", type=int, default=60,
+                        help="finetune epochs per trial (60: ~2.5 s trials, long enough to outlast a worker's warm-up)")
     parser.add_argument("--study-span", type=Path, help=argparse.SUPPRESS)   # child mode: read a study
     return parser.parse_args()
 

@@ -21,6 +21,7 @@ RATIO = re.compile(r"^ratio (?P<name>\S.*) = (?P<value>-?\d+\.\d+)$")
 LAST_RATIO = {
     "engine_overhead": ("trainlab/lightning" if importlib.util.find_spec("lightning") is not None
                         else "trainlab/handwritten"),
+    "step_overhead": "trainlab_step/handwritten_step",
     "tracking_cost": "tracked/untracked",
     "precision": None,   # names auto's resolved choice; checked below
     "startup": "noop_dvc_repro/target",
