@@ -46,16 +46,14 @@ GRAD_WINDOW = 0.1
 
 LAYER_KEY = re.compile(r"^grad_norm/(\d+)_(.+)$")
 
-# What fixes a vanishing gradient in these models (measured on MNIST-1D, 10-12 blocks, no batch
-# norm; stem/head gradient ratio): batch norm alone lifts a sigmoid cnn1d from ~1e-10 to ~0.08;
-# with relu/gelu the residual resnet1d sits at ~0.1 where the plain cnn1d has 1e-7..1e-4. Residual
-# blocks do not rescue sigmoid (resnet1d: ~1e-8): they apply the activation after the skip sum, so
-# every block's skip path passes a sigmoid' <= 0.25 too.
+# What fixes a vanishing gradient in these models (measured on MNIST-1D, 12 blocks, 2 short
+# epochs, median stem/head gradient ratio): a sigmoid cnn1d without batch norm has ~1e-11, with
+# batch norm ~5e-2; its residual twin (resnet1d, pre-activation blocks: the skip path is a bare
+# sum) ~8e-3 without batch norm. With relu and no batch norm: cnn1d ~5e-7, resnet1d ~0.26.
 GRAD_SUGGESTION = (
-    "turn on batch norm (`model.batchnorm: true`) and use a non-saturating `model.activation` "
-    "(relu or gelu instead of sigmoid/tanh); with relu/gelu a residual `model.arch` (resnet1d or "
-    "resnet2d) also keeps the gradient alive through depth (with sigmoid it does not: its blocks "
-    "apply the activation after the skip sum), or lower `model.depth`"
+    "turn on batch norm (`model.batchnorm: true`), use a non-saturating `model.activation` "
+    "(relu or gelu instead of sigmoid/tanh), or a residual `model.arch` (resnet1d or resnet2d: its "
+    "skip connections carry the gradient past every block), or lower `model.depth`"
 )
 
 
