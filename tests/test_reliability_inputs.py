@@ -631,7 +631,7 @@ def test_fp16_without_loss_scaling_is_detected_where_fp32_trains(in_copy: Path) 
     from trainlab.training import finish, train_task
 
     # Reference: at this lr fp32 trains through every epoch (its loss is large but finite).
-    steep = {"pretrain.optimizer.name": "sgd", "pretrain.optimizer.lr": 30.0, "trainer.clip_grad_norm": None}
+    steep = {"pretrain.optimizer.name": "sgd", "pretrain.optimizer.lr": 100.0, "trainer.clip_grad_norm": None}
     fp32 = load_params("params.yaml", overrides=steep)
     reference = train_task(fp32, fp32.pretrain, "source", resume_name="fp32-reference")
     finish(reference)
@@ -639,7 +639,7 @@ def test_fp16_without_loss_scaling_is_detected_where_fp32_trains(in_copy: Path) 
     assert all(np.isfinite(row["val/loss"]) for row in reference.result.history)
 
     # fp16 overflows (its range ends at 65504); the stage names the step and the cause.
-    write_params(in_copy, small_params(pretrain__optimizer__name="sgd", pretrain__optimizer__lr=30.0,
+    write_params(in_copy, small_params(pretrain__optimizer__name="sgd", pretrain__optimizer__lr=100.0,
                                        trainer__clip_grad_norm=None, trainer__precision="fp16",
                                        trainer__fp16_loss_scaling=False))
     line = error_line(invoke(["pretrain"]), exit_code=3)
