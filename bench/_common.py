@@ -174,6 +174,24 @@ def real_params(**overrides: Any) -> dict:
     return params
 
 
+# --quick: a workload that only proves the script still runs
+QUICK_WORKLOAD = {"data.source.num_samples": 1000, "pretrain.epochs": 1, "trainer.threads": 1}
+# the command-line flags the training benchmarks share, and the params key each sets
+WORKLOAD_FLAGS = {"epochs": "pretrain.epochs", "source_samples": "data.source.num_samples",
+                  "arch": "model.arch", "threads": "trainer.threads"}
+
+
+def workload_params(args: Any, **overrides: Any) -> dict:
+    """params.yaml's pretrain workload, cut by whichever WORKLOAD_FLAGS `args` has, then
+    `overrides`; --quick (if `args` has it) shrinks it last."""
+    for flag, key in WORKLOAD_FLAGS.items():
+        if getattr(args, flag, None):
+            overrides[key] = getattr(args, flag)
+    if getattr(args, "quick", False):
+        overrides.update(QUICK_WORKLOAD)
+    return real_params(**overrides)
+
+
 def small_params(**overrides: Any) -> dict:
     """conftest's shrunk params (tiny model and data) plus dotted-key overrides."""
     conf = _conftest()

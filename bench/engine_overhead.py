@@ -49,26 +49,11 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def workload_params(args: argparse.Namespace) -> dict:
-    overrides = {"trainer.progress": "log"}
-    if args.quick:
-        overrides.update({"data.source.num_samples": 1000, "pretrain.epochs": 1, "trainer.threads": 1})
-    if args.epochs:
-        overrides["pretrain.epochs"] = args.epochs
-    if args.source_samples:
-        overrides["data.source.num_samples"] = args.source_samples
-    if args.arch:
-        overrides["model.arch"] = args.arch
-    if args.threads:
-        overrides["trainer.threads"] = args.threads
-    return C.real_params(**overrides)
-
-
 def main() -> None:
     args = parse_args()
     if args.quick:
         args.repeats = 1
-    params = workload_params(args)
+    params = C.workload_params(args, **{"trainer.progress": "log"})
     threads = params["trainer"]["threads"]
     C.print_header("engine overhead: handwritten vs trainlab vs Lightning, pretrain workload",
                    ["bench/engine_overhead.py", *sys.argv[1:]], threads)

@@ -52,15 +52,9 @@ def main() -> None:
 
     args = parse_args()
     precisions = [p for p in PRECISIONS if p in args.precisions or p == "fp32"]
-    overrides = {"trainer.progress": "log", "pretrain.epochs": args.epochs}
     if args.quick:
         args.repeats = 1
-        overrides.update({"data.source.num_samples": 1000, "pretrain.epochs": 1, "trainer.threads": 1})
-    if args.threads:
-        overrides["trainer.threads"] = args.threads
-    if args.source_samples:
-        overrides["data.source.num_samples"] = args.source_samples
-    params = C.real_params(**overrides)
+    params = C.workload_params(args, **{"trainer.progress": "log"})
     threads = params["trainer"]["threads"]
     C.print_header("precision: fp32 vs bf16 vs fp16, pretrain workload", ["bench/precision.py", *sys.argv[1:]],
                    threads)
@@ -76,7 +70,7 @@ def main() -> None:
               f"{params['pretrain']['epochs']} epochs, {args.repeats} repetition(s)", flush=True)
         for rep in range(args.repeats):
             for precision in precisions:
-                run_params = C.real_params(**{**overrides, "trainer.precision": precision})
+                run_params = C.workload_params(args, **{"trainer.progress": "log", "trainer.precision": precision})
                 run_dir = C.fresh_run_dir(base, f"{precision}-{rep}", shared, run_params)
                 result, wall = C.run_child([str(C.BENCH / "_workloads.py"), "trainlab-untracked",
                                             "--project", str(run_dir), "--threads", str(threads)])

@@ -22,7 +22,6 @@ The ratio printed last is 2 workers / 1 worker on the study span (target >= 1.6)
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys

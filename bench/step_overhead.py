@@ -89,13 +89,9 @@ def steppers(project: Path, threads: int):
 
 def main() -> None:
     args = parse_args()
-    overrides = {}
     if args.quick:
         args.rounds, args.steps = 4, 5
-        overrides.update({"data.source.num_samples": 1000, "trainer.threads": 1})
-    if args.threads:
-        overrides["trainer.threads"] = args.threads
-    params = C.real_params(**overrides)
+    params = C.workload_params(args)
     threads = params["trainer"]["threads"]
     C.print_header("step overhead: hand-written step vs trainlab's train_step, in one process",
                    ["bench/step_overhead.py", *sys.argv[1:]], threads)

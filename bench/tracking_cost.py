@@ -71,17 +71,9 @@ def microbenchmark(directory: Path, calls: int, batch_values: int, batches: int)
 
 def main() -> None:
     args = parse_args()
-    overrides = {"trainer.progress": "log"}
     if args.quick:
         args.repeats, args.calls = 1, 20
-        overrides.update({"data.source.num_samples": 1000, "pretrain.epochs": 1, "trainer.threads": 1})
-    if args.epochs:
-        overrides["pretrain.epochs"] = args.epochs
-    if args.source_samples:
-        overrides["data.source.num_samples"] = args.source_samples
-    if args.threads:
-        overrides["trainer.threads"] = args.threads
-    params = C.real_params(**overrides)
+    params = C.workload_params(args, **{"trainer.progress": "log"})
     threads = params["trainer"]["threads"]
     C.print_header("tracking cost: trainlab train_task with and without MLflow tracking",
                    ["bench/tracking_cost.py", *sys.argv[1:]], threads)
