@@ -16,7 +16,6 @@ import inspect
 import json
 import random
 import re
-import subprocess
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from conftest import copy_project, run, trainlab

@@ -54,7 +54,7 @@ def resolve_precision(requested: str, device: torch.device) -> str:
 
     CUDA: bf16 where supported, else fp16 (with loss scaling). CPU: bf16 only with AMX
     matrix units; with avx512_bf16 alone, bf16 autocast measured no faster than fp32 for
-    the default model (0.91x to 1.10x across runs, bench/RESULTS.md), so the simpler,
+    the default model (0.91x to 1.13x across runs, bench/RESULTS.md), so the simpler,
     exact fp32 is kept. fp16 is never chosen on CPUs: without fp16 units it ran at 0.08x.
     """
     if requested != "auto":

@@ -13,7 +13,6 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from trainlab import paths
 from trainlab.config import Params
 from trainlab.errors import TrainingDiverged, UserError
 from trainlab.search.space import check_space
