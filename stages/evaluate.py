@@ -3,7 +3,8 @@
 The only stage that reads the test split. Writes reports/evaluate/metrics.json
 (stable keys test/<metric>/<model> for `dvc metrics diff`), per-class scores, the
 ensemble's confusion matrix for `dvc plots show`, and registers the model with the
-best *validation* accuracy in the MLflow model registry under evaluate.alias.
+lowest calibrated held-out loss (validation or out-of-fold) in the MLflow model registry
+under evaluate.alias, temperature-scaled.
 """
 
 import click
@@ -19,7 +20,8 @@ def command(params_path: str) -> None:
     from trainlab.data import load_split, task_info
     from trainlab.ensemble import load_any
     from trainlab.errors import DataError
-    from trainlab.evaluation import choose_best, confusion_rows, evaluate_all, flat_metrics, plot_confusion
+    from trainlab.evaluation import (Calibrated, choose_best, confusion_rows, evaluate_all, flat_metrics,
+                                     plot_confusion, plot_reliability, reliability_table)
     from trainlab.io import write_json
     from trainlab.tracking import StageRun
     from trainlab.training import data_hashes
@@ -30,28 +32,35 @@ def command(params_path: str) -> None:
         scores, extra = evaluate_all(params.evaluate.calibration_bins)
         if not scores:
             raise DataError("evaluate: no final model found in models/; run the pipeline first (dvc repro)")
-        metrics = flat_metrics(scores, extra)
+        best = choose_best(scores)
+        metrics = {**flat_metrics(scores, extra), **{f"champion/{k}": v for k, v in best.test.items()}}
         classes = task_info(paths.PREPARED, "target").class_names
         test_y = load_split(paths.PREPARED, "target", "test").y
-        final = next((s for s in scores if s.name == "ensemble"), scores[0])
+        final = best   # the confusion matrix DVC draws is the champion's
         write_json(reports / "metrics.json", metrics)
         write_json(reports / "per_class.json", {s.name: s.per_class for s in scores})
+        write_json(reports / "champion.json", {"model": best.name, "heldout_loss": best.heldout_loss,
+                                               "selected_on": best.heldout})
         write_json(reports / "confusion.json", confusion_rows(final, test_y, classes))
+        write_json(reports / "reliability.json", reliability_table(scores))
+        run.log_artifact(plot_reliability(scores, paths.stage_artifacts("evaluate") / "reliability.png"),
+                         "calibration")
         run.log_metrics(metrics, step=0)
         for s in scores:
             run.log_artifact(plot_confusion(s, classes, paths.stage_artifacts("evaluate") / f"confusion_{s.name}.png"),
                              "confusion")
         run.log_artifact(reports / "per_class.json")
-        best = choose_best(scores)
         run.set_tags({"best_model": best.name})
         if params.evaluate.register_model:
             model, _ = load_any({"ensemble": paths.ENSEMBLE, "finetuned": paths.FINETUNED,
                                  "scratch": paths.SCRATCH, "best_trial": paths.SEARCH_MODELS / "top1.pt"}[best.name])
             example = load_split(paths.PREPARED, "target", "val").x[:4]
-            version = run.register_model(model, example, params.evaluate.model_name, params.evaluate.alias)
+            version = run.register_model(Calibrated(model, best.test["temperature"]).eval(), example,
+                                         params.evaluate.model_name, params.evaluate.alias)
             click.echo(f"registered {best.name} as {params.evaluate.model_name} v{version} "
-                       f"(alias {params.evaluate.alias}, chosen on val acc {best.val_acc:.4f})")
-    click.echo(f"{'model':<12} {'test acc':>9} {'loss':>7} {'ECE':>6} {'F1':>6}")
+                       f"(alias {params.evaluate.alias}, chosen on held-out loss {best.heldout_loss:.4f}, "
+                       f"{best.heldout})")
+    click.echo(f"{'model':<12} {'test acc':>9} {'loss':>7} {'ECE':>6} {'(raw)':>6} {'F1':>6}")
     for s in scores:
         click.echo(f"{s.name:<12} {s.test['acc']:>9.4f} {s.test['loss']:>7.4f} {s.test['ece']:>6.3f} "
-                   f"{s.test['f1_macro']:>6.3f}")
+                   f"{s.test['ece_uncalibrated']:>6.3f} {s.test['f1_macro']:>6.3f}")

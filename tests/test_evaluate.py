@@ -1,6 +1,6 @@
-"""Evaluation: calibration error by hand, model choice on validation only, and the
-evaluate stage's metrics, per-class scores, confusion rows and registered model,
-checked against scores recomputed here from the saved model files."""
+"""Evaluation: calibration error by hand, model choice on held-out predictions only, and
+the evaluate stage's metrics, per-class scores, confusion rows and registered model,
+checked against scores recomputed here from the saved model files and temperatures."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from conftest import copy_project, trainlab
 from trainlab import paths
 from trainlab.data import load_split, task_info
 from trainlab.ensemble import load_any
-from trainlab.evaluation import PREFERENCE, ModelScore, choose_best, expected_calibration_error
+from trainlab.calibration import apply_temperature
+from trainlab.evaluation import ModelScore, choose_best, expected_calibration_error
+from trainlab.selection import HeldOut
 
 MODELS = ("finetuned", "scratch", "best_trial", "ensemble")
 FILES = {"finetuned": paths.FINETUNED, "scratch": paths.SCRATCH, "best_trial": paths.SEARCH_MODELS / "top1.pt",
@@ -44,26 +46,23 @@ def test_ece_is_zero_when_confidence_matches_accuracy() -> None:
     assert expected_calibration_error(probs, np.array([0, 1, 0, 1]), bins=4) == pytest.approx(0.0, abs=1e-12)
 
 
-def scored(name: str, val_acc: float, test_acc: float) -> ModelScore:
-    return ModelScore(name, {"acc": test_acc}, val_acc, {}, np.zeros((2, 2)), np.zeros(2))
+def scored(name: str, heldout_loss: float, test_acc: float) -> ModelScore:
+    return ModelScore(name, {"acc": test_acc}, heldout_loss, "validation", {}, np.zeros((2, 2)), np.zeros(2))
 
 
-def test_choose_best_uses_validation_never_test() -> None:
-    scores = [scored("finetuned", 0.70, 0.95), scored("ensemble", 0.80, 0.60), scored("scratch", 0.75, 0.99)]
+def test_choose_best_uses_heldout_loss_never_test() -> None:
+    scores = [scored("finetuned", 0.30, 0.95), scored("ensemble", 0.20, 0.60), scored("scratch", 0.25, 0.99)]
     assert choose_best(scores).name == "ensemble"
 
 
-@pytest.mark.parametrize("names, expected", [
-    (["scratch", "finetuned"], "finetuned"),
-    (["finetuned", "best_trial"], "best_trial"),
-    (["scratch", "best_trial", "finetuned", "ensemble"], "ensemble"),
-    (["something_else", "scratch"], "scratch"),
-])
-def test_choose_best_tie_order(names: list[str], expected: str) -> None:
-    # Equal validation accuracy: ensemble, then best_trial, finetuned, scratch, then anything else.
-    scores = [scored(name, 0.8, test_acc) for name, test_acc in zip(names, [0.9, 0.1, 0.5, 0.7])]
-    assert choose_best(scores).name == expected
-    assert choose_best(scores[::-1]).name == expected
+def test_choose_best_is_not_decided_by_an_accuracy_tie() -> None:
+    # Two models with val accuracy 1.0 on a saturated split: the loss still ranks them.
+    y = np.array([0, 1, 0, 1])
+    sure = HeldOut("val", np.array([[0.99, 0.01], [0.01, 0.99]] * 2), y)
+    unsure = HeldOut("val", np.array([[0.6, 0.4], [0.4, 0.6]] * 2), y)
+    assert sure.acc == unsure.acc == 1.0
+    scores = [scored("ensemble", unsure.loss, 0.9), scored("finetuned", sure.loss, 0.9)]
+    assert choose_best(scores).name == "finetuned" == choose_best(scores[::-1]).name
 
 
 # --------------------------------------------------------------------------------- the stage
@@ -76,16 +75,19 @@ def evaluated(prepared_project: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def reference_scores(project: Path) -> dict[str, dict]:
-    """Recompute every model's test predictions from its saved file."""
+    """Recompute every model's test predictions from its saved file and temperature."""
     test = load_split(project / paths.PREPARED, "target", "test")
-    val = load_split(project / paths.PREPARED, "target", "val")
     out = {}
     for name in MODELS:
-        model, _ = load_any(project / FILES[name])
+        model, blob = load_any(project / FILES[name])
+        temperature = blob["meta"]["temperature"]
+        heldout = HeldOut.from_json(blob["meta"]["heldout"])
         with torch.inference_mode():
-            probs = model(torch.as_tensor(test.x)).float().softmax(-1).numpy()
-            val_pred = model(torch.as_tensor(val.x)).argmax(-1).numpy()
-        out[name] = {"probs": probs, "pred": probs.argmax(1), "val_acc": float((val_pred == val.y).mean())}
+            raw = model(torch.as_tensor(test.x)).float().softmax(-1).double().numpy()
+        probs = apply_temperature(raw, temperature)
+        calibrated = HeldOut(heldout.kind, apply_temperature(heldout.probs, temperature), heldout.y)
+        out[name] = {"raw": raw, "probs": probs, "pred": probs.argmax(1), "temperature": temperature,
+                     "heldout_loss": calibrated.loss}
     return out
 
 
@@ -102,8 +104,10 @@ def macro_f1(y: np.ndarray, pred: np.ndarray, classes: int) -> float:
 @pytest.mark.slow
 def test_metrics_have_stable_keys_and_match_recomputed_scores(evaluated: Path) -> None:
     metrics = json.loads((evaluated / "reports/evaluate/metrics.json").read_text())
-    expected_keys = ({f"test/{m}/{name}" for m in ("acc", "loss", "ece", "f1_macro") for name in MODELS}
-                     | {f"val/acc/{name}" for name in MODELS}
+    measures = ("acc", "loss", "ece", "ece_uncalibrated", "temperature", "f1_macro")
+    expected_keys = ({f"test/{m}/{name}" for m in measures for name in MODELS}
+                     | {f"heldout/loss/{name}" for name in MODELS}
+                     | {f"champion/{m}" for m in measures}
                      | {"test/acc/ensemble_member_mean", "test/acc/ensemble_member_best"})
     assert set(metrics) == expected_keys
 
@@ -115,8 +119,11 @@ def test_metrics_have_stable_keys_and_match_recomputed_scores(evaluated: Path) -
         nll = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
         assert metrics[f"test/loss/{name}"] == pytest.approx(nll, rel=1e-5)
         assert metrics[f"test/ece/{name}"] == pytest.approx(expected_calibration_error(probs, y, 15), abs=1e-6)
+        assert metrics[f"test/ece_uncalibrated/{name}"] == pytest.approx(
+            expected_calibration_error(ref["raw"], y, 15), abs=1e-6)
+        assert metrics[f"test/temperature/{name}"] == ref["temperature"]
         assert metrics[f"test/f1_macro/{name}"] == pytest.approx(macro_f1(y, ref["pred"], classes), abs=1e-9)
-        assert metrics[f"val/acc/{name}"] == pytest.approx(ref["val_acc"], abs=1e-12)
+        assert metrics[f"heldout/loss/{name}"] == pytest.approx(ref["heldout_loss"], rel=1e-6)
 
 
 @pytest.mark.slow
@@ -143,13 +150,13 @@ def test_per_class_and_confusion_reports(evaluated: Path) -> None:
 
 
 @pytest.mark.slow
-def test_registered_model_is_chosen_on_validation(evaluated: Path) -> None:
+def test_registered_model_is_chosen_on_heldout_loss(evaluated: Path) -> None:
     import mlflow.pytorch
     from mlflow.tracking import MlflowClient
 
     metrics = json.loads((evaluated / "reports/evaluate/metrics.json").read_text())
-    rank = {name: i for i, name in enumerate(PREFERENCE)}
-    expected = min(MODELS, key=lambda n: (-metrics[f"val/acc/{n}"], rank[n]))
+    expected = min(MODELS, key=lambda n: (metrics[f"heldout/loss/{n}"], n))
+    assert json.loads((evaluated / "reports/evaluate/champion.json").read_text())["model"] == expected
 
     uri = f"sqlite:///{evaluated / 'mlflow.db'}"
     client = MlflowClient(uri)
@@ -162,10 +169,11 @@ def test_registered_model_is_chosen_on_validation(evaluated: Path) -> None:
     version = client.get_model_version_by_alias("trainlab", "champion")
     assert version.run_id == run.info.run_id
     assert str(version.version) == run.data.tags["registry.version"]
-    # The registered model predicts what the chosen model file predicts.
+    # The registered model predicts what the chosen model file predicts, temperature-scaled.
     mlflow.set_tracking_uri(uri)
     registered = mlflow.pytorch.load_model("models:/trainlab@champion")
-    chosen, _ = load_any(evaluated / FILES[expected])
+    chosen, blob = load_any(evaluated / FILES[expected])
     x = torch.as_tensor(load_split(evaluated / paths.PREPARED, "target", "val").x[:16])
     with torch.inference_mode():
-        assert torch.allclose(registered(x), chosen(x), atol=1e-5)
+        expected_logp = torch.log_softmax(chosen(x).float() / blob["meta"]["temperature"], -1)
+        assert torch.allclose(registered(x), expected_logp, atol=1e-5)

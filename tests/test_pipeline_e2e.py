@@ -18,8 +18,9 @@ STAGE_KEYS = {
     "pretrain": {"val/acc", "val/loss", "best_epoch"},
     "finetune": {"val/acc", "transfer/gain", "probe/val_acc", "scratch/val_acc"},
     "search": {"best/val/loss", "best/slot", "trials/complete"},
-    "ensemble": {"val/acc/ensemble", "val/acc/member_best", "members"},
-    "evaluate": {"test/acc/ensemble", "test/loss/finetuned", "test/ece/ensemble", "test/f1_macro/scratch"},
+    "ensemble": {"heldout/acc/ensemble", "heldout/acc/member_best", "members"},
+    "evaluate": {"test/acc/ensemble", "test/loss/finetuned", "test/ece/ensemble", "test/f1_macro/scratch",
+                 "test/ece_uncalibrated/ensemble", "champion/acc"},
 }
 
 pytestmark = pytest.mark.slow

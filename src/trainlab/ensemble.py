@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -25,16 +26,21 @@ TIE_BREAK = 1e-3
 class Ensemble(nn.Module):
     """Members' class probabilities combined by `method`; forward returns log-probabilities."""
 
-    def __init__(self, members: list[nn.Module], weights: torch.Tensor, method: str):
+    def __init__(self, members: list[nn.Module], weights: torch.Tensor, method: str,
+                 temperatures: torch.Tensor | None = None):
         super().__init__()
-        if method not in {"soft_vote", "hard_vote", "weighted"}:
+        if method not in {"greedy", "soft_vote", "hard_vote", "weighted"}:
             raise ValueError(f"unknown ensemble method {method!r}")
         self.members = nn.ModuleList(members)
         self.register_buffer("weights", weights.float() / weights.sum())
+        # Each member's own calibration: its logits are divided by its temperature.
+        self.register_buffer("temperatures", torch.ones(len(members)) if temperatures is None
+                             else temperatures.float())
         self.method = method
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        probs = torch.stack([m(x).float().softmax(-1) for m in self.members])   # (members, n, classes)
+        probs = torch.stack([(m(x).float() / t).softmax(-1)
+                             for m, t in zip(self.members, self.temperatures)])   # (members, n, classes)
         return combine(probs, self.weights, self.method).clamp_min(1e-12).log()
 
 
@@ -64,6 +70,34 @@ def fit_weights(member_probs: torch.Tensor, y: torch.Tensor, steps: int = 300) -
     return logits.detach().softmax(0)
 
 
+def greedy_selection(member_probs: np.ndarray, y: np.ndarray, rounds: int) -> np.ndarray:
+    """Ensemble selection with replacement (Caruana et al., 2004): member counts as weights.
+
+    Starts from the best member by held-out loss, then adds, one at a time and with
+    replacement, whichever member lowers the held-out loss of the running mean most;
+    the best ensemble seen along the way is kept. So on these held-out predictions the
+    ensemble's loss is never above its best member's.
+    """
+    losses = [_nll(p, y) for p in member_probs]
+    counts = np.zeros(len(member_probs))
+    counts[int(np.argmin(losses))] = 1
+    best_counts, best_loss = counts.copy(), min(losses)
+    total = member_probs[int(np.argmin(losses))].copy()
+    for _ in range(rounds - 1):
+        n = counts.sum()
+        candidates = [_nll((total + p) / (n + 1), y) for p in member_probs]
+        pick = int(np.argmin(candidates))
+        counts[pick] += 1
+        total += member_probs[pick]
+        if candidates[pick] < best_loss - 1e-12:
+            best_counts, best_loss = counts.copy(), candidates[pick]
+    return best_counts / best_counts.sum()
+
+
+def _nll(probs: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
+
+
 @torch.inference_mode()
 def member_probabilities(members: list[nn.Module], x: torch.Tensor, batch: int = 2048) -> torch.Tensor:
     """(members, n, classes) softmax outputs of every member on `x`."""
@@ -75,10 +109,11 @@ def member_probabilities(members: list[nn.Module], x: torch.Tensor, batch: int =
 
 
 def save_ensemble(path: str | Path, ensemble: Ensemble, member_blobs: list[dict[str, Any]],
-                  names: list[str]) -> None:
+                  names: list[str], meta: dict[str, Any] | None = None) -> None:
     """One self-contained file: every member's weights and config, the weights and method."""
     torch_save({"format": FORMAT, "method": ensemble.method, "weights": ensemble.weights.cpu(),
-                "names": names, "members": member_blobs}, path)
+                "temperatures": ensemble.temperatures.cpu(), "names": names, "members": member_blobs,
+                "meta": meta or {}}, path)
 
 
 def load_ensemble(path: str | Path) -> tuple[Ensemble, dict[str, Any]]:
@@ -86,7 +121,7 @@ def load_ensemble(path: str | Path) -> tuple[Ensemble, dict[str, Any]]:
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a trainlab ensemble file (expected format {FORMAT})")
     members = [member_from_blob(m, f"{path} member {i}") for i, m in enumerate(blob["members"])]
-    ensemble = Ensemble(members, blob["weights"], blob["method"]).eval()
+    ensemble = Ensemble(members, blob["weights"], blob["method"], blob.get("temperatures")).eval()
     return ensemble, {k: v for k, v in blob.items() if k != "members"}
 
 

@@ -1,18 +1,28 @@
-"""Assemble the ensemble from the search's top-k models, on validation data only."""
+"""Assemble the ensemble from the search's top-k models, on held-out predictions only.
+
+Every member file carries its held-out predictions (validation split, or out-of-fold
+under cross-validation) and its temperature. Members are compared on those, calibrated;
+a member no better than always predicting the commonest class is never kept; and the
+ensemble never scores below its best member on them.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from trainlab import paths
+from trainlab.calibration import apply_temperature, fit_temperature
 from trainlab.config import Params
 from trainlab.data import load_split
-from trainlab.ensemble import Ensemble, combine, fit_weights, member_from_blob, member_probabilities, save_ensemble
+from trainlab.ensemble import Ensemble, combine, fit_weights, greedy_selection, member_from_blob, save_ensemble
 from trainlab.errors import DataError
 from trainlab.models import read_checkpoint
+from trainlab.selection import HeldOut, predict_probs
 
 
 @dataclass
@@ -22,8 +32,16 @@ class BuiltEnsemble:
     metrics: dict[str, float]
 
 
+@dataclass
+class Candidate:
+    name: str
+    blob: dict
+    heldout: HeldOut          # calibrated with the member's temperature
+    temperature: float
+
+
 def member_files(params: Params) -> list[tuple[str, object]]:
-    """(name, path) of each member: search top-k by rank, then optionally the finetuned model."""
+    """(name, path) of each candidate: search top-k by rank, then optionally the finetuned model."""
     index = paths.SEARCH_MODELS / "members.json"
     if not index.is_file():
         raise DataError(f"{index}: not found; run `dvc repro search` first")
@@ -34,23 +52,79 @@ def member_files(params: Params) -> list[tuple[str, object]]:
     return files
 
 
-def build_ensemble(params: Params) -> BuiltEnsemble:
-    """Load members, weigh them (fitted on val for 'weighted'), save models/ensemble.pt."""
-    val = load_split(paths.PREPARED, "target", "val")
-    x, y = torch.as_tensor(val.x), torch.as_tensor(val.y)
-    names, blobs = [], []
+def load_candidates(params: Params) -> list[Candidate]:
+    """Every candidate with its calibrated held-out predictions, all on the same samples."""
+    candidates = []
     for name, path in member_files(params):
-        names.append(name)
-        blobs.append(read_checkpoint(path))
-    members = [member_from_blob(blob, name) for name, blob in zip(names, blobs)]
-    probs = member_probabilities(members, x)
-    method = params.ensemble.method
-    weights = fit_weights(probs, y) if method == "weighted" else torch.ones(len(members))
-    ensemble = Ensemble(members, weights, method)
-    member_acc = [(p.argmax(-1) == y).float().mean().item() for p in probs]
-    ens_acc = (combine(probs, ensemble.weights, method).argmax(-1) == y).float().mean().item()
-    save_ensemble(paths.ENSEMBLE, ensemble, blobs, names)
-    table = [{"name": n, "weight": float(w), "val_acc": a} for n, w, a in zip(names, ensemble.weights, member_acc)]
-    metrics = {"val/acc/ensemble": ens_acc, "val/acc/member_mean": sum(member_acc) / len(member_acc),
-               "val/acc/member_best": max(member_acc), "members": float(len(members))}
+        blob = read_checkpoint(path)
+        meta = blob.get("meta", {})
+        if "heldout" in meta:
+            heldout, temperature = HeldOut.from_json(meta["heldout"]), float(meta.get("temperature", 1.0))
+        else:   # a model written without held-out predictions: score it on the validation split
+            val = load_split(paths.PREPARED, "target", "val")
+            heldout = HeldOut("val", predict_probs(member_from_blob(blob, name), val.x), np.asarray(val.y))
+            temperature = 1.0
+        calibrated = HeldOut(heldout.kind, apply_temperature(heldout.probs, temperature), heldout.y,
+                             heldout.folds)
+        candidates.append(Candidate(name, blob, calibrated, temperature))
+    first = candidates[0].heldout
+    for other in candidates[1:]:
+        if other.heldout.kind != first.kind or not np.array_equal(other.heldout.y, first.y):
+            raise DataError(f"ensemble: {other.name}'s held-out predictions ({other.heldout.describe()}) are not "
+                            f"on the same samples as {candidates[0].name}'s ({first.describe()}); "
+                            f"rerun the pipeline (dvc repro) so every model is selected the same way")
+    return candidates
+
+
+def chance_level(y: np.ndarray) -> float:
+    """Accuracy of always predicting the commonest class."""
+    return float(np.bincount(y).max() / len(y))
+
+
+def build_ensemble(params: Params) -> BuiltEnsemble:
+    """Weigh the candidates on held-out predictions, save models/ensemble.pt."""
+    candidates = load_candidates(params)
+    y = candidates[0].heldout.y
+    chance = chance_level(y)
+    useful = [c for c in candidates if c.heldout.acc > chance]
+    for dropped in (c for c in candidates if c not in useful):
+        print(f"ensemble: {dropped.name} dropped: held-out acc {dropped.heldout.acc:.3f} is no better than "
+              f"chance ({chance:.3f})", file=sys.stderr)
+    useful = useful or [min(candidates, key=lambda c: c.heldout.loss)]
+    probs = np.stack([c.heldout.probs for c in useful])
+    weights = _weights(params, probs, y)
+    ensemble_probs = combine(torch.from_numpy(probs), torch.from_numpy(weights), params.ensemble.method).numpy()
+    best_member = max(useful, key=lambda c: (c.heldout.acc, -c.heldout.loss))
+    if float((ensemble_probs.argmax(1) == y).mean()) < best_member.heldout.acc:
+        # Never ship an ensemble that loses to one of its members where it can be checked.
+        print(f"ensemble: the combination scores below {best_member.name} on held-out data; "
+              f"keeping {best_member.name} alone", file=sys.stderr)
+        weights = np.array([1.0 if c is best_member else 0.0 for c in useful])
+        ensemble_probs = best_member.heldout.probs
+    kept = [(c, w) for c, w in zip(useful, weights) if w > 0]
+    members = [member_from_blob(c.blob, c.name) for c, _ in kept]
+    ensemble = Ensemble(members, torch.tensor([w for _, w in kept]), params.ensemble.method,
+                        torch.tensor([c.temperature for c, _ in kept]))
+    temperature = (fit_temperature(np.log(np.clip(ensemble_probs, 1e-12, None)), y)
+                   if params.selection.calibrate else 1.0)
+    heldout = HeldOut(candidates[0].heldout.kind, ensemble_probs, y, candidates[0].heldout.folds)
+    save_ensemble(paths.ENSEMBLE, ensemble, [c.blob for c, _ in kept], [c.name for c, _ in kept],
+                  meta={"heldout": heldout.to_json(), "temperature": temperature})
+    weight_of = {c.name: float(w) for c, w in zip(useful, weights)}
+    table = [{"name": c.name, "weight": weight_of.get(c.name, 0.0), "heldout_acc": c.heldout.acc,
+              "heldout_loss": c.heldout.loss} for c in candidates]
+    metrics = {"heldout/acc/ensemble": heldout.acc, "heldout/loss/ensemble": heldout.loss,
+               "heldout/acc/member_best": best_member.heldout.acc,
+               "heldout/acc/member_mean": float(np.mean([c.heldout.acc for c in candidates])),
+               "members": float(len(kept)), "candidates": float(len(candidates)),
+               "calibration/temperature": temperature}
     return BuiltEnsemble(ensemble, table, metrics)
+
+
+def _weights(params: Params, probs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    method = params.ensemble.method
+    if method == "greedy":
+        return greedy_selection(probs, y, params.ensemble.greedy_rounds)
+    if method == "weighted":
+        return fit_weights(torch.from_numpy(probs).float(), torch.from_numpy(y)).double().numpy()
+    return np.ones(len(probs)) / len(probs)

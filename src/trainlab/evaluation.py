@@ -1,8 +1,10 @@
 """Score the final models on the test split: the only code that ever loads it.
 
 For each model: accuracy, loss, per-class precision/recall/F1, expected calibration
-error and a confusion matrix. The model to register is chosen on *validation*
-accuracy, so the test split never influences any choice.
+error before and after temperature scaling (the temperature was fitted on held-out
+predictions, never on test), a reliability diagram and a confusion matrix. The model to
+register is chosen by its calibrated *held-out* loss, so the test split never influences
+any choice.
 """
 
 from __future__ import annotations
@@ -15,20 +17,21 @@ import torch
 
 from trainlab import paths
 from trainlab.data import load_split, task_info
+from trainlab.calibration import apply_temperature, expected_calibration_error, reliability_rows
 from trainlab.ensemble import load_any, load_ensemble, member_probabilities
-
-# Order used to break ties in validation accuracy: the more robust model first.
-PREFERENCE = ("ensemble", "best_trial", "finetuned", "scratch")
+from trainlab.selection import HeldOut
 
 
 @dataclass
 class ModelScore:
     name: str
     test: dict[str, float]
-    val_acc: float
+    heldout_loss: float          # calibrated, on validation or out-of-fold predictions: chooses the champion
+    heldout: str                 # what those held-out predictions were
     per_class: dict[str, dict[str, float]]
     confusion: np.ndarray
     predictions: np.ndarray = field(repr=False)
+    reliability: list[dict[str, float]] = field(default_factory=list, repr=False)
 
 
 def final_models() -> dict[str, Path]:
@@ -38,31 +41,25 @@ def final_models() -> dict[str, Path]:
     return {name: path for name, path in candidates.items() if path.is_file()}
 
 
-def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int) -> float:
-    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
-    confidence, predicted = probs.max(1), probs.argmax(1)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    ece = 0.0
-    for low, high in zip(edges[:-1], edges[1:]):
-        in_bin = (confidence > low) & (confidence <= high)
-        if in_bin.any():
-            ece += in_bin.mean() * abs((predicted[in_bin] == y[in_bin]).mean() - confidence[in_bin].mean())
-    return float(ece)
-
-
-def score(name: str, probs: np.ndarray, y: np.ndarray, val_acc: float, classes: list[str], bins: int) -> ModelScore:
+def score(name: str, raw_probs: np.ndarray, y: np.ndarray, temperature: float, heldout: HeldOut,
+          classes: list[str], bins: int) -> ModelScore:
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+    probs = apply_temperature(raw_probs, temperature)
     predicted = probs.argmax(1)
     precision, recall, f1, support = precision_recall_fscore_support(
         y, predicted, labels=range(len(classes)), zero_division=0)
     test = {"acc": float((predicted == y).mean()),
             "loss": float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean()),
-            "ece": expected_calibration_error(probs, y, bins), "f1_macro": float(f1.mean())}
+            "ece": expected_calibration_error(probs, y, bins),
+            "ece_uncalibrated": expected_calibration_error(raw_probs, y, bins),
+            "temperature": temperature, "f1_macro": float(f1.mean())}
     per_class = {c: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
                  for c, p, r, f, s in zip(classes, precision, recall, f1, support)}
     confusion = confusion_matrix(y, predicted, labels=range(len(classes)))
-    return ModelScore(name, test, val_acc, per_class, confusion, predicted)
+    calibrated_heldout = HeldOut(heldout.kind, apply_temperature(heldout.probs, temperature), heldout.y)
+    return ModelScore(name, test, calibrated_heldout.loss, heldout.describe(), per_class, confusion, predicted,
+                      reliability_rows(probs, y, bins))
 
 
 def probabilities(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
@@ -72,17 +69,24 @@ def probabilities(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
 def evaluate_all(bins: int) -> tuple[list[ModelScore], dict[str, float]]:
     """Scores of every final model, plus how the ensemble compares with its members."""
     test = load_split(paths.PREPARED, "target", "test")
-    val = load_split(paths.PREPARED, "target", "val")
     classes = task_info(paths.PREPARED, "target").class_names
-    x_test, x_val = torch.as_tensor(test.x), torch.as_tensor(val.x)
+    x_test = torch.as_tensor(test.x)
     scores, extra = [], {}
     for name, path in final_models().items():
-        model, _ = load_any(path)
-        val_acc = float((probabilities(model, x_val).argmax(1) == val.y).mean())
-        scores.append(score(name, probabilities(model, x_test), test.y, val_acc, classes, bins))
+        model, blob = load_any(path)
+        meta = blob.get("meta", {})
+        scores.append(score(name, probabilities(model, x_test), test.y, float(meta.get("temperature", 1.0)),
+                            _heldout(meta, model), classes, bins))
         if name == "ensemble":
             extra.update(_member_comparison(path, x_test, test.y))
     return scores, extra
+
+
+def _heldout(meta: dict, model: torch.nn.Module) -> HeldOut:
+    if "heldout" in meta:
+        return HeldOut.from_json(meta["heldout"])
+    val = load_split(paths.PREPARED, "target", "val")   # a file from before held-out predictions were kept
+    return HeldOut("val", probabilities(model, torch.as_tensor(val.x)), np.asarray(val.y))
 
 
 def _member_comparison(path: Path, x: torch.Tensor, y: np.ndarray) -> dict[str, float]:
@@ -93,15 +97,14 @@ def _member_comparison(path: Path, x: torch.Tensor, y: np.ndarray) -> dict[str, 
 
 
 def choose_best(scores: list[ModelScore]) -> ModelScore:
-    """Highest validation accuracy; ties go to the earlier name in PREFERENCE."""
-    rank = {name: i for i, name in enumerate(PREFERENCE)}
-    return min(scores, key=lambda s: (-s.val_acc, rank.get(s.name, len(rank))))
+    """Lowest calibrated held-out loss: a loss, unlike accuracy, rarely ties on a small split."""
+    return min(scores, key=lambda s: (s.heldout_loss, s.name))
 
 
 def flat_metrics(scores: list[ModelScore], extra: dict[str, float]) -> dict[str, float]:
     """Stable keys for `dvc metrics`: test/<metric>/<model>."""
     metrics = {f"test/{metric}/{s.name}": value for s in scores for metric, value in s.test.items()}
-    metrics.update({f"val/acc/{s.name}": s.val_acc for s in scores})
+    metrics.update({f"heldout/loss/{s.name}": s.heldout_loss for s in scores})
     return {**metrics, **extra}
 
 
@@ -131,3 +134,43 @@ def plot_confusion(score: ModelScore, classes: list[str], path: Path) -> Path:
         fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
     return path
+
+
+def plot_reliability(scores: list[ModelScore], path: Path) -> Path:
+    """Reliability diagram: accuracy against confidence per bin, calibrated, every model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from trainlab.io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    for s in scores:
+        rows = s.reliability
+        ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], marker="o",
+                label=f"{s.name} (ECE {s.test['ece']:.3f})")
+    ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.02), title="test reliability")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    return path
+
+
+def reliability_table(scores: list[ModelScore]) -> list[dict[str, object]]:
+    """Rows for `dvc plots` (x: confidence, y: accuracy, one line per model)."""
+    return [{"model": s.name, **row} for s in scores for row in s.reliability]
+
+
+class Calibrated(torch.nn.Module):
+    """A model whose outputs are temperature-scaled log-probabilities (what gets registered)."""
+
+    def __init__(self, model: torch.nn.Module, temperature: float):
+        super().__init__()
+        self.model, self.temperature = model, float(temperature)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(self.model(x).float() / self.temperature, dim=-1)

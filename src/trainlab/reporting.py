@@ -111,14 +111,14 @@ class DiagnosisReport:
 
 
 def diagnose_training(curves: Curves, num_classes: int | None, label: str = "",
-                      stage: str | None = None) -> DiagnosisReport:
+                      stage: str | None = None, val_samples: int | None = None) -> DiagnosisReport:
     """Run the learning-curve diagnosis and render it for files, MLflow and the terminal.
 
     `stage` (pretrain or finetune) fills the params keys the suggestions name.
     """
     from trainlab.diagnose import diagnose, render_markdown, summary
 
-    findings = diagnose(curves, num_classes=num_classes, stage=stage)
+    findings = diagnose(curves, num_classes=num_classes, stage=stage, val_samples=val_samples)
     lines = [f"diagnosis{f' ({label})' if label else ''}: {', '.join(f.name for f in findings)}"]
     for finding in findings:
         lines.append(f"  - {finding.name}: {finding.evidence}")

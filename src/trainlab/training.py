@@ -5,15 +5,26 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
+
+import numpy as np
 
 from trainlab import paths
+from trainlab.budget import resolve_budget
 from trainlab.config import Params, TrainSpec
 from trainlab.data import TaskInfo, load_split, read_manifest, task_info
 from trainlab.engine import Checkpointing, FitResult, Hook, ParamGroup, Runtime, TrainData, fit, seed_everything
 from trainlab.errors import TrainingDiverged
 from trainlab.models import Classifier, build_model
+from trainlab.pretext import reconstruction_spec, reconstruction_task
 from trainlab.reporting import CurveRecorder, Curves
+from trainlab.selection import (EpochPredictions, HeldOut, StopAfter, choose_epoch, concat, pooled_per_epoch,
+                                predict_probs, stratified_folds, subset, uses_cv)
+
+# What a training needs besides data: a fresh model, its parameter groups (None = one
+# group) and hooks bound to that model (gradual unfreezing). Called once per fit, so
+# cross-validation can train a fresh copy for every fold.
+ModelFactory = Callable[[], tuple[Classifier, "list[ParamGroup] | None", "list[Hook]"]]
 
 
 @dataclass
@@ -22,7 +33,10 @@ class TrainedModel:
     result: FitResult
     info: TaskInfo
     curves: Curves = field(default_factory=dict)
-    checkpointing: Checkpointing | None = None
+    checkpoints: list[Checkpointing] = field(default_factory=list)
+    heldout: HeldOut | None = None      # target task only: what selection and calibration use
+    cross_validated: bool = False       # curves were assembled after the fact (log them afterwards)
+    pretext: bool = False               # a masked-reconstruction pretraining: no classes, no accuracy
 
 
 def load_task(task: str, params: Params) -> tuple[TrainData, TrainData, TaskInfo]:
@@ -42,6 +56,11 @@ def data_hashes() -> dict[str, str]:
             for name, info in split_entry["files"].items()}
 
 
+def source_is_labelled() -> bool:
+    """False when the source task is the target pool's inputs without labels (see prepare)."""
+    return bool(read_manifest(paths.PREPARED).get("source_labelled", True))
+
+
 def fingerprint(*parts: object) -> str:
     """Identity of a training run's inputs: a resume checkpoint is reused only if it matches."""
     blob = json.dumps([p.model_dump(mode="json") if hasattr(p, "model_dump") else p for p in parts],
@@ -50,19 +69,52 @@ def fingerprint(*parts: object) -> str:
 
 
 def train_task(params: Params, spec: TrainSpec, task: str, *, resume_name: str,
-               model: Classifier | None = None, groups: list[ParamGroup] | None = None,
-               hooks: Sequence[Hook] = (), runtime: Runtime | None = None, label: str = "train",
-               data: tuple[TrainData, TrainData, TaskInfo] | None = None,
+               build: ModelFactory | None = None, hooks: Sequence[Hook] = (), runtime: Runtime | None = None,
+               label: str = "train", data: tuple[TrainData, TrainData, TaskInfo] | None = None,
                identity: object = None) -> TrainedModel:
-    """Build (or take) a model and fit it on `task`, resuming from its checkpoint if one fits.
+    """Build a model and fit it on `task`, resuming from its checkpoint if one fits.
 
-    The resume checkpoint is removed by the caller once the final outputs are written
-    (see `finish`), so a rerun after success starts afresh.
+    On the target task with a validation split below `selection.cv_below`, the model is
+    selected by cross-validation and refit (see `trainlab.selection`). Resume
+    checkpoints are removed by the caller once the final outputs are written (`finish`).
     """
     train, val, info = data or load_task(task, params)
-    if model is None:
-        seed_everything(params.seed)
-        model = build_model(params.model, info.input_shape, info.num_classes)
+    if task == "source" and not source_is_labelled():
+        return _pretext(params, spec, train, val, info, hooks, runtime, label, resume_name, identity)
+    build = build or _fresh_model(params, info)
+    if task == "target" and uses_cv(params, len(val)):
+        return _cross_validated(params, spec, build, train, val, info, runtime, label, resume_name, identity)
+    budget = resolve_budget(spec, params.trainer, len(train))
+    _say(budget.note, label, runtime)
+    model, groups, extra = build()
+    fitted = _fit(params, budget.spec, model, groups, train, val, info, [*extra, *hooks], runtime, label,
+                  resume_name, identity)
+    if task == "target":
+        fitted.heldout = HeldOut("val", predict_probs(model, val.x), np.asarray(val.y))
+    return fitted
+
+
+def _pretext(params: Params, spec: TrainSpec, train: TrainData, val: TrainData, info: TaskInfo,
+             hooks: Sequence[Hook], runtime: Runtime | None, label: str, resume_name: str,
+             identity: object) -> TrainedModel:
+    """Masked-reconstruction pretraining on unlabelled inputs (see `trainlab.pretext`)."""
+    train, val, info = reconstruction_task(train, val, info, params.seed)
+    budget = resolve_budget(reconstruction_spec(spec), params.trainer, len(train))
+    _say(f"pretext: masked reconstruction of {len(train)} unlabelled views (no labelled corpus: "
+         f"data.file.source_path is not set)", label, runtime)
+    _say(budget.note, label, runtime)
+    model, groups, extra = _fresh_model(params, info)()
+    trained = _fit(params, budget.spec, model, groups, train, val, info, [*extra, *hooks], runtime, label,
+                   resume_name, identity)
+    for name in ("val/acc", "epoch/train_acc"):   # regression targets: accuracy is meaningless
+        trained.curves.pop(name, None)
+    trained.pretext = True
+    return trained
+
+
+def _fit(params: Params, spec: TrainSpec, model: Classifier, groups, train: TrainData, val: TrainData,
+         info: TaskInfo, hooks: Sequence[Hook], runtime: Runtime | None, label: str, resume_name: str,
+         identity: object) -> TrainedModel:
     # Trainer settings that do not change the maths (progress, logging cadence) are left out.
     trainer_math = params.trainer.model_dump(exclude={"progress", "log_every_steps", "num_workers", "loader"})
     ident = fingerprint(params.seed, params.model, trainer_math, spec, data_hashes(), identity)
@@ -75,10 +127,72 @@ def train_task(params: Params, spec: TrainSpec, task: str, *, resume_name: str,
     except TrainingDiverged as err:
         err.curves, err.num_classes = recorder.curves, info.num_classes
         raise
-    return TrainedModel(model, result, info, recorder.curves, checkpointing)
+    return TrainedModel(model, result, info, recorder.curves, [checkpointing])
+
+
+def _cross_validated(params: Params, spec: TrainSpec, build: ModelFactory, train: TrainData, val: TrainData,
+                     info: TaskInfo, runtime: Runtime | None, label: str, resume_name: str,
+                     identity: object) -> TrainedModel:
+    """k-fold CV over train + val picks the epoch; the model refit on all of it is returned."""
+    labelled = concat(train, val)
+    y = np.asarray(labelled.y)
+    held = stratified_folds(y, params.selection.folds, params.data.split_seed)
+    budget = resolve_budget(spec, params.trainer, len(labelled))
+    fold_spec = budget.spec.model_copy(update={"early_stopping": spec.early_stopping.model_copy(
+        update={"enabled": False})})
+    _say(f"selection: {len(held)}-fold CV (validation split has {len(val)} samples, below "
+         f"selection.cv_below {params.selection.cv_below})" + (f"; {budget.note}" if budget.note else ""),
+         label, runtime)
+    fold_probs, checkpoints = [], []
+    for k, fold in enumerate(held):
+        model, groups, extra = build()
+        rest = np.setdiff1d(np.arange(len(y)), fold)
+        predictions = EpochPredictions(np.asarray(labelled.x)[fold])
+        fitted = _fit(params, fold_spec, model, groups, subset(labelled, rest), subset(labelled, fold), info,
+                      [*extra, predictions], runtime, f"{label} fold {k + 1}/{len(held)}",
+                      f"{resume_name}-fold{k}", (identity, "fold", k))
+        fold_probs.append(predictions.per_epoch)
+        checkpoints += fitted.checkpoints
+    pooled = pooled_per_epoch(held, fold_probs, len(y))
+    es = spec.early_stopping
+    best = choose_epoch(pooled, y, es.monitor, es.enabled)
+    model, groups, extra = build()
+    refit = _fit(params, fold_spec, model, groups, labelled, subset(labelled, held[0]), info,
+                 [*extra, StopAfter(best + 1)], runtime, f"{label} refit", f"{resume_name}-refit",
+                 (identity, "refit", best))
+    refit.checkpoints = checkpoints + refit.checkpoints
+    refit.heldout = HeldOut("cv", pooled[best], y, len(held))
+    refit.cross_validated = True
+    _replace_val_curves(refit, pooled, y, best)
+    return refit
+
+
+def _replace_val_curves(trained: TrainedModel, pooled: list[np.ndarray], y: np.ndarray, best: int) -> None:
+    """The refit's own val metrics are in-sample; under CV, val/* is the pooled out-of-fold score."""
+    for epoch, row in enumerate(trained.result.history):
+        scored = HeldOut("cv", pooled[epoch], y)
+        row["val/loss"], row["val/acc"] = scored.loss, scored.acc
+    shown = range(len(trained.result.history))
+    trained.curves["val/loss"] = [(e, trained.result.history[e]["val/loss"]) for e in shown]
+    trained.curves["val/acc"] = [(e, trained.result.history[e]["val/acc"]) for e in shown]
+    result = trained.result
+    result.best_epoch, result.monitor = best, "val/loss"
+    result.best_value = result.history[best]["val/loss"]
+
+
+def _fresh_model(params: Params, info: TaskInfo) -> ModelFactory:
+    def build():
+        seed_everything(params.seed)
+        return build_model(params.model, info.input_shape, info.num_classes), None, []
+    return build
+
+
+def _say(note: str, label: str, runtime: Runtime | None) -> None:
+    if note and (runtime is None or runtime.is_main):
+        print(f"[{label}] {note}", flush=True)
 
 
 def finish(trained: TrainedModel) -> None:
-    """Drop the resume checkpoint: the run's outputs are written, nothing to resume."""
-    if trained.checkpointing is not None:
-        trained.checkpointing.remove()
+    """Drop the resume checkpoints: the run's outputs are written, nothing to resume."""
+    for checkpointing in trained.checkpoints:
+        checkpointing.remove()

@@ -60,14 +60,17 @@ def finetune(params: Params, pretrained: Path, *, hooks: Sequence[Hook] = (), ru
     cfg: FinetuneConfig = params.finetune
     data = data or load_task("target", params)
     info = data[2]
-    model = load_pretrained(params, pretrained, info.input_shape, info.num_classes)
-    frozen = resolve_frozen(model, cfg.freeze)
-    set_frozen(model, frozen)
-    extra: list[Hook] = []
-    if cfg.unfreeze_every and frozen:
-        extra.append(GradualUnfreeze(model, frozen, cfg.unfreeze_every))
-    return train_task(params, cfg, "target", resume_name=resume_name, model=model,
-                      groups=param_groups(model, cfg.backbone_lr_scale), hooks=[*extra, *hooks],
+
+    def build():
+        model = load_pretrained(params, pretrained, info.input_shape, info.num_classes)
+        frozen = resolve_frozen(model, cfg.freeze)
+        set_frozen(model, frozen)
+        extra: list[Hook] = []
+        if cfg.unfreeze_every and frozen:
+            extra.append(GradualUnfreeze(model, frozen, cfg.unfreeze_every))
+        return model, param_groups(model, cfg.backbone_lr_scale), extra
+
+    return train_task(params, cfg, "target", resume_name=resume_name, build=build, hooks=hooks,
                       runtime=runtime, label=label, data=data, identity=("finetune", _file_id(pretrained)))
 
 
@@ -83,11 +86,15 @@ def linear_probe(params: Params, pretrained: Path, *, hooks: Sequence[Hook] = ()
     """Only a new head on the frozen pretrained features."""
     data = data or load_task("target", params)
     info = data[2]
-    model = load_pretrained(params, pretrained, info.input_shape, info.num_classes)
-    set_frozen(model, model.block_names)
-    return train_task(params, params.finetune, "target", resume_name="finetune-probe", model=model,
-                      groups=[ParamGroup("head", list(model.head.parameters()), 1.0)], hooks=hooks,
-                      runtime=runtime, label="probe", data=data, identity=("probe", _file_id(pretrained)))
+
+    def build():
+        model = load_pretrained(params, pretrained, info.input_shape, info.num_classes)
+        set_frozen(model, model.block_names)
+        return model, [ParamGroup("head", list(model.head.parameters()), 1.0)], []
+
+    return train_task(params, params.finetune, "target", resume_name="finetune-probe", build=build,
+                      hooks=hooks, runtime=runtime, label="probe", data=data,
+                      identity=("probe", _file_id(pretrained)))
 
 
 def _file_id(path: Path) -> str:

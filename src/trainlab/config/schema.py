@@ -73,7 +73,7 @@ class FileConfig(Section):
     features: tuple[str, ...] | None = None       # null = every column but label/split
     split_column: str | None = None               # values "train"/"test" (or "val")
     shape: tuple[PositiveInt, ...] | None = None  # e.g. [1, 28, 28] for images
-    standardize: bool = False                     # fitted on the train split only
+    standardize: bool = True                      # fitted on the train split only
     test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
     source_path: str | None = None                # a second file to pretrain on
 
@@ -188,11 +188,27 @@ class EarlyStoppingConfig(Section):
     min_delta: Annotated[float, Field(ge=0.0)] = 0.0
 
 
+class AutoBudget(Section):
+    """How `epochs: auto` and `batch_size: auto` scale with the size of the training set.
+
+    A fixed number of epochs is a budget in the wrong unit: 12 epochs of 60 samples at
+    batch 128 are 12 optimizer steps. `auto` counts optimizer steps instead.
+    """
+
+    batch_size: Annotated[int, Field(gt=0, le=1_048_576)] = 128   # the batch for large training sets ...
+    max_batch_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.25  # ... at most this share of the set
+    min_epochs: Epochs = 12       # never fewer epochs than this
+    min_steps: Annotated[int, Field(ge=0, le=10_000_000)] = 1000  # and at least this many optimizer steps
+    max_epochs: Epochs = 1000     # a ceiling for tiny sets
+
+
 class TrainSpec(Section):
     """What one training run does: epochs, loss, optimizer, schedule, early stopping."""
 
-    epochs: Epochs = 20
-    batch_size: Annotated[int, Field(gt=0, le=1_048_576)] | None = None  # null = trainer.batch_size
+    epochs: Epochs | Literal["auto"] = "auto"              # a number, or auto (see `auto`)
+    # a number, auto (see `auto`), or null = trainer.batch_size
+    batch_size: Annotated[int, Field(gt=0, le=1_048_576)] | Literal["auto"] | None = "auto"
+    auto: AutoBudget = AutoBudget()
     loss: LossConfig = LossConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
@@ -202,6 +218,8 @@ class TrainSpec(Section):
 class FinetuneConfig(TrainSpec):
     """Transfer: new head, frozen blocks, optional gradual unfreezing, backbone lr scale."""
 
+    # Small label budgets: small batches, more epochs (400 labels: batch 32, 40 epochs).
+    auto: AutoBudget = AutoBudget(batch_size=32, min_epochs=40, min_steps=500)
     # Backbone blocks kept frozen: a list of block names, or how many blocks from the input.
     freeze: Union[NonNegInt, tuple[str, ...]] = ("stem",)
     unfreeze_every: PositiveInt | None = None
@@ -262,7 +280,9 @@ class SearchConfig(Section):
 
 # ------------------------------------------------------------------ ensemble, evaluate
 class EnsembleConfig(Section):
-    method: Literal["soft_vote", "hard_vote", "weighted"] = "soft_vote"
+    # greedy: forward selection with replacement on held-out predictions (Caruana et al., 2004)
+    method: Literal["greedy", "soft_vote", "hard_vote", "weighted"] = "greedy"
+    greedy_rounds: Annotated[int, Field(gt=0, le=1000)] = 25
     top_k: PositiveInt = 5
     include_finetuned: bool = True
 
@@ -272,6 +292,16 @@ class EvaluateConfig(Section):
     register_model: bool = True
     model_name: str = "trainlab"
     alias: str = "champion"
+
+
+class SelectionConfig(Section):
+    """How models are selected and calibrated on the labelled data that is not trained on."""
+
+    # A validation split this small cannot rank epochs or models: below it, every target
+    # training selects by stratified k-fold cross-validation over train + val instead.
+    cv_below: Annotated[int, Field(ge=0, le=10_000_000)] = 100
+    folds: Annotated[int, Field(ge=2, le=20)] = 5
+    calibrate: bool = True      # temperature scaling fitted on held-out predictions
 
 
 class TrackingConfig(Section):
@@ -293,6 +323,7 @@ class Params(Section):
     search: SearchConfig = SearchConfig()
     ensemble: EnsembleConfig = EnsembleConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    selection: SelectionConfig = SelectionConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")
@@ -300,7 +331,7 @@ class Params(Section):
         per_step = self.trainer.grad_accum * self.trainer.devices
         for name in ("pretrain", "finetune"):
             batch = getattr(self, name).batch_size
-            if batch is not None and batch % per_step:
+            if isinstance(batch, int) and batch % per_step:
                 raise ValueError(f"{name}.batch_size {batch} must be divisible by "
                                  f"trainer.grad_accum x trainer.devices = {per_step}")
         return self

@@ -17,10 +17,14 @@ def take(arrays: Arrays, index: np.ndarray) -> Arrays:
     return Arrays(arrays.x[index], arrays.y[index])
 
 
+# The source task of a dataset without a pretraining corpus: inputs only, one dummy class.
+UNLABELLED = ["unlabelled"]
+
+
 def build_splits(raw: RawData, cfg: DataConfig) -> dict[str, dict[str, Arrays]]:
     """Carve validation from train (own seed), apply the label budget, keep test apart."""
-    for name, arrays in (("target train", raw.target_train), ("target test", raw.target_test),
-                         ("source", raw.source)):
+    named = [("target train", raw.target_train), ("target test", raw.target_test)]
+    for name, arrays in named + ([("source", raw.source)] if raw.source is not None else []):
         if len(arrays.y) == 0:
             raise DataError(f"data: the {name} split is empty")
         check_finite(arrays.x, f"data ({name})")
@@ -28,21 +32,39 @@ def build_splits(raw: RawData, cfg: DataConfig) -> dict[str, dict[str, Arrays]]:
     train_pool = take(raw.target_train, pool)
     budget = stratified_subset(train_pool.y, cfg.train_samples, cfg.train_samples_per_class,
                                cfg.split_seed + 1, "data.train_samples")
-    source_train, source_val = stratified_split(raw.source.y, cfg.source.val_fraction,
-                                                cfg.split_seed + 2, "data.source.val_fraction")
     return {
         "target": {"train": take(train_pool, budget), "val": take(raw.target_train, val_idx),
                    "test": raw.target_test},
-        "source": {"train": take(raw.source, source_train), "val": take(raw.source, source_val)},
+        "source": _source_splits(raw, train_pool, cfg),
     }
+
+
+def _source_splits(raw: RawData, train_pool: Arrays, cfg: DataConfig) -> dict[str, Arrays]:
+    """The pretraining corpus: the dataset's own, or the target train pool's inputs unlabelled.
+
+    Without a corpus of its own, pretraining may use every input of the target train pool
+    (inside the label budget or not) but none of their labels, and nothing of the
+    validation or test splits: those must stay unseen for selection and evaluation.
+    """
+    if raw.source is not None:
+        kept, held = stratified_split(raw.source.y, cfg.source.val_fraction, cfg.split_seed + 2,
+                                      "data.source.val_fraction")
+        return {"train": take(raw.source, kept), "val": take(raw.source, held)}
+    inputs = Arrays(train_pool.x, np.zeros(len(train_pool.x), dtype=np.int64))
+    order = np.random.default_rng(cfg.split_seed + 2).permutation(len(inputs.y))
+    n_val = max(1, int(round(cfg.source.val_fraction * len(order))))
+    if n_val >= len(order):
+        raise DataError(f"data: the target train pool has {len(order)} sample(s), too few to pretrain on")
+    return {"train": take(inputs, np.sort(order[n_val:])), "val": take(inputs, np.sort(order[:n_val]))}
 
 
 def prepare(cfg: DataConfig, out: Path, params_hash: str) -> dict:
     """Build and write the prepared dataset; returns the manifest."""
     raw = load_raw(cfg)
     splits = build_splits(raw, cfg)
-    classes = {"target": raw.target_classes, "source": raw.source_classes}
-    meta = {"dataset": cfg.name, "params_hash": params_hash}
+    labelled = raw.source is not None
+    classes = {"target": raw.target_classes, "source": raw.source_classes if labelled else UNLABELLED}
+    meta = {"dataset": cfg.name, "params_hash": params_hash, "source_labelled": labelled}
     return write_prepared(out, splits, classes, raw.input_shape, meta)
 
 

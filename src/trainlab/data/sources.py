@@ -24,7 +24,7 @@ class Arrays:
 class RawData:
     target_train: Arrays
     target_test: Arrays
-    source: Arrays
+    source: Arrays | None     # None: no separate corpus; pretraining uses unlabelled target inputs
     target_classes: list[str]
     source_classes: list[str]
     input_shape: tuple[int, ...]

@@ -25,8 +25,9 @@ def load_user_data(cfg: FileConfig) -> RawData:
         sy = _encode(sy_raw, source_classes)
         source = Arrays(_shape(sx, shape, cfg.source_path), sy)
     else:
-        # No separate corpus: pretraining sees the target's own training pool.
-        source, source_classes = train, classes
+        # No separate corpus: prepare gives pretraining the target train pool's inputs
+        # without their labels (never validation or test samples, never a label).
+        source, source_classes = None, []
     return RawData(train, test, source, classes, source_classes, shape)
 
 

@@ -10,14 +10,20 @@ from .report import Finding, sort_findings
 
 
 def diagnose(
-    curves: Curves, *, num_classes: int | None = None, stage: str | None = None
+    curves: Curves, *, num_classes: int | None = None, stage: str | None = None,
+    val_samples: int | None = None,
 ) -> list[Finding]:
     """Findings for a run's curves (metric -> [(step, value)]); `healthy` alone if none apply.
 
     Suggestions name params.yaml keys such as `<stage>.optimizer.lr`; pass the training stage
-    (pretrain or finetune) as `stage` to have it written in.
+    (pretrain or finetune) as `stage` to have it written in. `val_samples`, the size of the
+    validation split that selected the epoch, lets a split too small to select be named.
     """
     findings = _findings(canonicalize(curves), num_classes)
+    small = fit.small_validation(val_samples)
+    if small is not None:
+        # A val curve of a few samples moves by whole samples: an "overfitting" read off it is noise.
+        findings = sort_findings([small, *(f for f in findings if f.name not in ("overfitting", "healthy"))])
     if stage:
         findings = [replace(f, suggestion=f.suggestion.replace(STAGE, stage)) for f in findings]
     return findings

@@ -201,3 +201,24 @@ def healthy(curves: CurveDict, num_classes: int | None = None) -> Finding | None
     return Finding(
         "healthy", text + "; no problem found.", "nothing to fix; keep these settings.", ends
     )
+
+
+# Below this many samples a validation split cannot rank epochs or models: one sample moves
+# accuracy by more than a point, and the loss minimum sits wherever a few samples put it.
+# The same figure is selection.cv_below's default.
+SMALL_VALIDATION = 100
+
+
+def small_validation(val_samples: int | None) -> Finding | None:
+    """The epoch (and the model) were selected on a validation split of a handful of samples."""
+    if val_samples is None or val_samples >= SMALL_VALIDATION:
+        return None
+    step = 100.0 / max(val_samples, 1)
+    return Finding(
+        "small_validation",
+        f"the validation split that selected this model has {val_samples} samples: one sample moves "
+        f"val/acc by {step:.1f} points, so its best epoch (and any overfitting read off it) is noise.",
+        f"select by cross-validation instead (selection.cv_below above {val_samples}; the default "
+        f"{SMALL_VALIDATION} does this), or give validation more samples (data.val_fraction).",
+        {"val_samples": val_samples},
+    )

@@ -17,6 +17,7 @@ FINDING_NAMES: tuple[str, ...] = (
     "premature_lr_decay",
     "overfitting",
     "underfitting",
+    "small_validation",
     "healthy",
     # no loss/accuracy curve at all: refusing a verdict beats a false "healthy"
     "insufficient_data",
@@ -32,6 +33,7 @@ TITLES: dict[str, str] = {
     "premature_lr_decay": "Learning rate decayed too early",
     "overfitting": "Overfitting",
     "underfitting": "Underfitting",
+    "small_validation": "Validation split too small to select",
     "healthy": "Healthy training",
     "insufficient_data": "Not enough data to judge",
 }

@@ -13,6 +13,7 @@ from trainlab.engine import Hook, LoopState
 from trainlab.models import save_model
 from trainlab.reporting import summary_metrics
 from trainlab.search.space import suggest
+from trainlab.selection import model_meta
 from trainlab.search.study import SLOT, requeue_interrupted
 from trainlab.tracking import StageRun
 from trainlab.training import finish
@@ -78,7 +79,8 @@ def _run_trial(trial: optuna.Trial, params: Params, parent_run_id: str | None, t
             run.set_tags({"optuna.state": "COMPLETE"})
             save_model(trial_model_path(slot), trained.model, config.model, trained.info.input_shape,
                        trained.info.class_names, meta={"slot": slot, "params": trial.params,
-                                                       "val/acc": metrics["val/acc"], "val/loss": metrics["val/loss"]})
+                                                       "val/acc": metrics["val/acc"], "val/loss": metrics["val/loss"],
+                                                       **model_meta(trained.heldout, config.selection.calibrate)})
             finish(trained)
     if pruned is not None:
         print(f"trial {slot}: {pruned}", file=sys.stderr)

@@ -1,0 +1,197 @@
+"""A user's own small data: budgets that scale with it, cross-validated selection when the
+validation split is tiny, no leakage into pretraining, greedy ensembles that drop useless
+members, and temperature-scaled probabilities."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import make_project, small_params, trainlab
+from test_diagnose import overfit_run
+from trainlab import paths
+from trainlab.budget import resolve_budget
+from trainlab.calibration import apply_temperature, expected_calibration_error, fit_temperature, log_softmax
+from trainlab.config import validate
+from trainlab.config.schema import FileConfig
+from trainlab.data.prepare import build_splits
+from trainlab.data.user_file import load_user_data
+from trainlab.diagnose import diagnose
+from trainlab.ensemble import greedy_selection
+from trainlab.selection import HeldOut, stratified_folds
+
+
+def shipped_params(**overrides):
+    return validate(small_params(**overrides))
+
+
+# ---------------------------------------------------------------------------------- budgets
+@pytest.mark.parametrize("n, batch, epochs", [
+    (400, 32, 40),      # MNIST-1D's 400 labels: the shipped numbers, unchanged
+    (60, 15, 125),      # a few dozen samples: a quarter of the set per batch, 500 steps
+    (8, 2, 125),
+    (100_000, 32, 40),
+])
+def test_auto_finetune_budget_scales_with_the_training_set(n: int, batch: int, epochs: int) -> None:
+    params = validate(small_params(finetune__epochs="auto", finetune__batch_size="auto"))
+    budget = resolve_budget(params.finetune, params.trainer, n)
+    assert (budget.spec.batch_size, budget.spec.epochs) == (batch, epochs)
+    assert "budget:" in budget.note
+    assert budget.spec.epochs * -(-n // batch) >= min(params.finetune.auto.min_steps, 40 * -(-n // batch))
+
+
+def test_auto_pretrain_budget_keeps_mnist1d_source_run() -> None:
+    params = validate(small_params(pretrain__epochs="auto", pretrain__batch_size="auto"))
+    budget = resolve_budget(params.pretrain, params.trainer, 38_000)
+    assert (budget.spec.batch_size, budget.spec.epochs) == (128, 12)
+
+
+def test_explicit_numbers_win_and_print_nothing() -> None:
+    params = validate(small_params(finetune__epochs=7, finetune__batch_size=64))
+    budget = resolve_budget(params.finetune, params.trainer, 60)
+    assert (budget.spec.batch_size, budget.spec.epochs, budget.note) == (64, 7, "")
+
+
+# ---------------------------------------------------------------------------------- leakage
+def pool_csv(tmp_path: Path, n: int = 60) -> Path:
+    rng = np.random.default_rng(0)
+    y = np.arange(n) % 2
+    x = rng.normal(size=(n, 6)) + y[:, None]
+    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(6)])
+    frame["row"] = np.arange(n, dtype=float) * 1000.0   # a unique value per row, to trace rows
+    frame["label"] = np.where(y == 1, "yes", "no")
+    frame["split"] = np.where(np.arange(n) < n * 3 // 4, "train", "test")
+    path = tmp_path / "pool.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_pretraining_never_sees_validation_test_or_labels(tmp_path: Path) -> None:
+    path = pool_csv(tmp_path)
+    cfg = shipped_params(data__name="file", data__train_samples=10, data__file__path=str(path),
+                         data__file__split_column="split", data__file__standardize=False).data
+    raw = load_user_data(cfg.file)
+    splits = build_splits(raw, cfg)
+    rows = {task: {split: set(a.x[:, 6].tolist()) for split, a in parts.items()} for task, parts in splits.items()}
+    source_rows = rows["source"]["train"] | rows["source"]["val"]
+    assert not source_rows & rows["target"]["val"], "pretraining saw validation samples"
+    assert not source_rows & rows["target"]["test"], "pretraining saw test samples"
+    # The inputs outside the 10-label budget may be used, but never a label.
+    assert source_rows - rows["target"]["train"], "the unlabelled inputs outside the budget are unused"
+    for part in splits["source"].values():
+        assert set(part.y.tolist()) == {0}
+    assert raw.source is None
+
+
+# ---------------------------------------------------------------------------------- calibration
+def synthetic_predictions(scale: float, n: int = 4000, classes: int = 5, seed: int = 0):
+    """Labels drawn from known probabilities; logits scaled by `scale` (> 1 over-, < 1 under-confident)."""
+    rng = np.random.default_rng(seed)
+    true_logits = rng.normal(scale=2.0, size=(n, classes))
+    true_probs = np.exp(log_softmax(true_logits))
+    y = np.array([rng.choice(classes, p=p) for p in true_probs])
+    return true_logits * scale, y
+
+
+@pytest.mark.parametrize("scale, direction", [(4.0, 1), (0.25, -1)])
+def test_temperature_scaling_lowers_ece_of_a_miscalibrated_model(scale: float, direction: int) -> None:
+    logits, y = synthetic_predictions(scale)
+    fit, held = slice(0, 2000), slice(2000, None)
+    temperature = fit_temperature(logits[fit], y[fit])
+    assert np.sign(np.log(temperature)) == direction     # over-confident: T > 1; under-confident: T < 1
+    assert temperature == pytest.approx(scale, rel=0.15)
+    raw = np.exp(log_softmax(logits[held]))
+    before = expected_calibration_error(raw, y[held], 15)
+    after = expected_calibration_error(apply_temperature(raw, temperature), y[held], 15)
+    assert after < 0.5 * before and after < 0.03
+    assert (apply_temperature(raw, temperature).argmax(1) == raw.argmax(1)).all()   # never changes the class
+
+
+def test_a_calibrated_model_keeps_temperature_one() -> None:
+    logits, y = synthetic_predictions(1.0)
+    assert fit_temperature(logits, y) == pytest.approx(1.0, rel=0.1)
+
+
+# ---------------------------------------------------------------------------------- ensembles
+def test_greedy_selection_never_loses_to_its_best_member_and_drops_noise() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 300)
+    good = np.full((300, 3), 0.1)
+    good[np.arange(300), y] = 0.8
+    flip = rng.random(300) < 0.2
+    good[flip] = good[flip][:, ::-1]
+    noise = rng.dirichlet(np.ones(3), size=300)
+    weights = greedy_selection(np.stack([noise, good, noise]), y, rounds=20)
+    assert weights[1] == pytest.approx(1.0)
+    members = np.stack([noise, good, noise])
+    mix = np.einsum("m,mnc->nc", weights, members)
+    nll = lambda p: -np.log(p[np.arange(len(y)), y]).mean()   # noqa: E731
+    assert nll(mix) <= min(nll(p) for p in members) + 1e-12
+
+
+def test_ensemble_stage_drops_a_chance_level_member(tmp_path: Path, monkeypatch) -> None:
+    from trainlab.ensemble_stage import build_ensemble
+    from trainlab.models import build_model, save_model
+
+    params = shipped_params(model__arch="mlp", ensemble__top_k=2, ensemble__include_finetuned=True)
+    monkeypatch.chdir(tmp_path)
+    y = np.array([0, 1] * 20)
+    good = np.where(np.eye(2)[y] == 1, 0.9, 0.1)
+    chance = np.full((40, 2), 0.5)
+    model = build_model(params.model, (4,), 2)
+    for path, probs in ((paths.SEARCH_MODELS / "top1.pt", good), (paths.SEARCH_MODELS / "top2.pt", chance),
+                        (paths.FINETUNED, good * 0.9 + 0.05)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_model(path, model, params.model, (4,), ["a", "b"],
+                   meta={"heldout": HeldOut("cv", probs, y, 5).to_json(), "temperature": 1.0})
+    (paths.SEARCH_MODELS / "members.json").write_text(json.dumps(
+        [{"rank": 1, "file": "top1.pt"}, {"rank": 2, "file": "top2.pt"}]))
+    built = build_ensemble(params)
+    weights = {m["name"]: m["weight"] for m in built.members}
+    assert weights["search_top2"] == 0.0
+    assert built.metrics["heldout/acc/ensemble"] >= built.metrics["heldout/acc/member_best"]
+    assert "search_top2" not in torch.load(paths.ENSEMBLE, weights_only=True)["names"]
+
+
+# ---------------------------------------------------------------------------------- selection
+def test_folds_are_stratified_and_cover_every_sample() -> None:
+    y = np.array([0] * 9 + [1] * 6)
+    folds = stratified_folds(y, 5, seed=0)
+    assert sorted(np.concatenate(folds).tolist()) == list(range(15))
+    assert all(set(y[f].tolist()) == {0, 1} for f in folds)
+    assert len(stratified_folds(np.array([0, 0, 1, 1, 1]), 5, seed=0)) == 2   # rarest class has 2
+
+
+def test_small_validation_is_named_instead_of_overfitting() -> None:
+    curves = overfit_run()
+    assert "overfitting" in {f.name for f in diagnose(curves, num_classes=10)}
+    names = {f.name for f in diagnose(curves, num_classes=10, val_samples=6)}
+    assert "small_validation" in names and "overfitting" not in names
+    assert "small_validation" not in {f.name for f in diagnose(curves, num_classes=10, val_samples=400)}
+
+
+@pytest.mark.slow
+def test_tiny_validation_split_switches_finetune_to_cross_validation(tmp_path: Path) -> None:
+    path = pool_csv(tmp_path, n=80)
+    params = small_params(data__name="file", data__train_samples=None, data__file__path=str(path),
+                          data__file__split_column="split", model__arch="mlp", pretrain__epochs=2,
+                          finetune__epochs=4, finetune__batch_size="auto", finetune__compare_scratch=False,
+                          finetune__linear_probe=False)
+    project = make_project(tmp_path / "project", params)
+    for stage in ("prepare", "pretrain"):
+        trainlab([stage], project)
+    out = trainlab(["finetune"], project)
+    assert "selection: 5-fold CV (validation split has 6 samples" in out.stdout
+    blob = torch.load(project / paths.FINETUNED, weights_only=True)
+    heldout = HeldOut.from_json(blob["meta"]["heldout"])
+    assert heldout.kind == "cv" and heldout.folds == 5 and len(heldout.y) == 60   # train 54 + val 6
+    metrics = json.loads((project / "reports/finetune/metrics.json").read_text())
+    assert metrics["selection/cv_folds"] == 5 and metrics["selection/heldout_samples"] == 60
+    assert 1 <= metrics["best_epoch"] <= 4
+    assert not list((project / paths.RESUME).glob("*.pt")), "fold checkpoints left behind"
