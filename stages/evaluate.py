@@ -42,7 +42,7 @@ def command(params_path: str) -> None:
         write_json(reports / "champion.json", {"model": best.name, "heldout_loss": best.heldout_loss,
                                                "selected_on": best.heldout})
         write_json(reports / "confusion.json", confusion_rows(final, test_y, classes))
-        write_json(reports / "reliability.json", reliability_table(scores))
+        write_json(reports / "reliability.json", reliability_table(best))
         run.log_artifact(plot_reliability(scores, paths.stage_artifacts("evaluate") / "reliability.png"),
                          "calibration")
         run.log_metrics(metrics, step=0)

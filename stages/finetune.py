@@ -54,6 +54,11 @@ def command(params_path: str) -> None:
                 paths.BASELINES.mkdir(parents=True, exist_ok=True)   # a DVC output even when empty
                 comparison = transfer_metrics(tuned, baselines)
                 publish_training(run, tuned, params, paths.FINETUNED, reports, extra_metrics=comparison)
+                if comparison.get("transfer/gain", 1.0) <= 0:
+                    click.echo(f"transfer: pretraining did not help: fine-tuned val/acc is "
+                               f"{-comparison['transfer/gain']:.3f} below the same model from scratch "
+                               f"(transfer/gain {comparison['transfer/gain']:.3f}); evaluate picks whichever "
+                               f"model scores best on held-out data")
                 for trained in (tuned, *baselines.values()):
                     finish(trained)
     finally:

@@ -143,10 +143,20 @@ def test_per_class_and_confusion_reports(evaluated: Path) -> None:
     for model in MODELS:
         assert list(per_class[model]) == info.class_names
 
+    # The confusion matrix DVC draws is the champion's.
+    champion = json.loads((evaluated / "reports/evaluate/champion.json").read_text())["model"]
+    champion_pred = reference_scores(evaluated)[champion]["pred"]
     rows = json.loads((evaluated / "reports/evaluate/confusion.json").read_text())
     assert len(rows) == len(y) and all(set(r) == {"actual", "predicted"} for r in rows)
     assert [r["actual"] for r in rows] == [info.class_names[i] for i in y]
-    assert [r["predicted"] for r in rows] == [info.class_names[i] for i in pred]
+    assert [r["predicted"] for r in rows] == [info.class_names[i] for i in champion_pred]
+    # Its reliability diagram covers every test sample, bin by bin, calibrated.
+    bins = json.loads((evaluated / "reports/evaluate/reliability.json").read_text())
+    assert sum(b["count"] for b in bins) == len(y) and {b["model"] for b in bins} == {champion}
+    probs = reference_scores(evaluated)[champion]["probs"]
+    hits = sum(b["accuracy"] * b["count"] for b in bins)
+    assert hits == pytest.approx(float((probs.argmax(1) == y).sum()), abs=1e-6)
+    assert (evaluated / "reports/evaluate/artifacts/reliability.png").stat().st_size > 1000
 
 
 @pytest.mark.slow

@@ -156,5 +156,18 @@ def test_downsample_halves_the_resolution_of_that_many_blocks(arch: str) -> None
         model = build_model(config(arch, downsample=downsample), (40,), 3)
         before_pool = model.backbone[:-1]            # everything but the global pooling
         assert before_pool(torch.randn(2, 40)).shape == (2, 6, length)
-    with pytest.raises(ParamsError, match=r"^model\.downsample: 3 blocks .* model\.depth is 2; accepted: 0 to 2$"):
+    with pytest.raises(ParamsError, match=r"^model\.downsample: 3 blocks .* model\.depth is 2; accepted: 0 to 2, or auto$"):
         build_model(config(arch, downsample=3), (40,), 3)
+
+
+@pytest.mark.parametrize("arch, shape, positions", [
+    ("resnet1d", (40,), 40),             # MNIST-1D: full resolution, as before
+    ("resnet1d", (12, 29), 29),          # 12-channel series: full resolution
+    ("resnet1d", (1000,), 250),          # a long series: halved twice
+    ("resnet2d", (28, 28), 14 * 14),     # 28x28 images: halved once
+    ("cnn2d", (3, 8, 8), 64),
+])
+def test_auto_downsample_keeps_at_most_256_positions(arch: str, shape: tuple, positions: int) -> None:
+    model = build_model(config(arch, downsample="auto"), shape, 3)
+    out = model.backbone[:-1](torch.randn(2, *shape))
+    assert int(torch.tensor(out.shape[2:]).prod()) == positions

@@ -14,9 +14,8 @@ import pytest
 import torch
 
 from conftest import make_project, small_params, trainlab
-from test_diagnose import overfit_run
 from trainlab import paths
-from trainlab.budget import resolve_budget
+from trainlab.engine.budget import resolve_budget
 from trainlab.calibration import apply_temperature, expected_calibration_error, fit_temperature, log_softmax
 from trainlab.config import validate
 from trainlab.config.schema import FileConfig
@@ -168,8 +167,18 @@ def test_folds_are_stratified_and_cover_every_sample() -> None:
     assert len(stratified_folds(np.array([0, 0, 1, 1, 1]), 5, seed=0)) == 2   # rarest class has 2
 
 
+def overfit_curves() -> dict:
+    """Train loss falls to ~0 while val loss turns up after epoch 8 of 30 (a textbook overfit)."""
+    t = np.arange(30, dtype=float)
+    val = np.where(t <= 8, 0.45 + 1.85 * np.exp(-t / 2.5), 0.45 + 0.02 * (t - 8) + 0.0015 * (t - 8) ** 2)
+    points = lambda values: [(i, float(v)) for i, v in enumerate(values)]   # noqa: E731
+    return {"epoch/train_loss": points(0.005 + 2.3 * np.exp(-(t + 0.5) / 3.5)), "val/loss": points(val),
+            "epoch/train_acc": points(1.0 - 0.9 * np.exp(-(t + 0.5) / 3.5)),
+            "val/acc": points(0.86 - 0.76 * np.exp(-(t + 1) / 2.5)), "epoch/lr": points(np.full(30, 1e-3))}
+
+
 def test_small_validation_is_named_instead_of_overfitting() -> None:
-    curves = overfit_run()
+    curves = overfit_curves()
     assert "overfitting" in {f.name for f in diagnose(curves, num_classes=10)}
     names = {f.name for f in diagnose(curves, num_classes=10, val_samples=6)}
     assert "small_validation" in names and "overfitting" not in names

@@ -160,9 +160,9 @@ def plot_reliability(scores: list[ModelScore], path: Path) -> Path:
     return path
 
 
-def reliability_table(scores: list[ModelScore]) -> list[dict[str, object]]:
-    """Rows for `dvc plots` (x: confidence, y: accuracy, one line per model)."""
-    return [{"model": s.name, **row} for s in scores for row in s.reliability]
+def reliability_table(score: ModelScore) -> list[dict[str, object]]:
+    """The champion's reliability diagram for `dvc plots` (x: confidence, y: accuracy); the PNG has all."""
+    return [{"model": score.name, **row} for row in score.reliability]
 
 
 class Calibrated(torch.nn.Module):

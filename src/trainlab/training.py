@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from trainlab import paths
-from trainlab.budget import resolve_budget
+from trainlab.engine.budget import resolve_budget
 from trainlab.config import Params, TrainSpec
 from trainlab.data import TaskInfo, load_split, read_manifest, task_info
 from trainlab.engine import Checkpointing, FitResult, Hook, ParamGroup, Runtime, TrainData, fit, seed_everything
@@ -143,19 +143,26 @@ def _cross_validated(params: Params, spec: TrainSpec, build: ModelFactory, train
     _say(f"selection: {len(held)}-fold CV (validation split has {len(val)} samples, below "
          f"selection.cv_below {params.selection.cv_below})" + (f"; {budget.note}" if budget.note else ""),
          label, runtime)
+    # Folds train quietly (one line each): k x epochs progress lines would bury the output.
+    quiet = params.model_copy(update={"trainer": params.trainer.model_copy(update={"progress": "off"})})
     fold_probs, checkpoints = [], []
     for k, fold in enumerate(held):
         model, groups, extra = build()
         rest = np.setdiff1d(np.arange(len(y)), fold)
         predictions = EpochPredictions(np.asarray(labelled.x)[fold])
-        fitted = _fit(params, fold_spec, model, groups, subset(labelled, rest), subset(labelled, fold), info,
+        fitted = _fit(quiet, fold_spec, model, groups, subset(labelled, rest), subset(labelled, fold), info,
                       [*extra, predictions], runtime, f"{label} fold {k + 1}/{len(held)}",
                       f"{resume_name}-fold{k}", (identity, "fold", k))
         fold_probs.append(predictions.per_epoch)
         checkpoints += fitted.checkpoints
+        losses = [HeldOut("cv", p, y[fold]).loss for p in predictions.per_epoch]
+        _say(f"fold {k + 1}/{len(held)}: {len(rest)} train, {len(fold)} held out; best held-out loss "
+             f"{min(losses):.4f} at epoch {int(np.argmin(losses)) + 1}", label, runtime)
     pooled = pooled_per_epoch(held, fold_probs, len(y))
     es = spec.early_stopping
     best = choose_epoch(pooled, y, es.monitor, es.enabled)
+    _say(f"cross-validation chose epoch {best + 1} (pooled out-of-fold loss "
+         f"{HeldOut('cv', pooled[best], y).loss:.4f}); refitting on all {len(y)} labelled samples", label, runtime)
     model, groups, extra = build()
     refit = _fit(params, fold_spec, model, groups, labelled, subset(labelled, held[0]), info,
                  [*extra, StopAfter(best + 1)], runtime, f"{label} refit", f"{resume_name}-refit",

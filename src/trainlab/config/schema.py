@@ -108,7 +108,8 @@ class ModelConfig(Section):
     width: Width = 32
     depth: Annotated[int, Field(gt=0, le=256)] = 3
     kernel_size: Annotated[int, Field(gt=0, le=64)] = 5
-    downsample: Annotated[int, Field(ge=0, le=256)] = 0   # CNN blocks, from the input side, that halve the resolution
+    # CNN blocks, from the input side, that halve the resolution; auto: until <= 256 positions remain
+    downsample: Annotated[int, Field(ge=0, le=256)] | Literal["auto"] = "auto"
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
     batchnorm: bool = True
     activation: Literal["relu", "gelu", "tanh", "sigmoid"] = "relu"

@@ -25,6 +25,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from trainlab.config.schema import TrainerConfig, TrainSpec
+from trainlab.engine.budget import resolve_budget
 from trainlab.engine.batches import BatchSource, TrainData, epoch_order, step_plan, to_device
 from trainlab.engine.hooks import EarlyStopping, Hook, LoopState, Progress
 from trainlab.engine.losses import LossFn, build_loss, correct_count
@@ -53,13 +54,14 @@ def fit(model: torch.nn.Module, train: TrainData, val: TrainData, spec: TrainSpe
         runtime: Runtime | None = None, label: str = "train") -> FitResult:
     """Train `model` in place on `train`, validate on `val` every epoch; returns the history."""
     runtime = runtime or setup_runtime(trainer)
+    spec = resolve_budget(spec, trainer, len(train)).spec   # `auto` epochs/batch size -> numbers
     seed_everything(seed)
     _check_compatible(spec, trainer, runtime)
     model.to(runtime.device)
     use_loader = trainer.loader == "dataloader"
     if not use_loader:
         train, val = to_device(train, runtime.device), to_device(val, runtime.device)
-    batch_size = spec.batch_size or trainer.batch_size
+    batch_size = spec.batch_size
     plan = step_plan(len(train), batch_size, runtime.world_size, trainer.grad_accum)
     if not plan:
         raise ParamsError(f"trainer.batch_size: the train split ({len(train)} samples) is too small "

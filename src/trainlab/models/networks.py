@@ -69,11 +69,12 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
         AddChannel(len(input_shape) == dims),
         conv(channels, cfg.width, cfg.kernel_size, padding=cfg.kernel_size // 2, bias=norm is None),
         *( [norm(cfg.width)] if norm else []), act())
-    if cfg.downsample > cfg.depth:
-        raise ParamsError(f"model.downsample: {cfg.downsample} blocks asked to halve the resolution but "
-                          f"model.depth is {cfg.depth}; accepted: 0 to {cfg.depth}")
+    downsample = auto_downsample(input_shape, dims, cfg.depth) if cfg.downsample == "auto" else cfg.downsample
+    if downsample > cfg.depth:
+        raise ParamsError(f"model.downsample: {downsample} blocks asked to halve the resolution but "
+                          f"model.depth is {cfg.depth}; accepted: 0 to {cfg.depth}, or auto")
     for i in range(1, cfg.depth + 1):
-        stride = 2 if i <= cfg.downsample else 1
+        stride = 2 if i <= downsample else 1
         block = ResidualBlock if residual else PlainBlock
         blocks[f"block{i}"] = block(conv, norm, act, cfg.width, cfg.kernel_size, stride)
     if residual:   # pre-activation blocks end on a bare sum: normalise and activate it once
@@ -81,6 +82,23 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
     pool = nn.AdaptiveAvgPool1d(1) if dims == 1 else nn.AdaptiveAvgPool2d(1)
     blocks["pool"] = nn.Sequential(pool, nn.Flatten())
     return Classifier(nn.Sequential(blocks), cfg.width, num_classes, cfg.dropout)
+
+
+# `downsample: auto` halves the resolution in the first blocks until at most this many
+# positions (time steps, or pixels) remain: the cost of a conv block grows with them, its
+# receptive field does not need more. MNIST-1D's 40 steps keep full resolution; 28x28
+# images are halved once (196 positions), a series of 1,000 steps twice.
+AUTO_MAX_POSITIONS = 256
+
+
+def auto_downsample(input_shape: tuple[int, ...], dims: int, depth: int) -> int:
+    """How many blocks halve the resolution under `downsample: auto`."""
+    positions = int(torch.tensor(input_shape[-dims:]).prod())
+    halvings = 0
+    while positions > AUTO_MAX_POSITIONS and halvings < depth:
+        positions = max(1, positions // 2 ** dims)
+        halvings += 1
+    return halvings
 
 
 def _mlp(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int, act) -> Classifier:

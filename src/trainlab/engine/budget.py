@@ -21,7 +21,7 @@ class Budget:
 
 
 def resolve_budget(spec: TrainSpec, trainer: TrainerConfig, n_train: int) -> Budget:
-    """`spec` with `auto` epochs/batch size replaced by numbers for a training set of `n_train`."""
+    """`spec` with `auto` epochs/batch size (and null batch size) replaced by numbers for `n_train` samples."""
     rule = spec.auto
     per_step = trainer.grad_accum * trainer.devices
     batch = spec.batch_size
