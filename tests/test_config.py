@@ -28,10 +28,7 @@ TUNED = {
     "data.source.generation.corr_noise_scale": 0.35,
     "data.source.generation.iid_noise_scale": 0.03,
     "data.source.generation.shear_scale": 1.0,
-    "pretrain.epochs": 12,
     "pretrain.schedule.warmup_epochs": 1.0,
-    "finetune.epochs": 40,
-    "finetune.batch_size": 32,
     "finetune.loss.label_smoothing": 0.1,
     "finetune.schedule.warmup_epochs": 1.0,
     "finetune.early_stopping.patience": 10,
@@ -119,10 +116,10 @@ def test_unknown_name_lists_the_accepted_names(key: str, value: str, expected: s
 
 
 @pytest.mark.parametrize(("key", "section_keys"), [
-    ("pretrain.optimizzer", "epochs, batch_size, loss, optimizer, schedule, early_stopping"),
+    ("pretrain.optimizzer", "epochs, batch_size, auto, loss, optimizer, schedule, early_stopping"),
     ("model.widht", "arch, width, depth, kernel_size, downsample, dropout, batchnorm, activation"),
     ("tracking.url", "uri, experiment, log_models"),
-    ("epochs", "seed, data, model, trainer, pretrain, finetune, search, ensemble, evaluate, tracking"),
+    ("epochs", "seed, data, model, trainer, pretrain, finetune, search, ensemble, evaluate, selection, tracking"),
 ])
 def test_unknown_key_lists_the_accepted_keys(key: str, section_keys: str) -> None:
     assert error_of(real_with(**{key: 1})) == (

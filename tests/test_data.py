@@ -233,7 +233,8 @@ def animals(n_per_class: int = 20, seed: int = 0) -> pd.DataFrame:
 
 
 def file_cfg(path: Path, **changes) -> FileConfig:
-    return FileConfig(path=str(path), **changes)
+    """The file's raw values unless a test asks for standardizing (the shipped default)."""
+    return FileConfig(path=str(path), **{"standardize": False, **changes})
 
 
 def assert_traceable(frame: pd.DataFrame, arrays: Arrays, classes: list[str]) -> None:
@@ -256,8 +257,8 @@ def test_csv_with_string_labels(tmp_path: Path) -> None:
     assert_traceable(frame, raw.target_train, raw.target_classes)
     assert_traceable(frame, raw.target_test, raw.target_classes)
     assert not rows(raw.target_train.x) & rows(raw.target_test.x)
-    # No source file: pretraining sees the target's train pool.
-    assert raw.source is raw.target_train and raw.source_classes == raw.target_classes
+    # No source file: no labelled corpus (prepare gives pretraining the pool's inputs, unlabelled).
+    assert raw.source is None and raw.source_classes == []
 
 
 def test_csv_with_chosen_features(tmp_path: Path) -> None:

@@ -474,6 +474,7 @@ def test_suggestions_name_real_params_keys(stage):
     roots = set(params) | {"optimizer", "schedule", "early_stopping", "<stage>"}
     runs = _one_of_each_problem()
     findings = [f for run in runs for f in diagnose(run, num_classes=10, stage=stage)]
+    findings += diagnose(healthy_run(), num_classes=10, stage=stage, val_samples=6)   # small_validation
     problems = set(FINDING_NAMES) - {"healthy", "insufficient_data"}
     assert {f.name for f in findings} == problems  # every suggestion text is checked
     for f in findings:

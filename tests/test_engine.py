@@ -67,6 +67,7 @@ def train_spec(epochs: int = 3, optimizer: dict | None = None, schedule: dict | 
     """AdamW at a constant lr, no weight decay, early stopping off, unless overridden."""
     return TrainSpec.model_validate({
         "epochs": epochs,
+        "batch_size": None,   # the trainer's batch (the schema's default is `auto`)
         "optimizer": {"name": "adamw", "lr": 0.01, "weight_decay": 0.0, **(optimizer or {})},
         "schedule": {"name": "constant", "warmup_epochs": 0, **(schedule or {})},
         "early_stopping": {"enabled": False, **(early_stopping or {})},

@@ -204,3 +204,32 @@ def test_tiny_validation_split_switches_finetune_to_cross_validation(tmp_path: P
     assert metrics["selection/cv_folds"] == 5 and metrics["selection/heldout_samples"] == 60
     assert 1 <= metrics["best_epoch"] <= 4
     assert not list((project / paths.RESUME).glob("*.pt")), "fold checkpoints left behind"
+
+
+def test_checkpoints_are_throttled_but_first_and_last_epochs_are_saved(tmp_path: Path, monkeypatch) -> None:
+    from trainlab.config.schema import ModelConfig, TrainerConfig, TrainSpec
+    from trainlab.engine import Checkpointing, TrainData, fit
+    from trainlab.models import build_model
+
+    saves: list[int] = []
+
+    class Counting(Checkpointing):
+        def save(self, state, epoch_done=False):
+            saves.append(state.epoch)
+            super().save(state, epoch_done)
+
+    spec = TrainSpec.model_validate({"epochs": 6, "batch_size": 16, "early_stopping": {"enabled": False}})
+    trainer = TrainerConfig(threads=1, progress="off")
+    rng = np.random.default_rng(0)
+    data = TrainData(torch.as_tensor(rng.normal(size=(32, 8)), dtype=torch.float32),
+                     torch.as_tensor(rng.integers(0, 2, 32)))
+
+    def run(checkpointing: Checkpointing) -> None:
+        fit(build_model(ModelConfig(arch="mlp", width=8, depth=1), (8,), 2), data, data, spec, trainer, seed=0,
+            hooks=[checkpointing])
+
+    run(Counting(tmp_path / "a.pt", "fp", min_interval_s=3600))
+    assert saves == [0, 5]                      # an hour between saves: only the first and the last epoch
+    saves.clear()
+    run(Counting(tmp_path / "b.pt", "fp"))
+    assert saves == list(range(6))               # the engine's default: every epoch

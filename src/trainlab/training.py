@@ -116,10 +116,12 @@ def _fit(params: Params, spec: TrainSpec, model: Classifier, groups, train: Trai
          info: TaskInfo, hooks: Sequence[Hook], runtime: Runtime | None, label: str, resume_name: str,
          identity: object) -> TrainedModel:
     # Trainer settings that do not change the maths (progress, logging cadence) are left out.
-    trainer_math = params.trainer.model_dump(exclude={"progress", "log_every_steps", "num_workers", "loader"})
+    trainer_math = params.trainer.model_dump(exclude={"progress", "log_every_steps", "num_workers", "loader",
+                                                      "checkpoint_min_interval_s"})
     ident = fingerprint(params.seed, params.model, trainer_math, spec, data_hashes(), identity)
     checkpointing = Checkpointing(paths.resume_checkpoint(resume_name), ident,
-                                  params.trainer.checkpoint_every_steps)
+                                  params.trainer.checkpoint_every_steps,
+                                  params.trainer.checkpoint_min_interval_s)
     recorder = CurveRecorder()
     try:
         result = fit(model, train, val, spec, params.trainer, seed=params.seed, groups=groups,

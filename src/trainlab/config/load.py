@@ -50,11 +50,32 @@ def validate(raw: Mapping[str, Any], source: str = "params.yaml") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        errors = err.errors()
+        errors = _merge_keyword_branches(err.errors())
         message = f"{source}: {describe(errors[0])}"
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more problem{'s' * (len(errors) > 2)})"
         raise ParamsError(message) from None
+
+
+def _merge_keyword_branches(errors: list[dict]) -> list[dict]:
+    """`epochs: auto` or a number: one problem per key, the number's, which names auto too.
+
+    pydantic reports a failed union once per member; a value that is not the keyword was
+    meant as the number, so the keyword's "should be 'auto'" is folded into that message.
+    """
+    def key(error: Mapping[str, Any]) -> tuple:
+        return tuple(part for part in error["loc"] if not _is_union_branch(part))
+
+    keywords = {key(e): e["ctx"]["expected"] for e in errors if e["type"] == "literal_error"
+                and sum(key(o) == key(e) for o in errors) > 1}
+    merged = []
+    for error in errors:
+        if key(error) in keywords:
+            if error["type"] == "literal_error":
+                continue
+            error = {**error, "msg": error["msg"], "keyword": keywords[key(error)].strip("'")}
+        merged.append(error)
+    return merged
 
 
 def describe(error: Mapping[str, Any]) -> str:
@@ -75,7 +96,8 @@ def describe(error: Mapping[str, Any]) -> str:
         limit = next(iter(ctx.values()))
         return f"{key}: must be {bounds[kind]} {limit}, got {value!r}"
     if kind in {"int_type", "int_parsing", "int_from_float"}:
-        return f"{key}: expected an integer, got {value!r}"
+        keyword = f" or {error['keyword']}" if "keyword" in error else ""
+        return f"{key}: expected an integer{keyword}, got {value!r}"
     if kind in {"float_type", "float_parsing"}:
         return f"{key}: expected a number, got {value!r}"
     if kind in {"bool_type", "bool_parsing"}:

@@ -131,6 +131,7 @@ class TrainerConfig(Section):
     loader: Literal["memory", "dataloader"] = "memory"
     num_workers: Annotated[int, Field(ge=0, le=256)] = 0               # DataLoader workers (loader: dataloader)
     checkpoint_every_steps: PositiveInt | None = None  # besides every epoch
+    checkpoint_min_interval_s: Annotated[float, Field(ge=0.0, le=86_400)] = 10.0  # epoch-end saves at most this often
     log_every_steps: PositiveInt = 50        # how often step metrics leave the device
     layer_grad_norm_every: PositiveInt = 25  # per-layer gradient norms for diagnosis
     sync_batchnorm: bool = True              # under DDP

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,19 @@ FORMAT = "trainlab.resume/1"
 
 
 class Checkpointing(Hook):
-    """Save at every epoch end (and every N steps); resume from the file at fit start."""
+    """Save at epoch ends (and every N steps); resume from the file at fit start.
 
-    def __init__(self, path: str | Path, fingerprint: str, every_steps: int | None = None):
+    `min_interval_s` > 0 skips an epoch-end save made sooner than that after the last one
+    (the first and the last epoch are always saved): a run of hundreds of sub-second
+    epochs would otherwise spend most of its time writing and syncing checkpoints. Resume
+    is exact from any epoch, so this only bounds how much work a kill can cost.
+    """
+
+    def __init__(self, path: str | Path, fingerprint: str, every_steps: int | None = None,
+                 min_interval_s: float = 0.0):
         self.path, self.fingerprint, self.every_steps = Path(path), fingerprint, every_steps
+        self.min_interval_s = min_interval_s
+        self.last_saved: float | None = None
         self.resumed_from: int | None = None
 
     def on_fit_start(self, state: LoopState) -> None:
@@ -50,9 +60,16 @@ class Checkpointing(Hook):
             self.save(state)
 
     def on_epoch_end(self, state: LoopState, metrics: dict[str, float]) -> None:
-        self.save(state, epoch_done=True)
+        last = state.should_stop or state.epoch + 1 >= state.spec.epochs
+        # Under DDP every rank must take the same branch (save() ends in a barrier), and their
+        # clocks differ: distributed runs save every epoch.
+        recent = (not state.runtime.distributed and self.last_saved is not None
+                  and time.monotonic() - self.last_saved < self.min_interval_s)
+        if last or not recent:
+            self.save(state, epoch_done=True)
 
     def save(self, state: LoopState, epoch_done: bool = False) -> None:
+        self.last_saved = time.monotonic()
         if state.runtime.is_main:
             torch_save(snapshot(state, self.fingerprint, epoch_done), self.path)
         if state.runtime.distributed:
