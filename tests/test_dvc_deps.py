@@ -72,10 +72,18 @@ def test_imports_inside_functions_and_relative_imports_count(tmp_path: Path) -> 
                       "from ..config import load\n"
                       "def later():\n"
                       "    from trainlab.ensemble import load_any\n"
-                      "    import trainlab.models.store\n")
+                      "    import trainlab.models.store\n"
+                      "RELAUNCH = [sys.executable, '-m', 'trainlab', 'pretrain']\n")
     names = imported_names(module, "trainlab.pkg.mod")
     assert {"os", "trainlab.paths", "trainlab.pkg.sibling", "trainlab.config.load",
-            "trainlab.ensemble", "trainlab.models.store"} <= names
+            "trainlab.ensemble", "trainlab.models.store", "trainlab.__main__"} <= names
+
+
+def test_the_ddp_relaunch_counts_as_code_the_stage_runs() -> None:
+    # `trainer.devices: N` reruns pretrain/finetune as `python -m trainlab ...` under torchrun.
+    uses = {name: closure(name) for name in DVC_YAML["stages"]}
+    assert {n for n, files in uses.items() if SRC / "__main__.py" in files} == \
+        {n for n, files in uses.items() if SRC / "launch.py" in files} == {"pretrain", "finetune"}
 
 
 def test_a_new_module_imported_lazily_joins_the_closure(tmp_path: Path, monkeypatch) -> None:

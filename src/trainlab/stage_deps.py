@@ -4,7 +4,8 @@ A stage's command is `trainlab <stage>`: `trainlab/cli.py` imports `stages/<stag
 which imports `trainlab` modules, which import others. Every project file in that
 closure can change the stage's results, so it must be a `deps` entry, or `dvc repro`
 reports "didn't change, skipping" over stale outputs. Imports inside functions count
-too (the stages import lazily), and so does every package `__init__.py` on the way.
+too (the stages import lazily), so does every package `__init__.py` on the way, and so
+does a module a command line in the code starts with `-m` (the DDP relaunch).
 
     python -m trainlab.stage_deps            # the code deps of every stage, as dvc.yaml lists them
     python -m trainlab.stage_deps --check    # exit 1 and name each stage whose deps differ
@@ -57,7 +58,17 @@ def imported_names(path: Path, module: str) -> set[str]:
             names.add(base)
             # `from trainlab import paths` imports the submodule trainlab.paths.
             names.update(f"{base}.{alias.name}" for alias in node.names)
+        elif isinstance(node, (ast.List, ast.Tuple)):
+            names.update(run_as_main(node.elts))
     return names
+
+
+def run_as_main(elements: list[ast.expr]) -> set[str]:
+    """Modules a command line literal starts with `-m` (the torchrun relaunch runs `-m trainlab`)."""
+    words = [e.value if isinstance(e, ast.Constant) and isinstance(e.value, str) else None for e in elements]
+    started = {module for flag, module in zip(words, words[1:]) if flag == "-m" and module}
+    # `-m package` runs package/__main__.py.
+    return started | {f"{module}.__main__" for module in started}
 
 
 def with_parents(name: str) -> list[str]:
