@@ -87,6 +87,7 @@ def make_project(directory: Path, params: dict | None = None) -> Path:
     """A throwaway copy of the project: dvc.yaml, params, a git repo with DVC initialised."""
     directory.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "dvc.yaml", directory / "dvc.yaml")
+    shutil.copy(ROOT / ".dvcignore", directory / ".dvcignore")
     # dvc.yaml lists src/ and stages/ as dependencies: give the copy the real ones.
     for tree in ("src", "stages"):
         shutil.copytree(ROOT / tree, directory / tree, ignore=shutil.ignore_patterns("__pycache__"))

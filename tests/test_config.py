@@ -19,23 +19,6 @@ from trainlab.errors import ParamsError
 
 REAL = yaml.safe_load((ROOT / "params.yaml").read_text())
 
-# Where params.yaml deliberately departs from the schema's defaults (tuned for the
-# MNIST-1D transfer task). Every other key in the file must equal its schema default.
-TUNED = {
-    "data.val_fraction": 0.1,
-    "data.source.generation.scale_coeff": 0.5,
-    "data.source.generation.max_translation": 48,
-    "data.source.generation.corr_noise_scale": 0.35,
-    "data.source.generation.iid_noise_scale": 0.03,
-    "data.source.generation.shear_scale": 1.0,
-    "pretrain.schedule.warmup_epochs": 1.0,
-    "finetune.loss.label_smoothing": 0.1,
-    "finetune.schedule.warmup_epochs": 1.0,
-    "finetune.early_stopping.patience": 10,
-    "search.n_trials": 8,
-}
-
-
 def real_with(**changes: Any) -> dict:
     """A deep copy of the real params.yaml with dotted keys (`__` for dots) changed."""
     raw = copy.deepcopy(REAL)
@@ -64,16 +47,32 @@ def test_real_params_validate() -> None:
     assert params.search.space["finetune.optimizer.lr"].log is True
 
 
-def test_real_params_equal_schema_defaults_except_the_tuned_keys() -> None:
-    resolved, defaults = flatten(load_params(ROOT / "params.yaml")), flatten(Params())
-    written = flatten(REAL)
-    differing = {key: resolved[key] for key in resolved if resolved[key] != defaults[key]}
-    differing.pop("search.space")  # the schema's default space is empty by design
-    assert differing == TUNED
-    # Every key of the file is a schema key (validated above) and the resolved value is the written one.
-    for key, value in written.items():
-        if not key.startswith("search.space"):
-            assert resolved[key] == value, key
+def test_params_yaml_and_the_schema_defaults_are_one_source_of_truth() -> None:
+    # Walks every key, so a key added to either side is covered: deleting any key from
+    # params.yaml must give the value params.yaml showed, and params.yaml shows every key.
+    shipped, defaults, written = flatten(load_params(ROOT / "params.yaml")), flatten(Params()), flatten(REAL)
+    assert set(written) == set(defaults), ("keys only in params.yaml", set(written) - set(defaults),
+                                           "keys only in the schema", set(defaults) - set(written))
+    differing = {key: {"params.yaml": shipped[key], "schema": defaults[key]}
+                 for key in shipped if shipped[key] != defaults[key]}
+    assert differing == {}
+    for key, value in written.items():   # what the file says is what a stage resolves
+        if key != "search.space":
+            assert shipped[key] == value, key
+
+
+def test_deleting_any_key_from_params_yaml_keeps_the_value_it_showed() -> None:
+    # Nested sections too: pretrain and finetune share TrainSpec but ship different values
+    # (finetune's loss and early stopping included), and each keeps its own.
+    shipped = flatten(load_params(ROOT / "params.yaml"))
+    for dotted in flatten(REAL):
+        raw = copy.deepcopy(REAL)
+        *parents, leaf = dotted.split(".")
+        section = raw
+        for part in parents:
+            section = section[part]
+        del section[leaf]
+        assert flatten(validate(raw))[dotted] == shipped[dotted], dotted
 
 
 def test_target_defaults_are_the_mnist1d_papers_split() -> None:

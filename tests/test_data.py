@@ -445,7 +445,7 @@ def test_too_few_per_class_for_the_validation_split(tmp_path: Path) -> None:
     raw = load_raw(cfg)
     assert raw.target_classes == ["bird", "cat", "dog", "fish"]
     assert data_error(build_splits, raw, cfg) == (
-        "data.val_fraction: class 3 has 1 sample(s), too few to split off 20% and keep some for "
+        "data.val_fraction: class 3 has 1 sample(s), too few to split off 10% and keep some for "
         "training (need at least 2 per class)")
     # Without a split column the file's own test carve already needs two per class.
     frame = animals()

@@ -198,7 +198,8 @@ SCHEDULES = {
 @pytest.mark.parametrize("name", list(SCHEDULES))
 def test_schedule_factor_at_known_steps(name: str) -> None:
     cfg, expected = SCHEDULES[name]
-    schedule = Schedule(ScheduleConfig.model_validate(cfg), steps_per_epoch=10, epochs=4)
+    # A case without warmup_epochs means none (the schema's default is params.yaml's 1 epoch).
+    schedule = Schedule(ScheduleConfig.model_validate({"warmup_epochs": 0, **cfg}), steps_per_epoch=10, epochs=4)
     got = {step: schedule.factor(step) for step in expected}
     assert got == pytest.approx(expected, abs=1e-12)
     # Warmup rises strictly, and nothing ever exceeds the base lr.

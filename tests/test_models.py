@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,24 @@ def test_save_and_load_round_trip_gives_equal_outputs(tmp_path: Path) -> None:
     assert blob["class_names"] == ["a", "b", "c"] and blob["input_shape"] == [40]
     assert blob["meta"] == {"stage": "test"} and ModelConfig.model_validate(blob["model"]) == cfg
     assert "state_dict" in torch.load(path, weights_only=True)   # plain tensors and primitives
+
+
+def test_equal_models_save_to_equal_bytes_whatever_the_file_name(tmp_path: Path) -> None:
+    # DVC compares outputs by md5: a rerun that reproduces the weights must reproduce the file.
+    torch.manual_seed(0)
+    cfg = config("resnet1d", batchnorm=True)
+    model = build_model(cfg, (40,), 3)
+    first, second = tmp_path / "pretrained.pt", tmp_path / "elsewhere" / "other-name.pt"
+    for path in (first, second):
+        save_model(path, model, cfg, (40,), ["a", "b", "c"], meta={"stage": "test", "temperature": 1.5})
+    assert first.read_bytes() == second.read_bytes()
+    with zipfile.ZipFile(first) as archive:   # not named after the temporary file it was written to
+        assert {name.split("/")[0] for name in archive.namelist()} == {"archive"}
+    # The reference: different weights do give different bytes.
+    with torch.no_grad():
+        model.head.linear.weight[0, 0] += 1.0
+    save_model(second, model, cfg, (40,), ["a", "b", "c"], meta={"stage": "test", "temperature": 1.5})
+    assert first.read_bytes() != second.read_bytes()
 
 
 def test_load_state_with_another_architecture_names_the_layer() -> None:

@@ -84,7 +84,7 @@ def resume_counters(path: Path) -> dict:
 
 
 def assert_same_model(path: Path, reference: Path) -> None:
-    """Bit-identical weights and the same description (the run id in meta aside)."""
+    """Bit-identical weights and the same description (meta aside)."""
     mine = torch.load(path, map_location="cpu", weights_only=True)
     theirs = torch.load(reference, map_location="cpu", weights_only=True)
     assert mine["state_dict"].keys() == theirs["state_dict"].keys()

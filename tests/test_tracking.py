@@ -187,9 +187,12 @@ def test_pretrain_artifacts(prepared_project: Path, tmp_path: Path) -> None:
     assert {"model/pretrained.pt", "plots/curves.png", "diagnosis.md", "config/params.yaml",
             "config/resolved_params.json", "environment/requirements.txt"} <= artifact_paths(client, run_id)
 
-    model, meta = load_model(download(client, run_id, "model/pretrained.pt", tmp_path))
+    logged_file = download(client, run_id, "model/pretrained.pt", tmp_path)
+    # The run's artifact is the DVC output byte for byte (no run id inside: a rerun gives the same bytes).
+    assert logged_file.read_bytes() == (prepared_project / "models/pretrained.pt").read_bytes()
+    model, meta = load_model(logged_file)
     local, _ = load_model(prepared_project / "models/pretrained.pt")
-    assert meta["meta"]["run_id"] == run_id
+    assert meta["meta"] == {"stage": "pretrain"}
     for (name, logged), (_, on_disk) in zip(model.state_dict().items(), local.state_dict().items(), strict=True):
         assert torch.equal(logged, on_disk), name
 

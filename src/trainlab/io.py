@@ -73,7 +73,14 @@ def load_error_line(err: BaseException) -> str:
 
 
 def torch_save(obj: Any, path: str | Path) -> None:
+    """torch.save, atomically, and byte-identical for identical contents.
+
+    Given a file name, torch names the zip's inner folder after it (here the random
+    temporary name), and the archive's serialization id hashes the record names: every
+    save would differ. Given an open file, torch names the folder `archive`, so equal
+    tensors and metadata give equal bytes and DVC's md5 shows a rerun reproduced a model.
+    """
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(obj, handle)

@@ -40,11 +40,12 @@ class Mnist1dTarget(Section):
 class Mnist1dGeneration(Section):
     """Overrides of mnist1d's generation arguments for the source corpus (null = paper's value)."""
 
-    scale_coeff: Annotated[float, Field(ge=0)] | None = None
-    max_translation: NonNegInt | None = None
-    corr_noise_scale: Annotated[float, Field(ge=0)] | None = None
-    iid_noise_scale: Annotated[float, Field(ge=0)] | None = None
-    shear_scale: Annotated[float, Field(ge=0)] | None = None
+    # Defaults: the overrides params.yaml ships (paper: 0.4, 48, 0.25, 0.02, 0.75).
+    scale_coeff: Annotated[float, Field(ge=0)] | None = 0.5
+    max_translation: NonNegInt | None = 48
+    corr_noise_scale: Annotated[float, Field(ge=0)] | None = 0.35
+    iid_noise_scale: Annotated[float, Field(ge=0)] | None = 0.03
+    shear_scale: Annotated[float, Field(ge=0)] | None = 1.0
 
 
 class SourceConfig(Section):
@@ -82,7 +83,7 @@ class DataConfig(Section):
     """What `prepare` builds: target train/val/test and the source corpus."""
 
     name: Literal["mnist1d", "digits", "file"] = "mnist1d"
-    val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
     split_seed: int = 1
     train_samples: SampleCount | None = 400             # label budget in total; null = all
     train_samples_per_class: SampleCount | None = None  # or a budget per class
@@ -176,7 +177,7 @@ class ScheduleConfig(Section):
     """Learning-rate schedule, stepped per optimizer step (plateau: per epoch)."""
 
     name: Literal["constant", "step", "cosine", "linear", "inverse_sqrt", "plateau"] = "cosine"
-    warmup_epochs: Annotated[float, Field(ge=0.0)] = 0.0
+    warmup_epochs: Annotated[float, Field(ge=0.0)] = 1.0
     min_lr_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # cosine/linear floor
     step_epochs: PositiveInt = 10                               # step: decay interval
     gamma: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1        # step/plateau factor
@@ -205,7 +206,10 @@ class AutoBudget(Section):
 
 
 class TrainSpec(Section):
-    """What one training run does: epochs, loss, optimizer, schedule, early stopping."""
+    """What one training run does: epochs, loss, optimizer, schedule, early stopping.
+
+    The defaults are pretrain's (params.yaml); FinetuneConfig overrides those it tunes.
+    """
 
     epochs: Epochs | Literal["auto"] = "auto"              # a number, or auto (see `auto`)
     # a number, auto (see `auto`), or null = trainer.batch_size
@@ -217,11 +221,22 @@ class TrainSpec(Section):
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
 
 
+class FinetuneLoss(LossConfig):
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1   # softer targets for a small label budget
+
+
+class FinetuneEarlyStopping(EarlyStoppingConfig):
+    patience: PositiveInt = 10
+
+
 class FinetuneConfig(TrainSpec):
     """Transfer: new head, frozen blocks, optional gradual unfreezing, backbone lr scale."""
 
-    # Small label budgets: small batches, more epochs (400 labels: batch 32, 40 epochs).
+    # Where fine-tuning on a small label budget departs from TrainSpec's (pretrain's) defaults:
+    # small batches, more epochs (400 labels: batch 32, 40 epochs).
     auto: AutoBudget = AutoBudget(batch_size=32, min_epochs=40, min_steps=500)
+    loss: FinetuneLoss = FinetuneLoss()
+    early_stopping: FinetuneEarlyStopping = FinetuneEarlyStopping()
     # Backbone blocks kept frozen: a list of block names, or how many blocks from the input.
     freeze: Union[NonNegInt, tuple[str, ...]] = ("stem",)
     unfreeze_every: PositiveInt | None = None
@@ -264,9 +279,17 @@ class SpaceParam(Section):
         return self
 
 
+# The space params.yaml ships: the fine-tuning lr, the backbone's lr scale, dropout.
+DEFAULT_SPACE = {
+    "finetune.optimizer.lr": SpaceParam(type="float", low=1.0e-3, high=1.0e-2, log=True),
+    "finetune.backbone_lr_scale": SpaceParam(type="float", low=0.05, high=1.0, log=True),
+    "model.dropout": SpaceParam(type="float", low=0.0, high=0.3),
+}
+
+
 class SearchConfig(Section):
     sampler: Literal["grid", "random", "tpe"] = "tpe"
-    n_trials: Annotated[int, Field(gt=0, le=100_000)] = 12
+    n_trials: Annotated[int, Field(gt=0, le=100_000)] = 8
     timeout_s: PositiveFloat | None = None
     workers: Annotated[int, Field(gt=0, le=1024)] = 1     # local processes
     pruner: Literal["none", "median", "halving"] = "median"
@@ -277,7 +300,7 @@ class SearchConfig(Section):
     epochs: Epochs | None = None  # per-trial epochs; null = finetune.epochs
     grid_points: Annotated[int, Field(gt=0, le=1000)] = 3   # grid: points per float/int range
     top_k: PositiveInt = 5
-    space: dict[str, SpaceParam] = Field(default_factory=dict)
+    space: dict[str, SpaceParam] = Field(default_factory=lambda: dict(DEFAULT_SPACE))
 
 
 # ------------------------------------------------------------------ ensemble, evaluate

@@ -48,8 +48,7 @@ def publish_training(run: StageRun, trained: TrainedModel, params: Params, model
     write_text(report_dir / "artifacts" / "diagnosis.md", diagnosis.markdown)
     if model_path is not None:
         save_model(model_path, trained.model, params.model, trained.info.input_shape,
-                   trained.info.class_names, meta={"stage": run.stage, "run_id": run.run_id or "",
-                                                   **selection, **(meta or {})})
+                   trained.info.class_names, meta={"stage": run.stage, **selection, **(meta or {})})
     run.log_metrics({f"final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
                     step=len(trained.result.history))
     run.set_tags({"trainlab.diagnosis": ",".join(diagnosis.names), "trainlab.stop_reason": trained.result.stop_reason,
