@@ -90,13 +90,13 @@ def test_a_new_module_imported_lazily_joins_the_closure(tmp_path: Path, monkeypa
     # A copy of the code where evaluation.py starts importing a new module inside a function.
     for tree in ("src", "stages"):
         subprocess.run(["cp", "-r", str(ROOT / tree), str(tmp_path / tree)], check=True)
-    (tmp_path / "src/trainlab/calibration.py").write_text("import math\n")
+    (tmp_path / "src/trainlab/brand_new_module.py").write_text("import math\n")
     evaluation = tmp_path / "src/trainlab/evaluation.py"
-    evaluation.write_text(evaluation.read_text() + "\n\ndef _later():\n    from trainlab import calibration\n")
+    evaluation.write_text(evaluation.read_text() + "\n\ndef _later():\n    from trainlab import brand_new_module\n")
     monkeypatch.setattr(stage_deps, "ROOT", tmp_path)
     monkeypatch.setattr(stage_deps, "PACKAGES", {"trainlab": tmp_path / "src/trainlab", "stages": tmp_path / "stages"})
-    assert tmp_path / "src/trainlab/calibration.py" in closure("evaluate")
-    assert tmp_path / "src/trainlab/calibration.py" not in closure("ensemble")
+    assert tmp_path / "src/trainlab/brand_new_module.py" in closure("evaluate")
+    assert tmp_path / "src/trainlab/brand_new_module.py" not in closure("ensemble")
 
 
 def test_the_command_prints_the_deps_and_checks_them() -> None:

@@ -205,6 +205,14 @@ class AutoBudget(Section):
     max_epochs: Epochs = 1000     # a ceiling for tiny sets
 
 
+class FinetuneAutoBudget(AutoBudget):
+    """Fine-tuning on a small label budget: small batches, more epochs (400 labels: batch 32, 40 epochs)."""
+
+    batch_size: Annotated[int, Field(gt=0, le=1_048_576)] = 32
+    min_epochs: Epochs = 40
+    min_steps: Annotated[int, Field(ge=0, le=10_000_000)] = 500
+
+
 class TrainSpec(Section):
     """What one training run does: epochs, loss, optimizer, schedule, early stopping.
 
@@ -232,9 +240,8 @@ class FinetuneEarlyStopping(EarlyStoppingConfig):
 class FinetuneConfig(TrainSpec):
     """Transfer: new head, frozen blocks, optional gradual unfreezing, backbone lr scale."""
 
-    # Where fine-tuning on a small label budget departs from TrainSpec's (pretrain's) defaults:
-    # small batches, more epochs (400 labels: batch 32, 40 epochs).
-    auto: AutoBudget = AutoBudget(batch_size=32, min_epochs=40, min_steps=500)
+    # Where fine-tuning on a small label budget departs from TrainSpec's (pretrain's) defaults.
+    auto: FinetuneAutoBudget = FinetuneAutoBudget()
     loss: FinetuneLoss = FinetuneLoss()
     early_stopping: FinetuneEarlyStopping = FinetuneEarlyStopping()
     # Backbone blocks kept frozen: a list of block names, or how many blocks from the input.
