@@ -6,6 +6,7 @@ Plus grid vs random search on a synthetic objective (bench/grid_vs_random.py).
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import os
@@ -384,3 +385,25 @@ def test_random_beats_grid() -> None:
     params = bench.search_params("grid", 2, 0)
     lrs = {point[LR] for point in grid(params.search.space, 2)}
     assert lrs == {1.0e-4, 1.0e-1}
+
+
+# ----------------------------------------------------------------- public Optuna API only
+def test_search_touches_no_private_optuna_api() -> None:
+    # Optuna has no upper bound in pyproject.toml, so search code may only use its public
+    # API: no x._attr (but our own classes' self._attr), no optuna._private module.
+    optuna_objects = [optuna.samplers.RandomSampler(seed=0), optuna.samplers.TPESampler(seed=0),
+                      optuna.samplers.BaseSampler, optuna.create_study(), optuna.pruners.MedianPruner()]
+    files = [*sorted((ROOT / "src/trainlab/search").glob("*.py")), ROOT / "stages/search.py"]
+    found = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            where = f"{path.name}:{getattr(node, 'lineno', '?')}"
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                own = isinstance(node.value, ast.Name) and node.value.id == "self"
+                if not own or any(hasattr(obj, node.attr) for obj in optuna_objects):
+                    found.append(f"{where}: .{node.attr}")
+            modules = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
+                [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            found += [f"{where}: import {m}" for m in modules
+                      if m.startswith("optuna") and any(p.startswith("_") for p in m.split("."))]
+    assert found == []

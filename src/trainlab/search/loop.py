@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Callable
 
 import optuna
 from optuna.trial import TrialState
@@ -22,11 +23,25 @@ from trainlab.search.study import (SURPLUS, ProposalSampler, budget_left, claim_
 from trainlab.search.trials import run_trial
 
 
+Objective = Callable[[optuna.Trial, int], float]   # (trial, slot) -> value; may raise TrialPruned
+
+
 def work(params: Params, study_name: str, parent_run_id: str | None, threads: int | None) -> None:
-    """Take trials from the study `study_name` until the budget or time is spent."""
+    """Fine-tune trials of the study `study_name` until the budget or time is spent."""
     study = open_study(params, study_name)
+    run_trials(study, params,
+               lambda trial, slot: run_trial(trial, slot, study_name, params, parent_run_id, threads))
+
+
+def run_trials(study: optuna.Study, params: Params, objective: Objective) -> None:
+    """Ask, run and tell trials until search.n_trials count or search.timeout_s is up.
+
+    `study` must use a ProposalSampler (open_study's); any objective works, which lets
+    bench/grid_vs_random.py run this very loop on a synthetic loss.
+    """
     sampler = study.sampler
-    assert isinstance(sampler, ProposalSampler)
+    if not isinstance(sampler, ProposalSampler):
+        raise TypeError("run_trials: the study must be opened with a ProposalSampler")
     n_trials, started = params.search.n_trials, time.monotonic()
     while budget_left(study, n_trials) > 0 and not _timed_out(started, params.search.timeout_s):
         trial = study.ask()
@@ -37,17 +52,16 @@ def work(params: Params, study_name: str, parent_run_id: str | None, threads: in
             study.tell(trial, state=TrialState.FAIL)
             return
         sampler.set_proposal(lambda: propose(params, slot, history(study)))
-        _run_and_tell(study, trial, slot, params, parent_run_id, threads)
+        _run_and_tell(study, trial, slot, objective)
 
 
 def _timed_out(started: float, timeout_s: float | None) -> bool:
     return timeout_s is not None and time.monotonic() - started >= timeout_s
 
 
-def _run_and_tell(study: optuna.Study, trial: optuna.Trial, slot: int, params: Params,
-                  parent_run_id: str | None, threads: int | None) -> None:
+def _run_and_tell(study: optuna.Study, trial: optuna.Trial, slot: int, objective: Objective) -> None:
     try:
-        value = run_trial(trial, slot, study.study_name, params, parent_run_id, threads)
+        value = objective(trial, slot)
     except optuna.TrialPruned:
         study.tell(trial, state=TrialState.PRUNED)
     except TrainingDiverged as err:
