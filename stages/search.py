@@ -18,7 +18,7 @@ from stages.options import params_option
 @params_option
 def command(params_path: str) -> None:
     from trainlab.config import load_params
-    from trainlab.search import check_space, publish_study, run_search, study_name
+    from trainlab.search import check_space, publish_study, publishing, run_search, study_name
     from trainlab.search.study import storage_label
     from trainlab.tracking import StageRun
     from trainlab.training import data_hashes
@@ -30,11 +30,12 @@ def command(params_path: str) -> None:
     with StageRun("search", params, inputs=data_hashes(), params_file=params_path) as run:
         run.set_tags({"optuna.study_name": name})
         study = run_search(params, name, run.run_id)
-        published = publish_study(study, params.search.top_k, params.search.metric)
+        with publishing():   # another search in this folder publishes before or after, never between
+            published = publish_study(study, params.search.top_k, params.search.metric)
+            for path in published.files:
+                run.log_artifact(path, "study")
         best = published.best[0]
         run.log_metrics(published.metrics, step=0)
         run.set_tags({f"best.{key}": value for key, value in best.params.items()})
-        for path in published.files:
-            run.log_artifact(path, "study")
         run.log_text(study.trials_dataframe().to_csv(index=False), "study/trials.csv")
     click.echo(f"best {params.search.metric}: {best.value:.4f} with {best.params}")

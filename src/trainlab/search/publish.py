@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ContextManager
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -34,18 +35,22 @@ class Published:
     files: list[Path]   # for people: best_params.yaml and the study plots
 
 
+def publishing() -> ContextManager[None]:
+    """The folder's publish lock: hold it while writing, and logging, what publish_study wrote."""
+    return host_lock(paths.SEARCH_PUBLISH_LOCK)
+
+
 def publish_study(study: optuna.Study, top_k: int, metric: str) -> Published:
-    """Write models/search and reports/search from `study`, holding the folder's publish lock."""
+    """Write models/search and reports/search from `study` (call it inside `publishing()`)."""
     reports, artifacts = paths.stage_reports("search"), paths.stage_artifacts("search")
-    with host_lock(paths.SEARCH_PUBLISH_LOCK):
-        best = top_trials(study, top_k)
-        if not best:
-            raise UserError(f"search: no trial completed ({study_counts(study)}); see the trial messages above")
-        members = publish_top_k(study.study_name, best, paths.SEARCH_MODELS)
-        metrics = {f"best/{metric}": best[0].value, "best/slot": members[0]["slot"], **study_counts(study)}
-        write_json(reports / "metrics.json", metrics)
-        write_best_params(best[0], study.study_name, reports / "best_params.yaml")
-        plots = write_plots(study, artifacts)
+    best = top_trials(study, top_k)
+    if not best:
+        raise UserError(f"search: no trial completed ({study_counts(study)}); see the trial messages above")
+    members = publish_top_k(study.study_name, best, paths.SEARCH_MODELS)
+    metrics = {f"best/{metric}": best[0].value, "best/slot": members[0]["slot"], **study_counts(study)}
+    write_json(reports / "metrics.json", metrics)
+    write_best_params(best[0], study.study_name, reports / "best_params.yaml")
+    plots = write_plots(study, artifacts)
     return Published(best, members, metrics, [reports / "best_params.yaml", *plots])
 
 
