@@ -7,8 +7,8 @@ other three (model.dropout, finetune.backbone_lr_scale, finetune.optimizer.weigh
 add effects a hundred times smaller. That is the typical shape of a real
 hyperparameter response: low effective dimensionality.
 
-Both searches run through trainlab's own study machinery (`make_sampler`,
-`queue_grid`, `suggest`) in an in-memory Optuna study, with Params built by
+Both searches run through trainlab's own study machinery (`queue_grid`, and
+`run_trials`: slots, per-slot seeded proposals, ask/tell) in an in-memory Optuna study, with Params built by
 `with_overrides`; only the objective is synthetic, so a run takes seconds.
 
 Why grid loses: a grid of k points per axis over d axes spends k**d trials but tries
@@ -36,8 +36,9 @@ import numpy as np
 import optuna
 
 from trainlab.config import Params, with_overrides
+from trainlab.search.loop import run_trials
 from trainlab.search.space import suggest
-from trainlab.search.study import make_sampler, queue_grid
+from trainlab.search.study import ProposalSampler, queue_grid
 
 IMPORTANT = "finetune.optimizer.lr"
 LR_RANGE = (1.0e-4, 1.0e-1)
@@ -74,10 +75,10 @@ def best_value(sampler: str, grid_points: int, seed: int, best_lr: float) -> flo
     """Run one in-memory study with trainlab's sampler; the best (lowest) loss it found."""
     params = search_params(sampler, grid_points, seed)
     loss = objective_for(best_lr)
-    study = optuna.create_study(direction="minimize", sampler=make_sampler(params))
+    study = optuna.create_study(direction="minimize", sampler=ProposalSampler())
     if sampler == "grid":
         queue_grid(study, params)
-    study.optimize(lambda trial: loss(suggest(trial, params.search.space)), n_trials=params.search.n_trials)
+    run_trials(study, params, lambda trial, slot: loss(suggest(trial, params.search.space)))
     return study.best_value
 
 

@@ -46,11 +46,11 @@ def study_span(project: Path) -> None:
     """Child mode: the trials of the project's study, as seconds from the first start."""
     os.chdir(project)
     from trainlab.config import load_params
-    from trainlab.search.study import open_study
+    from trainlab.search.identity import study_name
+    from trainlab.search.study import PID, open_study
 
-    from trainlab.search.study import PID
-
-    trials = [t for t in open_study(load_params("params.yaml")).trials if t.datetime_complete is not None]
+    params = load_params("params.yaml")
+    trials = [t for t in open_study(params, study_name(params)).trials if t.datetime_complete is not None]
     first = min(t.datetime_start for t in trials)
     last = max(t.datetime_complete for t in trials)
     states = sorted({t.state.name for t in trials})

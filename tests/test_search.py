@@ -6,6 +6,7 @@ Plus grid vs random search on a synthetic objective (bench/grid_vs_random.py).
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import os
@@ -25,8 +26,9 @@ from conftest import BIN, ROOT, clean_env, copy_project, small_params, trainlab,
 from trainlab.config import validate
 from trainlab.config.schema import SpaceParam
 from trainlab.search import grid
+from trainlab.search.identity import study_name
 from trainlab.search.space import suggest
-from trainlab.search.study import make_sampler, study_name
+from trainlab.search.study import ProposalSampler, history, propose
 
 LR = "finetune.optimizer.lr"
 TINY_SPACE = {
@@ -69,10 +71,17 @@ def only_study(project: Path) -> list[optuna.trial.FrozenTrial]:
     return next(iter(found.values()))
 
 
+def killed(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """Trials killed with their process: each is named by the re-queued copy that replaced it."""
+    numbers = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+    return [t for t in trials if t.number in numbers]
+
+
 def counted(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
-    """Trials that use up the budget: finished and not killed (re-queued) ones."""
+    """Trials that use up the budget: finished, not killed (re-queued), not surplus ones."""
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    return [t for t in trials if t.state in states and not t.user_attrs.get("killed")]
+    dead = {t.number for t in killed(trials)}
+    return [t for t in trials if t.state in states and t.number not in dead and not t.user_attrs.get("surplus")]
 
 
 def by_slot(trials: list[optuna.trial.FrozenTrial]) -> dict[int, tuple[dict, float | None, str]]:
@@ -175,11 +184,17 @@ def test_same_seed_proposes_the_same_trials(searched) -> None:
     assert [first[s][1] for s in sorted(first)] == [second[s][1] for s in sorted(second)]
 
 
-def proposals(sampler: str, seed: int, n: int = 4) -> list[dict]:
-    """What trainlab's seeded sampler proposes for TINY_SPACE in an in-memory study."""
+def proposals(sampler: str, seed: int, n: int = 7) -> list[dict]:
+    """What trainlab proposes for TINY_SPACE, slot after slot, in an in-memory ask/tell loop
+    (7 slots: TPE's first 5 are its seeded random start-up, the last 2 learn from them)."""
     params = validate(search_params(search__sampler=sampler, search__seed=seed, search__n_trials=n))
-    study = optuna.create_study(sampler=make_sampler(params))
-    study.optimize(lambda trial: len(suggest(trial, params.search.space)), n_trials=n)
+    study = optuna.create_study(sampler=ProposalSampler())
+    for slot in range(n):
+        trial = study.ask()
+        trial.set_user_attr("slot", slot)
+        study.sampler.set_proposal(lambda: propose(params, slot, history(study)))
+        values = suggest(trial, params.search.space)
+        study.tell(trial, abs(values[LR] - 3.0e-3) + values["model.dropout"])
     return [t.params for t in study.trials]
 
 
@@ -323,8 +338,7 @@ def test_search_killed_mid_trial_resumes_to_the_same_result(searched, prepared_p
     trials = only_study(project)
     assert by_slot(trials) == reference
     assert len(counted(trials)) == 3
-    killed = [t for t in trials if t.user_attrs.get("killed")]
-    assert [(int(t.user_attrs["slot"]), t.state) for t in killed] == [(1, TrialState.FAIL)]
+    assert [(int(t.user_attrs["slot"]), t.state) for t in killed(trials)] == [(1, TrialState.FAIL)]
     assert metrics(project)["trials/killed_and_retried"] == 1
     # MLflow: the dead search run and its dead trial run are marked KILLED, none left RUNNING.
     runs = mlflow_runs(project)
@@ -371,3 +385,25 @@ def test_random_beats_grid() -> None:
     params = bench.search_params("grid", 2, 0)
     lrs = {point[LR] for point in grid(params.search.space, 2)}
     assert lrs == {1.0e-4, 1.0e-1}
+
+
+# ----------------------------------------------------------------- public Optuna API only
+def test_search_touches_no_private_optuna_api() -> None:
+    # Optuna has no upper bound in pyproject.toml, so search code may only use its public
+    # API: no x._attr (but our own classes' self._attr), no optuna._private module.
+    optuna_objects = [optuna.samplers.RandomSampler(seed=0), optuna.samplers.TPESampler(seed=0),
+                      optuna.samplers.BaseSampler, optuna.create_study(), optuna.pruners.MedianPruner()]
+    files = [*sorted((ROOT / "src/trainlab/search").glob("*.py")), ROOT / "stages/search.py"]
+    found = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            where = f"{path.name}:{getattr(node, 'lineno', '?')}"
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                own = isinstance(node.value, ast.Name) and node.value.id == "self"
+                if not own or any(hasattr(obj, node.attr) for obj in optuna_objects):
+                    found.append(f"{where}: .{node.attr}")
+            modules = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
+                [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            found += [f"{where}: import {m}" for m in modules
+                      if m.startswith("optuna") and any(p.startswith("_") for p in m.split("."))]
+    assert found == []

@@ -25,7 +25,10 @@ REPORTS = Path("reports")
 # and the Optuna study. Never a DVC output, git-ignored.
 STATE = Path(".trainlab")
 RESUME = STATE / "resume"
-SEARCH_STORAGE = STATE / "search" / "study.db"
+SEARCH_STATE = STATE / "search"
+SEARCH_STORAGE = SEARCH_STATE / "study.journal"   # Optuna's JournalStorage log (unless search.storage)
+SEARCH_PUBLISH_LOCK = SEARCH_STATE / "publish.lock"  # one search at a time writes models/ and reports/search
+SEARCH_RECOVER_LOCK = SEARCH_STATE / "recover.lock"  # one search at a time re-queues killed trials
 
 MLFLOW_DB = Path("mlflow.db")
 
@@ -38,6 +41,11 @@ def stage_reports(stage: str) -> Path:
 def stage_artifacts(stage: str) -> Path:
     """Files a stage leaves for people (PNGs, diagnosis.md): a DVC output committed to git."""
     return stage_reports(stage) / "artifacts"
+
+
+def search_trial_model(study: str, slot: int) -> Path:
+    """A search trial's model file, kept per study so two studies never share one."""
+    return SEARCH_STATE / "studies" / study / f"slot-{slot:03d}.pt"
 
 
 def resume_checkpoint(run_name: str) -> Path:

@@ -8,9 +8,10 @@ works from the fully resolved `Params`.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 PositiveInt = Annotated[int, Field(gt=0)]
 # Upper bounds catch typos such as an extra zero block that would exhaust memory or time.
@@ -294,6 +295,30 @@ DEFAULT_SPACE = {
 }
 
 
+# search.space keys a trial reads. Model keys that reshape the backbone are refused: the
+# pretrained weights would not load into a trial's model. Trainer keys only where they
+# change the maths; finetune's baselines are not run by trials.
+SEARCHABLE_MODEL = ("dropout", "activation")
+BACKBONE_SHAPE = ("arch", "width", "depth", "kernel_size", "downsample", "batchnorm")
+SEARCHABLE_TRAINER = ("batch_size", "grad_accum", "precision", "fp16_loss_scaling", "clip_grad_norm",
+                      "clip_grad_value")
+NOT_SEARCHABLE_FINETUNE = ("compare_scratch", "linear_probe")
+
+
+def unsearchable_reason(key: str, per_trial_epochs: bool) -> str | None:
+    """Why no trial could search `key` (None if it can): it is not read, or cannot change."""
+    section, _, rest = key.partition(".")
+    field = rest.split(".")[0]
+    if section == "model" and field in BACKBONE_SHAPE:
+        return "it changes the backbone's layers, so models/pretrained.pt would not load into a trial's model"
+    if section == "finetune" and field == "epochs" and per_trial_epochs:
+        return "search.epochs sets every trial's epochs"
+    readable = ((section == "finetune" and field not in NOT_SEARCHABLE_FINETUNE)
+                or (section == "model" and rest in SEARCHABLE_MODEL)
+                or (section == "trainer" and rest in SEARCHABLE_TRAINER))
+    return None if readable else "no trial reads it"
+
+
 class SearchConfig(Section):
     sampler: Literal["grid", "random", "tpe"] = "tpe"
     n_trials: Annotated[int, Field(gt=0, le=100_000)] = 8
@@ -308,6 +333,25 @@ class SearchConfig(Section):
     grid_points: Annotated[int, Field(gt=0, le=1000)] = 3   # grid: points per float/int range
     top_k: PositiveInt = 5
     space: dict[str, SpaceParam] = Field(default_factory=lambda: dict(DEFAULT_SPACE))
+
+    @field_validator("study_name")
+    @classmethod
+    def _file_safe_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", value):
+            raise ValueError(f"{value!r}: use 1-100 letters, digits, '.', '_' or '-' (it names a directory)")
+        return value
+
+    @field_validator("space")
+    @classmethod
+    def _trials_read_every_key(cls, space: dict[str, SpaceParam], info: ValidationInfo) -> dict[str, SpaceParam]:
+        for key in space:
+            reason = unsearchable_reason(key, info.data.get("epochs") is not None)
+            if reason:
+                raise ValueError(
+                    f"{key} cannot be searched: {reason}; searchable: finetune.* (not "
+                    f"{', '.join(NOT_SEARCHABLE_FINETUNE)}; not epochs while search.epochs is set), "
+                    f"model.{{{','.join(SEARCHABLE_MODEL)}}}, trainer.{{{','.join(SEARCHABLE_TRAINER)}}}")
+        return space
 
 
 # ------------------------------------------------------------------ ensemble, evaluate

@@ -10,12 +10,11 @@ from trainlab.config import Params, with_overrides
 from trainlab.config.schema import SpaceParam
 from trainlab.errors import ParamsError
 
-# Searching these would change what the search itself is or where it writes.
-NOT_SEARCHABLE = ("search.", "tracking.", "data.", "seed")
-
-
 def check_space(params: Params) -> None:
-    """Every key must name a setting, and every bound or choice must be a valid value for it."""
+    """Every key must name a setting, and every bound or choice must be a valid value for it.
+
+    (Which sections a trial reads, hence may be searched, the schema checks at load time.)
+    """
     space = params.search.space
     if not space:
         raise ParamsError("search.space: empty; declare at least one key, e.g. "
@@ -23,8 +22,6 @@ def check_space(params: Params) -> None:
     tree = params.model_dump(mode="json")
     for key, spec in space.items():
         where = f"search.space.{key}"
-        if key.startswith(NOT_SEARCHABLE):
-            raise ParamsError(f"{where}: cannot be searched; searchable sections: model, trainer, finetune")
         node = tree
         for part in key.split("."):
             if not isinstance(node, dict) or part not in node:

@@ -1,27 +1,37 @@
-"""The Optuna study: storage, seeded samplers, pruners, trial budget and recovery after a kill.
+"""The Optuna study: storage, per-slot seeded proposals, pruners, slots and recovery after a kill.
 
-Every trial gets a *slot*: its position in the sequence of trials that count. A trial
-killed with its process is marked failed and re-queued with its slot and params, and
-the samplers reseed from (seed, slot). So a search killed and resumed proposes the
-same trials, in the same order, as one never interrupted (with one worker).
+Every trial gets a *slot*: its position in the sequence of trials that count. What a
+fresh trial tries is proposed by a sampler seeded with (search.seed, slot) in a scratch
+in-memory study that holds the finished trials (TPE learns from them), and a trial
+killed with its process is re-queued with its slot and params. So a search killed and
+resumed proposes the same trials, in the same order, as one never interrupted (with
+one worker). Only Optuna's public API is used: ask/tell, enqueue_trial, user attrs,
+add_trials and a user-defined sampler.
 """
 
 from __future__ import annotations
 
+import fcntl
+import itertools
 import os
+import re
 import socket
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import optuna
-from optuna.samplers._lazy_random_state import LazyRandomState
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from trainlab import paths
 from trainlab.config import Params
-from trainlab.search.space import grid
 from trainlab.processes import pid_alive
+from trainlab.search.space import grid, suggest
 
-SLOT, KILLED, HOST, PID = "slot", "killed", "host", "pid"
+# Trial user attributes: the slot; the process running it; set on a re-queued trial, the
+# number of the killed trial it replaces; set on a trial Ctrl-C stopped; a trial asked
+# for after the budget was spent (by a racing worker), which never runs.
+SLOT, HOST, PID, RETRY_OF, KILLED, SURPLUS = "slot", "host", "pid", "retry_of", "killed", "surplus"
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -29,39 +39,27 @@ def storage_url(params: Params) -> str | optuna.storages.BaseStorage:
     """search.storage, else a journal file kept across runs (safe for parallel local workers)."""
     if params.search.storage:
         return params.search.storage
-    path = Path(paths.SEARCH_STORAGE).with_suffix(".journal")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    paths.SEARCH_STORAGE.parent.mkdir(parents=True, exist_ok=True)
     from optuna.storages.journal import JournalFileBackend
 
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    return optuna.storages.JournalStorage(JournalFileBackend(str(paths.SEARCH_STORAGE)))
 
 
-def open_study(params: Params) -> optuna.Study:
-    """Create or load the study named in params; one direction: minimise val/loss or maximise val/acc."""
-    cfg = params.search
-    direction = "minimize" if cfg.metric.endswith("loss") else "maximize"
-    return optuna.create_study(study_name=study_name(params), storage=storage_url(params), direction=direction,
-                               sampler=make_sampler(params), pruner=make_pruner(params), load_if_exists=True)
+def storage_label(params: Params) -> str:
+    """Where the study is stored, for people: the journal path or the RDB URL without its password."""
+    if params.search.storage:
+        return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", params.search.storage)
+    return str(paths.SEARCH_STORAGE)
 
 
-def study_name(params: Params) -> str:
-    """search.study_name plus a hash of everything the trials depend on.
-
-    Editing the space, the finetune config or the data starts a new study instead of
-    mixing trials of two experiments; an unchanged config resumes its study.
-    """
-    from trainlab.training import data_hashes, fingerprint
-
-    search = params.search.model_dump(exclude={"workers", "timeout_s", "storage", "top_k"})
-    return f"{params.search.study_name}-{fingerprint(search, params.seed, params.model, params.trainer.model_dump(exclude={'progress', 'threads'}), params.finetune, data_hashes())}"
+def open_study(params: Params, name: str) -> optuna.Study:
+    """Create or load the study `name`; one direction: minimise val/loss or maximise val/acc."""
+    return optuna.create_study(study_name=name, storage=storage_url(params), direction=direction(params),
+                               sampler=ProposalSampler(), pruner=make_pruner(params), load_if_exists=True)
 
 
-def make_sampler(params: Params) -> optuna.samplers.BaseSampler:
-    cfg = params.search
-    if cfg.sampler == "tpe":
-        return SlotSeededTPE(seed=cfg.seed, n_startup_trials=min(5, cfg.n_trials))
-    # grid: every point is enqueued up front (see queue_grid), the sampler never proposes.
-    return SlotSeededRandom(seed=cfg.seed)
+def direction(params: Params) -> str:
+    return "minimize" if params.search.metric.endswith("loss") else "maximize"
 
 
 def make_pruner(params: Params) -> optuna.pruners.BasePruner:
@@ -72,51 +70,107 @@ def make_pruner(params: Params) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def _assign_slot(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int:
-    """A queued trial keeps the slot it was queued with; a fresh one takes the next free slot."""
-    if SLOT in trial.user_attrs:
-        slot = int(trial.user_attrs[SLOT])
+class ProposalSampler(optuna.samplers.BaseSampler):
+    """Serves the values `propose` chose for the trial at hand; it never draws by itself.
+
+    The proposal is computed lazily, on the first suggest, so a queued trial (a grid point
+    or a re-queued killed trial, whose params Optuna fixes) costs no proposal.
+    """
+
+    def __init__(self) -> None:
+        self._make: Callable[[], dict[str, Any]] | None = None
+        self._values: dict[str, Any] | None = None
+
+    def set_proposal(self, make: Callable[[], dict[str, Any]]) -> None:
+        self._make, self._values = make, None
+
+    def infer_relative_search_space(self, study, trial) -> dict:
+        return {}
+
+    def sample_relative(self, study, trial, search_space) -> dict:
+        return {}
+
+    def sample_independent(self, study, trial, param_name: str, param_distribution) -> Any:
+        if self._values is None:
+            if self._make is None:
+                raise RuntimeError("ProposalSampler: set_proposal() was not called for this trial")
+            self._values = self._make()
+        return self._values[param_name]
+
+
+def proposal_seed(seed: int, slot: int) -> int:
+    return seed * 10_007 + slot
+
+
+def propose(params: Params, slot: int, history: list[FrozenTrial]) -> dict[str, Any]:
+    """The values slot `slot` tries: a sampler seeded by (search.seed, slot) that sees `history`."""
+    cfg = params.search
+    seed = proposal_seed(cfg.seed, slot)
+    if cfg.sampler == "tpe":
+        sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=min(5, cfg.n_trials), multivariate=True)
     else:
-        taken = {int(t.user_attrs[SLOT]) for t in study.get_trials(deepcopy=False)
-                 if SLOT in t.user_attrs and not t.user_attrs.get(KILLED) and t.number != trial.number}
-        slot = next(i for i in range(len(taken) + 1) if i not in taken)
-    storage = study._storage
-    storage.set_trial_user_attr(trial._trial_id, SLOT, slot)
-    storage.set_trial_user_attr(trial._trial_id, HOST, socket.gethostname())
-    storage.set_trial_user_attr(trial._trial_id, PID, os.getpid())
+        # random; grid enqueues its points up front and only proposes past the grid's end.
+        sampler, history = optuna.samplers.RandomSampler(seed=seed), []
+    scratch = optuna.create_study(direction=direction(params), sampler=sampler)
+    scratch.add_trials(history)
+    return suggest(scratch.ask(), cfg.space)
+
+
+def history(study: optuna.Study) -> list[FrozenTrial]:
+    """The counted finished trials, by slot: what a TPE proposal learns from."""
+    return sorted(counted_trials(study), key=lambda t: int(t.user_attrs[SLOT]))
+
+
+def killed_numbers(trials: list[FrozenTrial]) -> set[int]:
+    """Numbers of trials killed with their process (each was replaced by a re-queued copy)."""
+    return {int(t.user_attrs[RETRY_OF]) for t in trials if RETRY_OF in t.user_attrs}
+
+
+def counted_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Finished trials that use up the budget (killed and surplus ones do not)."""
+    trials = study.get_trials(deepcopy=False)
+    killed = killed_numbers(trials)
+    return [t for t in trials if t.state in COUNTED and SLOT in t.user_attrs
+            and t.number not in killed and not t.user_attrs.get(SURPLUS)]
+
+
+def budget_left(study: optuna.Study, n_trials: int) -> int:
+    """Trials still to start: n_trials minus the counted ones and those running now."""
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return n_trials - len(counted_trials(study)) - len(running)
+
+
+def claim_slot(study: optuna.Study, trial: optuna.Trial) -> int:
+    """A queued trial keeps its slot; a fresh one takes the next free slot, race-free.
+
+    Workers may ask for trials at the same moment. Fresh trials that have no slot yet
+    take the free slots in the order of their trial numbers (which the storage assigns
+    atomically), so two of them never claim the same slot, whoever reads first.
+    """
+    attrs = trial.user_attrs
+    if SLOT in attrs:
+        slot = int(attrs[SLOT])
+    else:
+        trials = study.get_trials(deepcopy=False)
+        killed = killed_numbers(trials)
+        taken = {int(t.user_attrs[SLOT]) for t in trials if SLOT in t.user_attrs and t.number not in killed}
+        ahead = sum(1 for t in trials if t.number < trial.number and t.state == TrialState.RUNNING
+                    and SLOT not in t.user_attrs)
+        free = (s for s in itertools.count() if s not in taken)
+        slot = next(itertools.islice(free, ahead, None))
+        trial.set_user_attr(SLOT, slot)
+    trial.set_user_attr(HOST, socket.gethostname())
+    trial.set_user_attr(PID, os.getpid())
     return slot
-
-
-class SlotSeededRandom(optuna.samplers.RandomSampler):
-    """RandomSampler whose draws for a trial depend only on (seed, slot)."""
-
-    def __init__(self, seed: int):
-        super().__init__(seed=seed)
-        self._base_seed = seed
-
-    def before_trial(self, study, trial) -> None:
-        self._rng = LazyRandomState(self._base_seed * 10_007 + _assign_slot(study, trial))
-
-
-class SlotSeededTPE(optuna.samplers.TPESampler):
-    """TPESampler reseeded per slot; its history ignores failed (killed) trials anyway."""
-
-    def __init__(self, seed: int, n_startup_trials: int):
-        super().__init__(seed=seed, n_startup_trials=n_startup_trials, multivariate=True)
-        self._base_seed = seed
-
-    def before_trial(self, study, trial) -> None:
-        slot = _assign_slot(study, trial)
-        self._rng = LazyRandomState(self._base_seed * 10_007 + slot)
-        self._random_sampler._rng = LazyRandomState(self._base_seed * 10_007 + slot + 1)
-        super().before_trial(study, trial)
 
 
 def queue_grid(study: optuna.Study, params: Params) -> int:
     """Grid search: enqueue every grid point not yet queued, in a fixed order. Returns the grid size."""
     points = grid(params.search.space, params.search.grid_points)
-    queued = {int(t.user_attrs[SLOT]) for t in study.get_trials(deepcopy=False)
-              if SLOT in t.user_attrs and not t.user_attrs.get(KILLED)}
+    trials = study.get_trials(deepcopy=False)
+    killed = killed_numbers(trials)
+    queued = {int(t.user_attrs[SLOT]) for t in trials if SLOT in t.user_attrs and t.number not in killed}
     for slot, point in enumerate(points[: params.search.n_trials]):
         if slot not in queued:
             study.enqueue_trial(point, user_attrs={SLOT: slot})
@@ -124,43 +178,43 @@ def queue_grid(study: optuna.Study, params: Params) -> int:
 
 
 def recover_killed(study: optuna.Study) -> list[int]:
-    """Trials left RUNNING by a dead process on this host become FAIL(killed) and are re-queued."""
+    """Trials left RUNNING by a dead process on this host become FAIL and are re-queued.
+
+    The copy is queued first and names the dead trial (RETRY_OF), which is what marks
+    the dead one as killed; a recovery interrupted between the two steps is finished by
+    the next one. Callers on one host serialise this with a file lock (see runner).
+    """
     host, requeued = socket.gethostname(), []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    trials = study.get_trials(deepcopy=False)
+    killed = killed_numbers(trials)
+    for trial in trials:
         attrs = trial.user_attrs
-        if attrs.get(HOST) != host or pid_alive(int(attrs.get(PID, 0))):
+        if trial.state != TrialState.RUNNING or attrs.get(HOST) != host or pid_alive(int(attrs.get(PID, 0))):
             continue
-        study._storage.set_trial_user_attr(trial._trial_id, KILLED, True)
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={SLOT: attrs[SLOT]}, skip_if_exists=False)
-        requeued.append(int(attrs[SLOT]))
+        if SLOT in attrs and trial.number not in killed:
+            study.enqueue_trial(trial.params, user_attrs={SLOT: attrs[SLOT], RETRY_OF: trial.number})
+            requeued.append(int(attrs[SLOT]))
+        study.tell(trial.number, state=TrialState.FAIL)
     return requeued
 
 
-def requeue_interrupted(trial: optuna.Trial) -> None:
+def requeue_interrupted(study: optuna.Study, trial: optuna.Trial, slot: int) -> None:
     """A trial stopped by Ctrl-C or SIGTERM: re-queued with its slot and params, like a killed one.
 
-    Optuna records it as FAIL; without the re-queue it would use up the budget and the
-    rerun would skip its slot instead of resuming it from its checkpoint.
+    Without the re-queue it would use up the budget and the rerun would skip its slot
+    instead of resuming it from its checkpoint. The caller then tells it FAIL.
     """
-    storage = trial.study._storage
-    slot = storage.get_trial_user_attrs(trial._trial_id)[SLOT]
-    storage.set_trial_user_attr(trial._trial_id, KILLED, True)
-    trial.study.enqueue_trial(trial.params, user_attrs={SLOT: slot}, skip_if_exists=False)
+    trial.set_user_attr(KILLED, True)
+    study.enqueue_trial(trial.params, user_attrs={SLOT: slot, RETRY_OF: trial.number})
 
 
-def counted_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Finished trials that use up the budget (killed ones do not)."""
-    return [t for t in study.get_trials(deepcopy=False, states=COUNTED) if not t.user_attrs.get(KILLED)]
-
-
-def budget_callback(n_trials: int):
-    """Stop a worker once the counted trials plus those still running reach n_trials."""
-    def stop_when_done(study: optuna.Study, trial) -> None:
-        # Trials other workers are running will count when they finish: starting another
-        # one now would overshoot the budget by up to (workers - 1) trials.
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if len(counted_trials(study)) + len(running) >= n_trials:
-            study.stop()
-    return stop_when_done
-
+@contextmanager
+def host_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock between the processes of this host (flock; released if the holder dies)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

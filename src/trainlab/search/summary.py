@@ -1,4 +1,4 @@
-"""The study summary: best params (diffable YAML), metrics, and Optuna's plots as PNGs."""
+"""The study summary: best params (diffable YAML) and Optuna's plots as PNGs."""
 
 from __future__ import annotations
 
@@ -9,14 +9,21 @@ import yaml
 
 from trainlab.io import atomic_path, write_text
 
+PLOTS = ("optimization_history.png", "param_importances.png", "intermediate_values.png")
 
-def best_params_yaml(trial: optuna.trial.FrozenTrial) -> str:
-    header = f"# best search trial (slot {trial.user_attrs.get('slot')}): value {trial.value}\n"
+
+def best_params_yaml(trial: optuna.trial.FrozenTrial, study_name: str) -> str:
+    header = (f"# best search trial (slot {trial.user_attrs.get('slot')}) of study {study_name}: "
+              f"value {trial.value}\n")
     return header + yaml.safe_dump(dict(sorted(trial.params.items())), sort_keys=True)
 
 
 def write_plots(study: optuna.Study, folder: Path) -> list[Path]:
-    """Optimisation history and parameter importances (the latter needs >= 2 finished trials)."""
+    """Optimisation history, parameter importances and intermediate values (pruning's input).
+
+    A plot this study cannot draw (importances need >= 2 finished trials) is removed, so
+    the folder never shows one left over from another study.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -24,13 +31,15 @@ def write_plots(study: optuna.Study, folder: Path) -> list[Path]:
     from optuna.visualization import matplotlib as ovm
 
     written = []
-    plots = {"optimization_history.png": ovm.plot_optimization_history,
-             "param_importances.png": ovm.plot_param_importances}
+    plots = dict(zip(PLOTS, (ovm.plot_optimization_history, ovm.plot_param_importances,
+                             ovm.plot_intermediate_values)))
     for name, plot in plots.items():
         try:
             axes = plot(study)
         except (ValueError, RuntimeError, ZeroDivisionError):
-            continue   # too few completed trials, or a single-valued space, to draw this one
+            (folder / name).unlink(missing_ok=True)   # too few completed trials, or a single-valued space
+            plt.close("all")
+            continue
         figure = axes.figure if hasattr(axes, "figure") else plt.gcf()
         figure.set_size_inches(7, 4)
         figure.tight_layout()
@@ -41,5 +50,5 @@ def write_plots(study: optuna.Study, folder: Path) -> list[Path]:
     return written
 
 
-def write_best_params(trial: optuna.trial.FrozenTrial, path: Path) -> None:
-    write_text(path, best_params_yaml(trial))
+def write_best_params(trial: optuna.trial.FrozenTrial, study_name: str, path: Path) -> None:
+    write_text(path, best_params_yaml(trial, study_name))

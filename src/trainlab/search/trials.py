@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import optuna
 
 from trainlab import paths
 from trainlab.config import Params, with_overrides
+from trainlab.data.prepared import sha256_file
 from trainlab.engine import Hook, LoopState
 from trainlab.models import save_model
 from trainlab.reporting import summary_metrics
 from trainlab.search.space import suggest
 from trainlab.selection import model_meta
-from trainlab.search.study import SLOT, requeue_interrupted
 from trainlab.tracking import StageRun
 from trainlab.training import finish
 from trainlab.transfer import finetune
 
-TRIAL_MODELS = paths.STATE / "search" / "trials"
+# Trial user attribute: SHA-256 of the model file the trial wrote. Publishing checks it,
+# so only a file this very trial of this study wrote can become a top-k model.
+MODEL_SHA256 = "model_sha256"
 
 
 class PruningHook(Hook):
@@ -34,38 +35,26 @@ class PruningHook(Hook):
             raise optuna.TrialPruned(f"pruned at epoch {state.epoch + 1} ({self.metric}={metrics[self.metric]:.4f})")
 
 
-def trial_params(params: Params, trial: optuna.Trial, threads: int | None) -> tuple[int, Params]:
-    """The trial's slot and its full config: sampled keys, a per-slot seed, quiet progress."""
-    # The slot was written to storage by the sampler's before_trial; the Trial caches attrs.
-    slot = int(trial.study._storage.get_trial_user_attrs(trial._trial_id)[SLOT])
+def trial_params(params: Params, trial: optuna.Trial, slot: int, threads: int | None) -> Params:
+    """The trial's full config: sampled keys, a per-slot seed, quiet progress."""
     overrides = {**suggest(trial, params.search.space), "seed": params.seed + slot,
                  "trainer.progress": "off"}
     if params.search.epochs:
         overrides["finetune.epochs"] = params.search.epochs
     if threads:
         overrides["trainer.threads"] = threads
-    return slot, with_overrides(params, overrides)
+    return with_overrides(params, overrides)
 
 
-def trial_model_path(slot: int) -> Path:
-    return TRIAL_MODELS / f"slot-{slot:03d}.pt"
-
-
-def run_trial(trial: optuna.Trial, params: Params, parent_run_id: str | None, threads: int | None) -> float:
-    """Objective: fine-tune with the trial's params; returns the best epoch's search.metric."""
-    try:
-        return _run_trial(trial, params, parent_run_id, threads)
-    except KeyboardInterrupt:
-        requeue_interrupted(trial)   # the rerun resumes this slot from its checkpoint
-        raise
-
-
-def _run_trial(trial: optuna.Trial, params: Params, parent_run_id: str | None, threads: int | None) -> float:
-    slot, config = trial_params(params, trial, threads)
+def run_trial(trial: optuna.Trial, slot: int, study_name: str, params: Params, parent_run_id: str | None,
+              threads: int | None) -> float:
+    """Fine-tune with the trial's params; returns the best epoch's search.metric (or raises TrialPruned)."""
+    config = trial_params(params, trial, slot, threads)
     resume_name = f"search-slot-{slot:03d}"
     pruned: optuna.TrialPruned | None = None
     with StageRun("search", config, parent_run_id=parent_run_id, run_name=f"trial-{slot:03d}",
-                  extra_tags={"optuna.slot": str(slot), "optuna.trial_number": str(trial.number)}) as run:
+                  extra_tags={"optuna.slot": str(slot), "optuna.trial_number": str(trial.number),
+                              "optuna.study_name": study_name}) as run:
         try:
             trained = finetune(config, paths.PRETRAINED, resume_name=resume_name, label=f"trial {slot}",
                                hooks=[PruningHook(trial, params.search.metric), *run.training_hooks()])
@@ -77,10 +66,12 @@ def _run_trial(trial: optuna.Trial, params: Params, parent_run_id: str | None, t
             metrics = summary_metrics(trained.result)
             run.log_metrics({f"final/{k}": v for k, v in metrics.items()}, step=len(trained.result.history))
             run.set_tags({"optuna.state": "COMPLETE"})
-            save_model(trial_model_path(slot), trained.model, config.model, trained.info.input_shape,
-                       trained.info.class_names, meta={"slot": slot, "params": trial.params,
-                                                       "val/acc": metrics["val/acc"], "val/loss": metrics["val/loss"],
-                                                       **model_meta(trained.heldout, config.selection.calibrate)})
+            model_path = paths.search_trial_model(study_name, slot)
+            save_model(model_path, trained.model, config.model, trained.info.input_shape, trained.info.class_names,
+                       meta={"study": study_name, "slot": slot, "trial": trial.number, "params": trial.params,
+                             "val/acc": metrics["val/acc"], "val/loss": metrics["val/loss"],
+                             **model_meta(trained.heldout, config.selection.calibrate)})
+            trial.set_user_attr(MODEL_SHA256, sha256_file(model_path))
             finish(trained)
     if pruned is not None:
         print(f"trial {slot}: {pruned}", file=sys.stderr)

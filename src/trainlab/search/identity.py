@@ -1,0 +1,59 @@
+"""A study's identity: everything a trial's result depends on, hashed into the study's name.
+
+Two searches share a study (and its trial files) only if every input of their trials
+is equal: the prepared data, the pretrained model file, trainlab's code and the params a
+trial reads. Change any of them and the search starts a new study instead of
+reporting (and republishing) the results of another experiment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from trainlab import paths
+from trainlab.config import Params
+from trainlab.errors import CheckpointError
+
+# Trainer settings that do not change a trial's maths (how it runs, logs or shows progress).
+TRAINER_NOT_MATHS = {"progress", "threads", "log_every_steps", "layer_grad_norm_every", "num_workers",
+                     "loader", "checkpoint_every_steps"}
+# Search settings that change how the study runs or what is published, not what a trial computes.
+SEARCH_NOT_IDENTITY = {"workers", "timeout_s", "storage", "top_k"}
+
+
+def study_name(params: Params) -> str:
+    """search.study_name plus a hash of the prepared data, the pretrained model, the code and params."""
+    from trainlab.training import data_hashes, fingerprint
+
+    search = params.search.model_dump(mode="json", exclude=SEARCH_NOT_IDENTITY)
+    trainer = params.trainer.model_dump(mode="json", exclude=TRAINER_NOT_MATHS)
+    digest = fingerprint(search, params.seed, params.model, trainer, params.finetune, data_hashes(),
+                         pretrained_hash(), code_hash())
+    return f"{params.search.study_name}-{digest}"
+
+
+def pretrained_hash() -> str:
+    """SHA-256 of models/pretrained.pt, the backbone every trial starts from."""
+    from trainlab.data.prepared import sha256_file
+
+    if not paths.PRETRAINED.is_file():
+        raise CheckpointError(f"{paths.PRETRAINED}: not found; run the stage that writes it first "
+                              "(dvc repro pretrain)")
+    return sha256_file(paths.PRETRAINED)
+
+
+def code_hash(root: Path | None = None) -> str:
+    """SHA-256 over the trainlab package's source files (path and content, __pycache__ left out).
+
+    The whole package rather than the modules a trial happens to import: a change to any
+    of them (data loading, models, engine, transfer) can change a trial's result.
+    """
+    import trainlab
+
+    root = root or Path(trainlab.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()

@@ -1,0 +1,79 @@
+"""One worker's ask-and-tell loop over the shared study.
+
+    while the budget (and search.timeout_s) allows:
+        trial = study.ask()                  # a queued trial, else a fresh one
+        slot = claim_slot(study, trial)      # past the budget (a racing worker): stop
+        propose(seed, slot, history) -> the values a fresh trial suggests
+        fine-tune; tell COMPLETE / PRUNED / FAIL (diverged); Ctrl-C: re-queue, tell FAIL
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from trainlab.config import Params
+from trainlab.errors import TrainingDiverged
+from trainlab.search.study import (SURPLUS, ProposalSampler, budget_left, claim_slot, history, open_study,
+                                   propose, requeue_interrupted)
+from trainlab.search.trials import run_trial
+
+
+Objective = Callable[[optuna.Trial, int], float]   # (trial, slot) -> value; may raise TrialPruned
+
+
+def work(params: Params, study_name: str, parent_run_id: str | None, threads: int | None) -> None:
+    """Fine-tune trials of the study `study_name` until the budget or time is spent."""
+    study = open_study(params, study_name)
+    run_trials(study, params,
+               lambda trial, slot: run_trial(trial, slot, study_name, params, parent_run_id, threads))
+
+
+def run_trials(study: optuna.Study, params: Params, objective: Objective) -> None:
+    """Ask, run and tell trials until search.n_trials count or search.timeout_s is up.
+
+    `study` must use a ProposalSampler (open_study's); any objective works, which lets
+    bench/grid_vs_random.py run this very loop on a synthetic loss.
+    """
+    sampler = study.sampler
+    if not isinstance(sampler, ProposalSampler):
+        raise TypeError("run_trials: the study must be opened with a ProposalSampler")
+    n_trials, started = params.search.n_trials, time.monotonic()
+    while budget_left(study, n_trials) > 0 and not _timed_out(started, params.search.timeout_s):
+        trial = study.ask()
+        slot = claim_slot(study, trial)
+        if slot >= n_trials:
+            # Another worker started the last trial between our budget check and ask().
+            trial.set_user_attr(SURPLUS, True)
+            study.tell(trial, state=TrialState.FAIL)
+            return
+        sampler.set_proposal(lambda: propose(params, slot, history(study)))
+        _run_and_tell(study, trial, slot, objective)
+
+
+def _timed_out(started: float, timeout_s: float | None) -> bool:
+    return timeout_s is not None and time.monotonic() - started >= timeout_s
+
+
+def _run_and_tell(study: optuna.Study, trial: optuna.Trial, slot: int, objective: Objective) -> None:
+    try:
+        value = objective(trial, slot)
+    except optuna.TrialPruned:
+        study.tell(trial, state=TrialState.PRUNED)
+    except TrainingDiverged as err:
+        # A diverging trial fails alone; the study goes on with the next one.
+        print(f"trial {slot}: failed: {err}", file=sys.stderr)
+        study.tell(trial, state=TrialState.FAIL)
+    except KeyboardInterrupt:
+        requeue_interrupted(study, trial, slot)   # the rerun resumes this slot from its checkpoint
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    except BaseException:
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    else:
+        study.tell(trial, value)

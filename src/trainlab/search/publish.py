@@ -1,0 +1,100 @@
+"""Publish what one study produced: the top-k models, metrics, best params and plots.
+
+Only files this study's own trials wrote are published (each copy is checked against
+the SHA-256 its trial recorded), and searches in one folder publish one at a time, so
+models/search and reports/search always come from a single study.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ContextManager
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from trainlab import paths
+from trainlab.data.prepared import sha256_file
+from trainlab.errors import CheckpointError, UserError
+from trainlab.io import write_json
+from trainlab.search.study import SLOT, counted_trials, host_lock, killed_numbers
+from trainlab.search.summary import write_best_params, write_plots
+from trainlab.search.trials import MODEL_SHA256
+
+
+@dataclass(frozen=True)
+class Published:
+    best: list[FrozenTrial]
+    members: list[dict]
+    metrics: dict[str, float]
+    files: list[Path]   # for people: best_params.yaml and the study plots
+
+
+def publishing() -> ContextManager[None]:
+    """The folder's publish lock: hold it while writing, and logging, what publish_study wrote."""
+    return host_lock(paths.SEARCH_PUBLISH_LOCK)
+
+
+def publish_study(study: optuna.Study, top_k: int, metric: str) -> Published:
+    """Write models/search and reports/search from `study` (call it inside `publishing()`)."""
+    reports, artifacts = paths.stage_reports("search"), paths.stage_artifacts("search")
+    best = top_trials(study, top_k)
+    if not best:
+        raise UserError(f"search: no trial completed ({study_counts(study)}); see the trial messages above")
+    members = publish_top_k(study.study_name, best, paths.SEARCH_MODELS)
+    metrics = {f"best/{metric}": best[0].value, "best/slot": members[0]["slot"], **study_counts(study)}
+    write_json(reports / "metrics.json", metrics)
+    write_best_params(best[0], study.study_name, reports / "best_params.yaml")
+    plots = write_plots(study, artifacts)
+    return Published(best, members, metrics, [reports / "best_params.yaml", *plots])
+
+
+def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
+    """The k best completed trials, best first (ties broken by slot, for a stable order)."""
+    done = [t for t in counted_trials(study) if t.state == TrialState.COMPLETE and t.value is not None]
+    sign = 1 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1
+    return sorted(done, key=lambda t: (sign * t.value, int(t.user_attrs[SLOT])))[:k]
+
+
+def publish_top_k(study_name: str, trials: list[FrozenTrial], out: Path) -> list[dict]:
+    """Copy the top-k trial models of `study_name` into `out` (swapped in atomically) with an index."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        members = [_copy_member(study_name, rank, trial, staging) for rank, trial in enumerate(trials, start=1)]
+        (staging / "members.json").write_text(json.dumps(members, indent=2) + "\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)   # a plain directory, not mkdtemp's private 0700
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return members
+
+
+def _copy_member(study_name: str, rank: int, trial: FrozenTrial, staging: Path) -> dict:
+    slot = int(trial.user_attrs[SLOT])
+    source, name = paths.search_trial_model(study_name, slot), f"top{rank}.pt"
+    if source.is_file():
+        shutil.copyfile(source, staging / name)
+    digest = sha256_file(staging / name) if (staging / name).is_file() else "missing"
+    if digest != trial.user_attrs.get(MODEL_SHA256):
+        raise CheckpointError(f"{source}: missing or not the model trial {slot} of study {study_name} wrote "
+                              f"(SHA-256 differs); remove {paths.SEARCH_STATE} to run the search afresh")
+    return {"rank": rank, "file": name, "slot": slot, "value": trial.value, "params": trial.params,
+            "study": study_name, "trial": trial.number, "sha256": digest}
+
+
+def study_counts(study: optuna.Study) -> dict[str, int]:
+    trials = counted_trials(study)
+    return {"trials/complete": sum(t.state == TrialState.COMPLETE for t in trials),
+            "trials/pruned": sum(t.state == TrialState.PRUNED for t in trials),
+            "trials/failed": sum(t.state == TrialState.FAIL for t in trials),
+            "trials/killed_and_retried": len(killed_numbers(study.get_trials(deepcopy=False)))}

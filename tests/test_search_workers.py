@@ -1,0 +1,79 @@
+"""Search worker processes die with `trainlab search`, and the study keeps its budget.
+
+SIGKILL reaches only the search process itself (not its process group, as a shell's
+Ctrl-C or DVC would): its two workers must not go on training as orphans, and the
+resumed search must end with exactly n_trials counted trials.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from conftest import BIN, clean_env, trainlab
+from test_search import by_slot, counted, killed, metrics, new_project, only_study, search_params, wait_for
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie no one reaped yet counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def running_trial_pids(project: Path) -> set[int]:
+    if not (project / ".trainlab/search/study.journal").is_file():
+        return set()
+    return {int(t.user_attrs["pid"]) for t in only_study(project)
+            if t.state == TrialState.RUNNING and "pid" in t.user_attrs}
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_search_kills_its_workers_and_the_resume_keeps_the_budget(prepared_project: Path,
+                                                                                 tmp_path: Path) -> None:
+    n_trials = 4
+    params = search_params(search__sampler="random", search__n_trials=n_trials, search__workers=2,
+                           search__epochs=15, search__pruner="none", finetune__early_stopping__enabled=False)
+    project = new_project(prepared_project, tmp_path / "project", params)
+    log = (tmp_path / "search.log").open("w")
+    proc = subprocess.Popen([str(BIN / "trainlab"), "search"], cwd=project, env=clean_env(), stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    workers: set[int] = set()
+    try:
+        wait_for(lambda: len(running_trial_pids(project)) == 2, 600, "both workers to run a trial", proc)
+        workers = running_trial_pids(project)
+        assert proc.pid not in workers
+        os.kill(proc.pid, signal.SIGKILL)   # the parent only, not its process group
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 15
+        while not all(gone(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        orphans = [pid for pid in workers if not gone(pid)]
+        assert orphans == [], f"workers {orphans} outlived the killed search"
+    finally:
+        for pid in [proc.pid, *workers]:   # never leave a process behind, whatever failed
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        log.close()
+    interrupted = only_study(project)
+    assert {t.state for t in interrupted if not counted([t])} <= {TrialState.RUNNING}
+
+    result = trainlab(["search"], project)
+    trials = only_study(project)
+    assert sorted(by_slot(trials)) == list(range(n_trials))   # each slot counted exactly once
+    assert len(counted(trials)) == n_trials
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == n_trials, result.stderr[-3000:]
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert sorted(int(t.user_attrs["slot"]) for t in killed(trials)) == sorted(
+        int(t.user_attrs["slot"]) for t in interrupted if t.state == TrialState.RUNNING)
+    found = metrics(project)
+    assert found["trials/complete"] == n_trials and found["trials/killed_and_retried"] == len(killed(trials)) == 2
