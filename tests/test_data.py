@@ -450,7 +450,7 @@ def test_too_few_per_class_for_the_validation_split(tmp_path: Path) -> None:
     frame = animals()
     frame.loc[0, "label"] = "fish"
     path = write_csv(tmp_path, frame, "nosplit.csv")
-    assert data_error(load_user_data, file_cfg(path)).startswith(f"{path}: class 3 has 1 sample(s)")
+    assert data_error(load_user_data, file_cfg(path)).startswith(f"{path}: class 'fish' has only 1 sample")
 
 
 def test_shape_mismatch(tmp_path: Path) -> None:
