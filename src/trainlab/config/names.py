@@ -19,7 +19,8 @@ NAME_MAX = 256                          # experiments.name and registered_models
 ALIAS_MAX = 255                         # MAX_REGISTERED_MODEL_ALIAS_LENGTH
 MODEL_NAME_FORBIDDEN = "/:%\\"          # ':' and '/' everywhere, '%' and '\\' in the file-store registry
 DB_ENGINES = ("sqlite", "postgresql", "mysql", "mssql")   # mlflow.store.db.db_types
-URI_SCHEMES = ("http", "https", "file", "databricks", *DB_ENGINES)
+# No file store: MLflow 3 refuses `./mlruns`-style stores unless MLFLOW_ALLOW_FILE_STORE is set.
+URI_SCHEMES = ("http", "https", "databricks", *DB_ENGINES)
 
 
 def check_model_name(name: str) -> str:
@@ -53,12 +54,12 @@ def check_experiment_name(name: str) -> str:
 
 
 def check_tracking_uri(uri: str) -> str:
-    """A URI MLflow can open as a tracking store: http(s), file, databricks or a SQL database URL."""
+    """A URI MLflow can open as a tracking store: http(s), databricks or a SQL database URL."""
     scheme, sep, rest = uri.partition("://")
     engine = scheme.split("+", 1)[0].lower()
     if not sep or engine not in URI_SCHEMES:
         raise ValueError(f"{uri!r} is not a tracking URI MLflow can open; accepted: http(s)://HOST, "
-                         f"sqlite:///PATH, file:///PATH, postgresql://..., mysql://..., mssql://..., databricks")
+                         f"sqlite:///PATH, postgresql://..., mysql://..., mssql://..., databricks")
     if engine == "sqlite" and not rest.startswith("/"):
         raise ValueError(f"{uri!r}: a sqlite URI needs three slashes and a path, e.g. sqlite:///mlflow.db")
     if engine in ("http", "https") and not rest.split("/", 1)[0]:

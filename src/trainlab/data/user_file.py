@@ -182,9 +182,10 @@ def _check_labels(labels: np.ndarray, path: Path, cfg: FileConfig) -> None:
     """Labels must be classes: a measured quantity (regression target) is refused with its values."""
     values = np.asarray(labels)
     if values.dtype.kind == "f" and not np.all(np.mod(values, 1) == 0):
-        example = next(v for v in values if not float(v).is_integer())
-        raise DataError(f"{path}: label '{cfg.label}' holds non-integer numbers (e.g. {example!r}); "
-                        f"classification needs class labels (integers or names), not a measured value")
+        example = next(float(v) for v in values if not float(v).is_integer())
+        what = "y" if path.suffix.lower() == ".npz" else f"column '{cfg.label}'"
+        raise DataError(f"{path}: {what} holds non-integer numbers (e.g. {example}); classification "
+                        f"needs class labels (integers or names), not a measured value")
     names, counts = np.unique([_label_text(v) for v in values], return_counts=True)
     if len(names) > 2 and len(names) > len(values) // 2:
         raise DataError(f"{path}: {len(names)} distinct labels for {len(values)} samples (e.g. "
