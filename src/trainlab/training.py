@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 from dataclasses import dataclass, field
 from typing import Sequence
 
 from trainlab import paths
 from trainlab.config import Params, TrainSpec
 from trainlab.data import TaskInfo, load_split, read_manifest, task_info
-from trainlab.engine import Checkpointing, FitResult, Hook, ParamGroup, Runtime, TrainData, fit, seed_everything
+from trainlab.engine import (Checkpointing, FitResult, Hook, ParamGroup, Runtime, SignalAtStep, TrainData, fit,
+                             seed_everything)
 from trainlab.errors import TrainingDiverged
 from trainlab.models import Classifier, build_model
 from trainlab.reporting import CurveRecorder, Curves
+
+# Tests set this to "STEP" or "STEP:SIGNAME" to interrupt a run right after that step.
+TEST_SIGNAL_ENV = "TRAINLAB_TEST_SIGNAL_AT_STEP"
 
 
 @dataclass
@@ -71,11 +77,20 @@ def train_task(params: Params, spec: TrainSpec, task: str, *, resume_name: str,
     recorder = CurveRecorder()
     try:
         result = fit(model, train, val, spec, params.trainer, seed=params.seed, groups=groups,
-                     hooks=[recorder, *hooks, checkpointing], runtime=runtime, label=label)
+                     hooks=[recorder, *hooks, checkpointing, *_test_hooks()], runtime=runtime, label=label)
     except TrainingDiverged as err:
         err.curves, err.num_classes = recorder.curves, info.num_classes
         raise
     return TrainedModel(model, result, info, recorder.curves, checkpointing)
+
+
+def _test_hooks() -> list[Hook]:
+    """The signal a test asked for with TEST_SIGNAL_ENV (after the step's checkpoint is written)."""
+    spec = os.environ.get(TEST_SIGNAL_ENV)
+    if not spec:
+        return []
+    step, _, name = spec.partition(":")
+    return [SignalAtStep(int(step), getattr(signal, name or "SIGINT"))]
 
 
 def finish(trained: TrainedModel) -> None:
