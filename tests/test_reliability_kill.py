@@ -124,7 +124,7 @@ def run_tags(project: Path, name: str, status: str) -> dict:
 
 
 def stray_temporaries(project: Path) -> list[Path]:
-    """Half-written files of the atomic writers (.<name>.<random>.tmp) anywhere in the project."""
+    """Half-written files of the atomic writers (.<name>.<pid>.<random>.tmp) anywhere in the project."""
     return [p for p in project.rglob(".*.tmp") if ".git" not in p.parts]
 
 

@@ -85,7 +85,7 @@ STORE_ENV = "TRAINLAB_DIST_STORE"
 
 
 def setup_runtime(cfg: TrainerConfig) -> Runtime:
-    """Pick the device and join the DDP process group when launched under torchrun."""
+    """Pick the device and join the DDP process group when started as one of several ranks."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = cfg.accelerator == "cuda" or (cfg.accelerator == "auto" and torch.cuda.is_available())
