@@ -110,9 +110,13 @@ def rerun(client, run_id: str, in_place: bool = False, warn: Callable[[str], Non
 
 
 def without_registration(recorded: RecordedRun) -> RecordedRun:
-    """The recorded run with evaluate's model registration switched off (metrics do not depend on it)."""
+    """The recorded run with evaluate's model registration switched off (metrics do not depend on it).
+
+    Only evaluate registers, and only its rerun gets the changed param: the runs of the
+    other stages log exactly the recorded params.
+    """
     evaluate = recorded.params.get("evaluate")
-    if not isinstance(evaluate, dict) or not evaluate.get("register_model"):
+    if recorded.stage != "evaluate" or not isinstance(evaluate, dict) or not evaluate.get("register_model"):
         return recorded
     params = {**recorded.params, "evaluate": {**evaluate, "register_model": False}}
     return dataclasses.replace(recorded, params=params)
