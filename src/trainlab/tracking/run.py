@@ -65,6 +65,7 @@ class StageRun:
         self.extra_tags = dict(extra_tags or {})
         self.run_id: str | None = None
         self.reserve: SpaceReserve | None = None     # the top-level run's, shared with its children
+        self._owns_reserve = False
         self._buffer: list = []
         self._logged: set[tuple[str, int]] = set()   # (key, step) already sent, for backfill
 
@@ -87,8 +88,8 @@ class StageRun:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
         mlflow.set_tracking_uri(uri)
         self.uri = uri
-        if self.reserve is None:
-            self.reserve = SpaceReserve(uri)
+        if self.reserve is None and self.parent_run_id is None:   # nested runs use the top-level one's
+            self.reserve, self._owns_reserve = SpaceReserve(uri), True
             self.reserve.hold()
         try:
             with store_faults(uri):
@@ -101,7 +102,7 @@ class StageRun:
                     tags["mlflow.parentRunId"] = self.parent_run_id
                 run = self.client.create_run(experiment_id, run_name=self.run_name, tags=tags)
         except BaseException:
-            if self.parent_run_id is None:
+            if self.reserve is not None:
                 self.reserve.release()
             raise
         self.run_id = run.info.run_id
@@ -115,7 +116,7 @@ class StageRun:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self.reserve is not None and (exc_type is not None or self.parent_run_id is None):
+        if self.reserve is not None and (exc_type is not None or self._owns_reserve):
             self.reserve.release()   # on a full disk, the space it held lets the status below be written
         if self.run_id is None:
             return
