@@ -15,11 +15,12 @@ def command(params_path: str) -> None:
     from trainlab import paths
     from trainlab.config import load_params
     from trainlab.ensemble_stage import build_ensemble
-    from trainlab.io import write_json
+    from trainlab.io import require_writable, write_json
     from trainlab.tracking import StageRun
     from trainlab.training import data_hashes
 
     params = load_params(params_path)
+    require_writable(*paths.output_folders("ensemble"))   # before the work, not after it
     with StageRun("ensemble", params, inputs=data_hashes(), params_file=params_path) as run:
         built = build_ensemble(params)
         write_json(paths.stage_reports("ensemble") / "metrics.json", built.metrics)

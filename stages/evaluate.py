@@ -22,11 +22,12 @@ def command(params_path: str) -> None:
     from trainlab.errors import DataError
     from trainlab.evaluation import (Calibrated, choose_best, confusion_rows, evaluate_all, flat_metrics,
                                      plot_confusion, plot_reliability, reliability_table)
-    from trainlab.io import write_json
+    from trainlab.io import require_writable, write_json
     from trainlab.tracking import StageRun
     from trainlab.training import data_hashes
 
     params = load_params(params_path)
+    require_writable(*paths.output_folders("evaluate"))   # before the work, not after it
     reports = paths.stage_reports("evaluate")
     with StageRun("evaluate", params, inputs=data_hashes(), params_file=params_path) as run:
         scores, extra = evaluate_all(params.evaluate.calibration_bins)

@@ -19,6 +19,7 @@ from stages.options import params_option
 def command(params_path: str) -> None:
     from trainlab import paths
     from trainlab.config import load_params
+    from trainlab.io import require_writable
     from trainlab.engine import setup_runtime, teardown_runtime
     from trainlab.launch import relaunch_if_needed
     from trainlab.tracking import open_stage_run
@@ -27,6 +28,7 @@ def command(params_path: str) -> None:
     from trainlab.transfer import finetune, linear_probe, train_scratch
 
     params = load_params(params_path)
+    require_writable(*paths.output_folders("finetune"))   # before the work, not after it
     exit_code = relaunch_if_needed(params.trainer, ["finetune", "--params", params_path])
     if exit_code is not None:
         sys.exit(exit_code)

@@ -17,6 +17,7 @@ from stages.options import params_option
 def command(params_path: str) -> None:
     from trainlab import paths
     from trainlab.config import load_params
+    from trainlab.io import require_writable
     from trainlab.engine import setup_runtime, teardown_runtime
     from trainlab.launch import relaunch_if_needed
     from trainlab.tracking import open_stage_run
@@ -24,6 +25,7 @@ def command(params_path: str) -> None:
     from trainlab.training import data_hashes, finish, train_task
 
     params = load_params(params_path)
+    require_writable(*paths.output_folders("pretrain"))   # before the work, not after it
     exit_code = relaunch_if_needed(params.trainer, ["pretrain", "--params", params_path])
     if exit_code is not None:
         sys.exit(exit_code)

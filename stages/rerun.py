@@ -4,7 +4,8 @@ Checks out the run's git commit in a temporary worktree, writes the run's resolv
 params as params.yaml and runs `dvc repro <stage>` there, logging to the same
 tracking store (new runs are tagged trainlab.rerun_of=RUN_ID). Then compares the
 latest value of every metric, timing metrics excluded. Exit code 0 when all match,
-1 when any differs. With --in-place, reruns the stage in this checkout instead, which
+1 when any differs. The model registry is left alone (evaluate's registration is
+switched off in the rerun) unless --register is given. With --in-place, reruns the stage in this checkout instead, which
 must be clean and at the recorded commit.
 """
 
@@ -18,11 +19,14 @@ import click
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db).")
 @click.option("--in-place", is_flag=True, default=False,
               help="Rerun only the stage, in this checkout (clean, at the recorded commit), without a worktree.")
-def command(run_id: str, tracking_uri: str | None, in_place: bool) -> None:
+@click.option("--register", is_flag=True, default=False,
+              help="Let a rerun of evaluate register its model and move the alias (off by default).")
+def command(run_id: str, tracking_uri: str | None, in_place: bool, register: bool) -> None:
     from trainlab.tracking.history import client_for
     from trainlab.tracking.rerun import rerun
 
-    result = rerun(client_for(tracking_uri), run_id, in_place=in_place, warn=lambda line: click.echo(line, err=True))
+    result = rerun(client_for(tracking_uri), run_id, in_place=in_place, register=register,
+                   warn=lambda line: click.echo(line, err=True))
     if not result.differences:
         click.echo(f"identical: {result.compared} metrics match exactly")
         sys.exit(0)

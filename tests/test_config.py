@@ -337,3 +337,139 @@ def test_an_empty_params_file_is_refused(tmp_path: Path) -> None:
     path.write_text("# nothing here\n")
     with pytest.raises(ParamsError, match="required section is missing"):
         load_params(path)
+
+
+# ------------------------------------------------- issue 18: what cannot take effect or would crash later
+def load_error(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    message = str(info.value)
+    assert "\n" not in message, message
+    return message
+
+
+def test_a_repeated_section_is_refused_naming_key_and_both_lines(tmp_path: Path) -> None:
+    text = (ROOT / "params.yaml").read_text()
+    first = next(i for i, line in enumerate(text.splitlines(), 1) if line.startswith("finetune:"))
+    repeated = text + "finetune:\n  epochs: 3\n"
+    last = len(repeated.splitlines()) - 1
+    assert load_error(tmp_path, repeated) == (
+        f"{tmp_path / 'params.yaml'}: line {last}, column 1: invalid YAML: "
+        f"duplicate key 'finetune' (first at line {first})")
+
+
+def test_a_repeated_key_inside_a_section_is_refused(tmp_path: Path) -> None:
+    message = load_error(tmp_path, yaml.safe_dump(REAL, sort_keys=False).replace(
+        "  width: ", "  width: 8\n  width: ", 1))
+    assert "duplicate key 'width'" in message
+
+
+def test_merge_keys_may_still_override(tmp_path: Path) -> None:
+    # `<<: *anchor` then the same key is how YAML overrides merged values: not a duplicate.
+    raw = yaml.safe_dump(REAL, sort_keys=False).replace("model:\n", "model: &m\n", 1)
+    path = tmp_path / "params.yaml"
+    path.write_text(raw)
+    assert load_params(path).model == Params.model_validate(REAL).model
+
+
+@pytest.mark.parametrize(("written", "expected"), [("1e3", 1000), ("2.0e+2", 200), ("12", 12)])
+def test_exponent_integers_are_numbers_as_dvc_reads_them(tmp_path: Path, written: str, expected: int) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(REAL, sort_keys=False).replace("  epochs: 12\n", f"  epochs: {written}\n", 1))
+    assert load_params(path).pretrain.epochs == expected
+
+
+def test_a_fractional_epoch_count_is_refused_with_its_value(tmp_path: Path) -> None:
+    text = yaml.safe_dump(REAL, sort_keys=False).replace("  epochs: 12\n", "  epochs: 1e-3\n", 1)
+    assert load_error(tmp_path, text).endswith("pretrain.epochs: expected an integer, got 0.001")
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("search.n_trials", True, "search.n_trials: expected an integer, got true"),
+    ("trainer.batch_size", False, "trainer.batch_size: expected an integer, got false"),
+    ("finetune.optimizer.lr", True, "finetune.optimizer.lr: expected a number, got true"),
+    ("finetune.optimizer.betas", [True, 0.9], "finetune.optimizer.betas: expected a number, got [True, 0.9]"),
+    ("finetune.freeze", True, "finetune.freeze: expected a number of blocks or a list of block names, got True"),
+])
+def test_booleans_are_not_numbers(key: str, value: Any, expected: str) -> None:
+    assert error_of(real_with(**{key.replace(".", "__"): value})) == f"params.yaml: {expected}"
+
+
+def test_booleans_still_set_boolean_keys() -> None:
+    assert validate(real_with(trainer__compile=True, search__space={
+        "finetune.model_free": {"type": "categorical", "choices": [True, False]}})).trainer.compile is True
+
+
+@pytest.mark.parametrize("key", ["seed", "data.split_seed", "data.mnist1d.seed", "data.source.seed"])
+@pytest.mark.parametrize(("value", "bound"), [(99999999999999999999999, "<= 4294967295"), (-1, ">= 0")])
+def test_seeds_must_fit_numpy(key: str, value: int, bound: str) -> None:
+    assert error_of(real_with(**{key.replace(".", "__"): value})) == f"params.yaml: {key}: must be {bound}, got {value}"
+
+
+def test_the_largest_seed_is_accepted_and_usable() -> None:
+    import numpy as np
+
+    params = validate(real_with(seed=2**32 - 1, data__split_seed=2**32 - 1))
+    np.random.seed(params.seed)   # what mnist1d and Optuna's samplers do with it
+    assert error_of(real_with(search__seed=400_001)) == "params.yaml: search.seed: must be <= 400000, got 400001"
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("evaluate.model_name", "modèle 🙂/x", "'modèle 🙂/x' contains '/'; a registered model name may not contain"),
+    ("evaluate.model_name", "a:b", "contains ':'"),
+    ("evaluate.model_name", "..", "is not a plain name"),
+    ("evaluate.model_name", " ", "must not be empty"),
+    ("evaluate.alias", "latest", "'latest' is reserved by MLflow"),
+    ("evaluate.alias", "v2", "'v2' is reserved by MLflow"),
+    ("evaluate.alias", "my alias", "an alias may only contain letters, digits, _ and -"),
+    ("tracking.experiment", "x" * 600, "600 characters; MLflow stores at most 256"),
+    ("tracking.uri", "not-a-uri", "'not-a-uri' is not a tracking URI MLflow can open; accepted: http(s)://HOST"),
+    ("tracking.uri", "/srv/mlruns", "'/srv/mlruns' is not a tracking URI MLflow can open"),
+    ("tracking.uri", "file:///srv/mlruns", "is not a tracking URI MLflow can open"),
+    ("tracking.uri", "sqlite://mlflow.db", "a sqlite URI needs three slashes and a path"),
+    ("tracking.uri", "http://", "no host after http://"),
+])
+def test_names_and_uris_mlflow_would_refuse(key: str, value: str, expected: str) -> None:
+    message = error_of(real_with(**{key.replace(".", "__"): value}))
+    assert message.startswith(f"params.yaml: {key}: ") and expected in message, message
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("evaluate.model_name", "modèle 🙂"), ("evaluate.alias", "champion-2"), ("tracking.experiment", "x" * 256),
+    ("tracking.uri", "sqlite:///mlflow.db"), ("tracking.uri", "sqlite:////abs/path/m.db"),
+    ("tracking.uri", "http://127.0.0.1:5000"), ("tracking.uri", "postgresql+psycopg2://user@host/db"),
+])
+def test_names_and_uris_mlflow_accepts(key: str, value: str) -> None:
+    validate(real_with(**{key.replace(".", "__"): value}))
+
+
+def test_mlflow_itself_accepts_our_model_name_rules() -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_model_name
+
+    from trainlab.config.names import check_model_name
+
+    for name in ("modèle 🙂", "a/b", "a:b", "../x", "x" * 300, "trainlab"):
+        ours = _accepted(check_model_name, name)
+        assert not (ours and not _accepted(_validate_model_name, name, MlflowException)), name
+
+
+def _accepted(check, value: str, error: type[Exception] = ValueError) -> bool:
+    try:
+        check(value)
+    except error:
+        return False
+    return True
+
+
+def test_a_huge_params_file_is_refused_at_once(tmp_path: Path) -> None:
+    import time
+
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(REAL) + "unknown: [" + ",".join(["1"] * 3_000_000) + "]\n")
+    started = time.perf_counter()
+    message = load_error(tmp_path, path.read_text())
+    assert time.perf_counter() - started < 2.0
+    assert message.startswith(f"{path}: 6,") and "a params file is a few KB" in message

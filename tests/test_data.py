@@ -451,7 +451,7 @@ def test_too_few_per_class_for_the_validation_split(tmp_path: Path) -> None:
     frame = animals()
     frame.loc[0, "label"] = "fish"
     path = write_csv(tmp_path, frame, "nosplit.csv")
-    assert data_error(load_user_data, file_cfg(path)).startswith(f"{path}: class 3 has 1 sample(s)")
+    assert data_error(load_user_data, file_cfg(path)).startswith(f"{path}: class 'fish' has only 1 sample")
 
 
 def test_shape_mismatch(tmp_path: Path) -> None:
@@ -601,3 +601,114 @@ def test_prepare_refuses_a_budget_larger_than_the_pool(tmp_path: Path) -> None:
     message = data_error(prepare, cfg, tmp_path / "prepared", "h")
     assert message.startswith("data.train_samples: train_samples=5000 but the train split has only ")
     assert not (tmp_path / "prepared").exists()
+
+
+# -------------------------------------------------------- issue 18: files that used to end in a traceback
+def npz(tmp_path: Path, name: str = "bad.npz", **arrays: np.ndarray) -> Path:
+    path = tmp_path / name
+    np.savez(path, **arrays)
+    return path
+
+
+def test_a_directory_or_symlink_loop_is_named_for_what_it_is(tmp_path: Path) -> None:
+    folder = tmp_path / "data.csv"
+    folder.mkdir()
+    assert data_error(load_user_data, file_cfg(folder)) == (
+        f"data.file.path: {folder} is a directory; name a .csv, .parquet or .npz file in it")
+    loop = tmp_path / "loop.csv"
+    loop.symlink_to(loop)
+    assert data_error(load_user_data, file_cfg(loop)) == f"data.file.path: {loop} is a symlink loop"
+    broken = tmp_path / "gone.csv"
+    broken.symlink_to(tmp_path / "nowhere.csv")
+    assert data_error(load_user_data, file_cfg(broken)) == (
+        f"data.file.path: {broken} is a broken symlink (to {tmp_path / 'nowhere.csv'})")
+    good = write_csv(tmp_path, animals(), "good.csv")
+    assert data_error(load_user_data, file_cfg(good, source_path=str(folder))) == (
+        f"data.file.source_path: {folder} is a directory; name a .csv, .parquet or .npz file in it")
+
+
+def test_a_header_only_csv(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, animals().iloc[:0])
+    assert data_error(load_user_data, file_cfg(path)) == f"{path}: has column names but no rows of data"
+
+
+def test_npz_shape_mistakes(tmp_path: Path) -> None:
+    x, y = np.random.default_rng(0).normal(size=(30, 5)), np.repeat([0, 1, 2], 10)
+    empty = npz(tmp_path, x=np.zeros((0, 5)), y=np.zeros(0))
+    assert data_error(load_user_data, file_cfg(empty)) == f"{empty}: holds no samples (x has 0 rows)"
+    widths = npz(tmp_path, x_train=x, y_train=y, x_test=x[:, :4], y_test=y)
+    assert data_error(load_user_data, file_cfg(widths)) == (
+        f"{widths}: x_train has samples of shape [5] but x_test [4]; both splits need the same features")
+    flat = npz(tmp_path, x=x[:, 0], y=y)
+    assert data_error(load_user_data, file_cfg(flat)).startswith(
+        f"{flat}: x has shape [30], one value per sample; expected [samples, features]")
+    one_hot = npz(tmp_path, x=x, y=np.eye(3)[y])
+    assert data_error(load_user_data, file_cfg(one_hot)) == (
+        f"{one_hot}: y is one-hot encoded (shape [30, 3]); store one class per sample instead, e.g. y.argmax(axis=1)")
+    deep = npz(tmp_path, x=np.zeros((30, 2, 2, 2, 2)), y=y)
+    assert data_error(load_user_data, file_cfg(deep)) == (
+        f"{deep}: x has samples of shape [2, 2, 2, 2]; accepted: [length], [channels, length], [H, W] or [C, H, W]")
+
+
+def test_npz_that_is_not_arrays_or_not_a_zip(tmp_path: Path) -> None:
+    import zipfile
+
+    text = tmp_path / "notes.npz"
+    text.write_text("x,y\n1,2\n")
+    message = data_error(load_user_data, file_cfg(text))
+    assert message == f"{text}: not an NPZ archive (a .npz file is a zip of .npy arrays, as numpy.savez writes)"
+    assert "allow_pickle" not in message
+    members = tmp_path / "members.npz"
+    with zipfile.ZipFile(members, "w") as archive:
+        archive.writestr("x.npy", b"not an array")
+        archive.writestr("y.txt", b"0 1 0 1")
+    assert data_error(load_user_data, file_cfg(members)) == (
+        f"{members}: member(s) ['x', 'y.txt'] are not .npy arrays (write the file with numpy.savez)")
+
+
+def test_continuous_labels_are_named_by_their_values(tmp_path: Path) -> None:
+    frame = animals()
+    frame["label"] = np.linspace(0.0, 1.0, len(frame))
+    path = write_csv(tmp_path, frame)
+    message = data_error(load_user_data, file_cfg(path))
+    assert message.startswith(f"{path}: column 'label' holds non-integer numbers (e.g. 0.01694915254237288)"), message
+    frame["label"] = np.arange(len(frame))            # integers, but one per row: a measured count
+    path = write_csv(tmp_path, frame, "counts.csv")
+    assert data_error(load_user_data, file_cfg(path)).startswith(
+        f"{path}: 60 distinct labels for 60 samples (e.g. 0, 1, 10); that looks like a measured value")
+
+
+@pytest.mark.parametrize(("shape", "arch"), [((3, 40), "resnet1d"), ((2, 40), "cnn1d"), ((8, 8), "resnet2d"),
+                                             ((3, 8, 8), "cnn2d"), ((3, 8, 8), "resnet2d")])
+def test_the_shapes_users_bring_train(tmp_path: Path, shape: tuple[int, ...], arch: str) -> None:
+    """Multichannel series [C, L] for the 1-D nets, [H, W] and [C, H, W] images for the 2-D nets."""
+    import torch
+
+    from trainlab.config.schema import ModelConfig
+    from trainlab.models import build_model
+
+    rng = np.random.default_rng(0)
+    path = npz(tmp_path, x=rng.normal(size=(40, *shape)), y=np.repeat([0, 1], 20))
+    raw = load_user_data(file_cfg(path))
+    assert raw.input_shape == shape and raw.target_train.x.shape[1:] == shape
+    model = build_model(ModelConfig(arch=arch, width=8, depth=2, downsample=1, kernel_size=4), shape, 2)
+    assert model(torch.as_tensor(raw.target_train.x[:3])).shape == (3, 2)
+    flat = npz(tmp_path, "flat.npz", x=rng.normal(size=(40, int(np.prod(shape)))), y=np.repeat([0, 1], 20))
+    assert load_user_data(file_cfg(flat, shape=shape)).input_shape == shape   # rows reshaped by data.file.shape
+
+
+def test_shapes_no_model_takes_are_refused_in_one_line(tmp_path: Path) -> None:
+    from trainlab.config.schema import ModelConfig
+    from trainlab.errors import ParamsError
+    from trainlab.models import build_model
+
+    path = write_csv(tmp_path, animals(n_per_class=20))
+    assert data_error(load_user_data, file_cfg(path, shape=(1, 1, 1, 4))) == (
+        "data.file.shape: [1, 1, 1, 4] has 4 axes; accepted: [length], [channels, length], [H, W] or [C, H, W]")
+    with pytest.raises(ParamsError) as info:
+        build_model(ModelConfig(arch="resnet1d"), (3, 8, 8), 2)
+    assert str(info.value).startswith("model.arch: 'resnet1d' needs a sequence [length] or [channels, length], "
+                                      "but the data has shape [3, 8, 8]")
+    with pytest.raises(ParamsError) as info:
+        build_model(ModelConfig(arch="cnn2d"), (40,), 2)
+    assert str(info.value).startswith("model.arch: 'cnn2d' needs an image [height, width] or [channels, height, width]")

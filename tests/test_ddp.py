@@ -3,7 +3,7 @@
 The engine shards each global batch across ranks itself; DDP averages the gradients.
 Without batch norm or dropout the two runs compute the same maths, so the weights agree
 up to float summation order. The CLI test runs the real `trainlab pretrain` with
-`trainer.devices: 2`, which relaunches itself under torchrun.
+`trainer.devices: 2`, which relaunches itself as two local processes.
 """
 
 from __future__ import annotations

@@ -106,3 +106,14 @@ def test_the_command_prints_the_deps_and_checks_them() -> None:
     assert listed["evaluate"] == as_deps(closure("evaluate")) and set(listed) == set(DVC_YAML["stages"])
     check = subprocess.run([sys.executable, "-m", "trainlab.stage_deps", "--check"], capture_output=True, text=True)
     assert check.returncode == 0 and check.stdout == ""
+
+
+def test_write_puts_the_closure_into_dvc_yaml_and_keeps_the_rest(tmp_path: Path) -> None:
+    text = (ROOT / "dvc.yaml").read_text()
+    broken = text.replace("      - src/trainlab/ensemble.py\n", "", 1)
+    assert broken != text
+    copy = tmp_path / "dvc.yaml"
+    copy.write_text(broken)
+    assert stage_deps.differences(copy)
+    stage_deps.write_deps(copy)
+    assert stage_deps.differences(copy) == {} and copy.read_text() == text

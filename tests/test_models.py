@@ -190,3 +190,19 @@ def test_auto_downsample_keeps_at_most_256_positions(arch: str, shape: tuple, po
     model = build_model(config(arch, downsample="auto"), shape, 3)
     out = model.backbone[:-1](torch.randn(2, *shape))
     assert int(torch.tensor(out.shape[2:]).prod()) == positions
+
+
+@pytest.mark.parametrize("arch", ["cnn1d", "resnet1d", "cnn2d", "resnet2d"])
+@pytest.mark.parametrize("kernel", [2, 4, 5])
+def test_even_kernels_keep_the_resolution_like_odd_ones(arch: str, kernel: int) -> None:
+    """An even kernel used to grow every length by one, and resnet1d then failed on its skip sum."""
+    from trainlab.models.networks import same_conv
+
+    shape = (40,) if arch.endswith("1d") else (3, 9, 9)
+    model = build_model(ModelConfig(arch=arch, width=8, depth=3, downsample=2, kernel_size=kernel), shape, 4)
+    assert model(torch.randn(2, *shape)).shape == (2, 4)
+    conv = torch.nn.Conv1d if arch.endswith("1d") else torch.nn.Conv2d
+    for stride, length in ((1, 40), (2, 20), (1, 9), (2, 5)):
+        layer = same_conv(conv, 1, 1, kernel, stride)
+        x = torch.randn(1, 1, length) if conv is torch.nn.Conv1d else torch.randn(1, 1, length, length)
+        assert layer(x).shape[-1] == -(-length // stride), (stride, length)

@@ -533,7 +533,7 @@ BAD_DATA = {
     "single-class": "only one class (cat) in the labels",
     "unseen-test-class": "test labels ['fish'] never appear in the train split",
     "empty-split": "the test split is empty",
-    "too-few-per-class": "class 3 has 1 sample(s), too few to split off",
+    "too-few-per-class": "class 'fish' has only 1 sample",
 }
 
 

@@ -47,10 +47,10 @@ DVC = str(BIN / "dvc")
 
 # ------------------------------------------------------------------------------- helpers
 @contextmanager
-def started(cmd: list[str], cwd: Path, log: Path) -> Iterator[subprocess.Popen]:
+def started(cmd: list[str], cwd: Path, log: Path, **env: str) -> Iterator[subprocess.Popen]:
     """A command in its own process group, output to `log`; whatever is left of it is killed on exit."""
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=clean_env(), stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, cwd=cwd, env=clean_env(**env), stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         try:
             yield proc
@@ -124,7 +124,7 @@ def run_tags(project: Path, name: str, status: str) -> dict:
 
 
 def stray_temporaries(project: Path) -> list[Path]:
-    """Half-written files of the atomic writers (.<name>.<random>.tmp) anywhere in the project."""
+    """Half-written files of the atomic writers (.<name>.<pid>.<random>.tmp) anywhere in the project."""
     return [p for p in project.rglob(".*.tmp") if ".git" not in p.parts]
 
 
@@ -176,15 +176,18 @@ def test_ctrl_c_mid_pretrain_is_killed_cleanly_and_resumes(base: Path, pretraine
     project = copy_project(base, tmp_path / "project")
     checkpoint = project / ".trainlab/resume/pretrain.pt"
     log = tmp_path / "interrupted.log"
-    with started([str(BIN / "trainlab"), "pretrain"], project, log) as proc:
-        interrupt_after(proc, checkpoint.is_file, "the first checkpoint", random.Random(12), 2.5, signal.SIGINT)
+    # The process sends itself SIGINT right after step 102 (checkpointed at step 100): a
+    # moment in the middle of the run however busy the machine is (a delay after the first
+    # checkpoint once landed after the last step).
+    with started([str(BIN / "trainlab"), "pretrain"], project, log, TRAINLAB_TEST_SIGNAL_AT_STEP="102:SIGINT") as proc:
+        proc.wait(timeout=900)
     said = log.read_text()
     assert proc.returncode == 130, said[-3000:]
     assert "Traceback" not in said and said.strip().splitlines()[-1] == INTERRUPTED, said[-3000:]
     assert run_statuses(project) == [("prepare", "FINISHED"), ("pretrain", "KILLED")]
     assert run_tags(project, "pretrain", "KILLED")["trainlab.error"].startswith("KeyboardInterrupt")
     counters = resume_counters(checkpoint)
-    assert 0 < counters["step"] < KILL["pretrain__epochs"] * steps_per_epoch(project, "source", SOURCE_BATCH)
+    assert counters["step"] == 100 < KILL["pretrain__epochs"] * steps_per_epoch(project, "source", SOURCE_BATCH)
     assert stray_temporaries(project) == []
     assert not (project / "models/pretrained.pt").exists()
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import copy_project, run, trainlab
+from conftest import copy_project, run, small_params, trainlab, write_params
 from test_tracking import client_of, experiment_id, only_run, steps_of
 from trainlab.config import load_params
 
@@ -80,6 +80,33 @@ def test_rerun_in_place_reports_a_changed_metric(prepared_project: Path, tmp_pat
     assert len(warnings) == 1 and "git.dirty" in warnings[0]
     assert sorted(reruns_of(client, run_id)) == ["pretrain"]   # in place: only the stage itself
     assert worktrees(project) == [str(project.resolve())]
+
+
+@pytest.mark.slow
+def test_rerun_of_evaluate_leaves_the_registry_alone_unless_asked(prepared_project: Path, tmp_path: Path) -> None:
+    project = copy_project(prepared_project, tmp_path / "project")
+    # Outside the checkout (which --in-place wants clean): fine-tune only, so evaluate has one model.
+    params = write_params(tmp_path, small_params(finetune__compare_scratch=False, finetune__linear_probe=False))
+    trainlab(["finetune", "--params", str(params)], project)
+    trainlab(["evaluate", "--params", str(params)], project)
+    client = client_of(project)
+    original = only_run(project, "evaluate")
+    assert str(client.get_model_version_by_alias("trainlab", "champion").version) == "1"
+
+    result = trainlab(["rerun", "--in-place", original.info.run_id], project, check=False)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().startswith("identical: ")
+    assert [str(v.version) for v in client.search_model_versions("name = 'trainlab'")] == ["1"]
+    assert str(client.get_model_version_by_alias("trainlab", "champion").version) == "1"
+    rerun = reruns_of(client, original.info.run_id)["evaluate"]
+    assert rerun.data.params["evaluate.register_model"] == "False" and "registry.version" not in rerun.data.tags
+
+    asked = trainlab(["rerun", "--in-place", "--register", original.info.run_id], project, check=False)
+
+    assert asked.returncode == 0, asked.stdout + asked.stderr
+    assert sorted(str(v.version) for v in client.search_model_versions("name = 'trainlab'")) == ["1", "2"]
+    assert str(client.get_model_version_by_alias("trainlab", "champion").version) == "2"
 
 
 def test_rerun_refuses_a_commit_missing_from_the_repo(prepared_project: Path, tmp_path: Path) -> None:

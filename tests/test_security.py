@@ -23,7 +23,8 @@ from trainlab.errors import CheckpointError
 from trainlab.models import load_model, read_checkpoint
 
 CODE = sorted([*(ROOT / "src").rglob("*.py"), *(ROOT / "stages").rglob("*.py")])
-SAFE_YAML_LOADERS = {"SafeLoader", "CSafeLoader", "yaml.SafeLoader", "yaml.CSafeLoader"}
+SAFE_YAML_LOADERS = {"SafeLoader", "CSafeLoader", "yaml.SafeLoader", "yaml.CSafeLoader",
+                     "ParamsLoader"}   # params.yaml's: a safe loader (checked below) that refuses duplicate keys
 
 
 def call_name(node: ast.AST) -> str:
@@ -106,6 +107,17 @@ def test_no_code_executing_loader_in_src_or_stages() -> None:
     # The loaders the project does use are the safe ones.
     text = "\n".join(path.read_text() for path in CODE)
     assert "weights_only=True" in text and "yaml.safe_load" in text and "allow_pickle=False" in text
+
+
+def test_the_params_loader_constructs_only_plain_data() -> None:
+    import yaml
+
+    from trainlab.config.yaml_reader import ParamsLoader, read_yaml
+
+    assert issubclass(ParamsLoader, yaml.constructor.SafeConstructor)
+    assert not issubclass(ParamsLoader, (yaml.constructor.FullConstructor, yaml.constructor.UnsafeConstructor))
+    with pytest.raises(yaml.YAMLError):
+        read_yaml("a: !!python/object/apply:os.system ['true']\n")
 
 
 # ------------------------------------------------------------------------------ servers

@@ -25,7 +25,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 import trainlab
-from conftest import BIN, copy_project, run, trainlab as trainlab_cli
+from conftest import BIN, ROOT, copy_project, run, trainlab as trainlab_cli
 from trainlab.config import flatten, load_params, params_hash
 from trainlab.diagnose import FINDING_NAMES
 from trainlab.models import load_model
@@ -286,3 +286,31 @@ def test_unreachable_tracking_server_fails_before_training(prepared_project: Pat
     assert not (project / ".trainlab/resume/pretrain.pt").exists()
     # It did not fall back to the local store either.
     assert len(client_of(project).search_runs([experiment_id(client_of(project))])) == runs_before
+
+
+# ------------------------------------------------------------- git.dirty under dvc repro (issue 18)
+def test_git_dirty_ignores_what_dvc_itself_rewrites(project: Path) -> None:
+    """DVC deletes a stage's git-tracked metrics before running it: that is not a user's change."""
+    (project / "notes.txt").write_text("tracked, not written by any stage\n")
+    run([str(BIN / "dvc"), "repro", "prepare"], project)
+    run(["git", "add", "dvc.lock", "reports/prepare/metrics.json", "notes.txt"], project)
+    run(["git", "commit", "-q", "-m", "prepare outputs"], project)
+
+    run([str(BIN / "dvc"), "repro", "--force", "prepare"], project)
+    rerun = stage_runs(client_of(project), "prepare")[0]
+    assert rerun.data.tags["git.dirty"] == "false"
+
+    (project / "notes.txt").write_text("edited\n")
+    run([str(BIN / "dvc"), "repro", "--force", "prepare"], project)
+    assert stage_runs(client_of(project), "prepare")[0].data.tags["git.dirty"] == "true"
+
+
+def test_dvc_written_paths_follow_dvc_yaml() -> None:
+    from trainlab.tracking.lineage import changed_files, dvc_written_paths
+
+    written = dvc_written_paths(ROOT, "sub/")
+    assert {"sub/dvc.lock", "sub/data/prepared", "sub/models/pretrained.pt", "sub/reports/prepare/metrics.json",
+            "sub/reports/pretrain/curves.json", "sub/reports/pretrain/artifacts"} <= set(written)
+    assert "sub/params.yaml" not in written and not any(p.startswith("sub/src") for p in written)
+    assert changed_files(" M a.txt\0R  new.txt\0old.txt\0 D reports/x.json\0") == [
+        "a.txt", "new.txt", "old.txt", "reports/x.json"]

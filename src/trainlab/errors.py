@@ -33,5 +33,12 @@ class TrainingDiverged(UserError):
     num_classes: int | None = None
 
 
+class ResourceUnavailable(UserError):
+    """The machine cannot give what the run needs: disk space, a writable folder, a
+    readable tracking database, a database driver. Exit code 4: not the input's fault."""
+
+    exit_code = 4
+
+
 class TrackingUnavailable(UserError):
     """The MLflow tracking backend cannot be reached."""

@@ -51,3 +51,9 @@ def search_trial_model(study: str, slot: int) -> Path:
 def resume_checkpoint(run_name: str) -> Path:
     """Where a training run keeps its last checkpoint for resuming after a kill."""
     return RESUME / f"{run_name}.pt"
+
+
+def output_folders(stage: str) -> list[Path]:
+    """Folders a stage writes into, checked to be writable before it does any work."""
+    models = {"pretrain": [MODELS, RESUME], "finetune": [MODELS, BASELINES, RESUME], "ensemble": [MODELS]}
+    return [*models.get(stage, []), stage_reports(stage)]

@@ -9,6 +9,7 @@ does a module a command line in the code starts with `-m` (the DDP relaunch).
 
     python -m trainlab.stage_deps            # the code deps of every stage, as dvc.yaml lists them
     python -m trainlab.stage_deps --check    # exit 1 and name each stage whose deps differ
+    python -m trainlab.stage_deps --write    # rewrite the code deps in dvc.yaml (comments kept)
 
 A package folder is listed whole when the stage imports every module in it, else file
 by file: precise, so editing `ensemble.py` reruns ensemble and evaluate, not pretrain.
@@ -138,7 +139,31 @@ def differences(dvc_yaml: Path = ROOT / "dvc.yaml") -> dict[str, tuple[list[str]
     return found
 
 
+def write_deps(dvc_yaml: Path = ROOT / "dvc.yaml") -> None:
+    """Replace each stage's code deps in dvc.yaml with its closure; every other line stays as written."""
+    import re
+
+    lines, out, stage, in_deps, done = dvc_yaml.read_text().split("\n"), [], None, False, False
+    for line in lines:
+        if match := re.match(r"^  (\w[\w-]*):\s*$", line):
+            stage, in_deps = match.group(1), False
+        elif re.match(r"^    deps:\s*$", line):
+            in_deps, done = True, False
+        elif in_deps and not line.startswith("      "):
+            in_deps = False
+        if in_deps and re.match(r"^      - (src|stages)/", line):
+            if not done:   # the code deps go where the first one was
+                out.extend(f"      - {dep}" for dep in as_deps(closure(stage)))
+                done = True
+            continue
+        out.append(line)
+    dvc_yaml.write_text("\n".join(out))
+
+
 def main(argv: list[str]) -> int:
+    if "--write" in argv:
+        write_deps()
+        argv = ["--check"]
     if "--check" in argv:
         found = differences()
         for stage, (missing, extra) in found.items():

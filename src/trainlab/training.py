@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -13,7 +15,8 @@ from trainlab import paths
 from trainlab.engine.budget import resolve_budget
 from trainlab.config import Params, TrainSpec
 from trainlab.data import TaskInfo, load_split, read_manifest, task_info
-from trainlab.engine import Checkpointing, FitResult, Hook, ParamGroup, Runtime, TrainData, fit, seed_everything
+from trainlab.engine import (Checkpointing, FitResult, Hook, ParamGroup, Runtime, SignalAtStep, TrainData, fit,
+                             seed_everything)
 from trainlab.errors import TrainingDiverged
 from trainlab.models import Classifier, build_model
 from trainlab.pretext import reconstruction_spec, reconstruction_task
@@ -25,6 +28,9 @@ from trainlab.selection import (EpochPredictions, HeldOut, StopAfter, choose_epo
 # group) and hooks bound to that model (gradual unfreezing). Called once per fit, so
 # cross-validation can train a fresh copy for every fold.
 ModelFactory = Callable[[], tuple[Classifier, "list[ParamGroup] | None", "list[Hook]"]]
+
+# Tests set this to "STEP" or "STEP:SIGNAME" to interrupt a run right after that step.
+TEST_SIGNAL_ENV = "TRAINLAB_TEST_SIGNAL_AT_STEP"
 
 
 @dataclass
@@ -125,7 +131,7 @@ def _fit(params: Params, spec: TrainSpec, model: Classifier, groups, train: Trai
     recorder = CurveRecorder()
     try:
         result = fit(model, train, val, spec, params.trainer, seed=params.seed, groups=groups,
-                     hooks=[recorder, *hooks, checkpointing], runtime=runtime, label=label)
+                     hooks=[recorder, *hooks, checkpointing, *_test_hooks()], runtime=runtime, label=label)
     except TrainingDiverged as err:
         err.curves, err.num_classes = recorder.curves, info.num_classes
         raise
@@ -199,6 +205,15 @@ def _fresh_model(params: Params, info: TaskInfo) -> ModelFactory:
 def _say(note: str, label: str, runtime: Runtime | None) -> None:
     if note and (runtime is None or runtime.is_main):
         print(f"[{label}] {note}", flush=True)
+
+
+def _test_hooks() -> list[Hook]:
+    """The signal a test asked for with TEST_SIGNAL_ENV (after the step's checkpoint is written)."""
+    spec = os.environ.get(TEST_SIGNAL_ENV)
+    if not spec:
+        return []
+    step, _, name = spec.partition(":")
+    return [SignalAtStep(int(step), getattr(signal, name or "SIGINT"))]
 
 
 def finish(trained: TrainedModel) -> None:

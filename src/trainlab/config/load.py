@@ -13,7 +13,12 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from trainlab.config.schema import Params
+from trainlab.config.yaml_reader import read_yaml
 from trainlab.errors import ParamsError
+
+# A params file is a few KB; a huge one is an accident (a data array pasted in) that would
+# take a minute to parse before being refused as an unknown key.
+MAX_PARAMS_BYTES = 100_000   # ~12x the project's own; 1 MB of YAML takes ~15 s to parse here
 
 
 def load_params(path: str | Path = "params.yaml", overrides: Mapping[str, Any] | None = None) -> Params:
@@ -21,8 +26,14 @@ def load_params(path: str | Path = "params.yaml", overrides: Mapping[str, Any] |
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: file not found (run from the project root, where params.yaml lives)")
+    size = path.stat().st_size
+    if size > MAX_PARAMS_BYTES:
+        raise ParamsError(f"{path}: {size:,} bytes; a params file is a few KB (at most {MAX_PARAMS_BYTES:,} "
+                          f"bytes): data belongs in a file named by data.file.path")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = read_yaml(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ParamsError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -9,9 +9,12 @@ works from the fully resolved `Params`.
 from __future__ import annotations
 
 import re
+import typing
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from trainlab.config.names import AliasName, ExperimentName, ModelName, TrackingUri
 
 PositiveInt = Annotated[int, Field(gt=0)]
 # Upper bounds catch typos such as an extra zero block that would exhaust memory or time.
@@ -21,6 +24,8 @@ Width = Annotated[int, Field(gt=0, le=4096)]
 NonNegInt = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+# numpy's legacy seeding (mnist1d's generator, Optuna's samplers) takes 0..2**32-1 only.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
 class Section(BaseModel):
@@ -28,13 +33,34 @@ class Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads true as 1 for an int or float: `n_trials: true` would mean one trial.
+        if _holds_bool(value) and not _accepts(cls.model_fields[info.field_name].annotation, bool):
+            kind = "an integer" if _accepts(cls.model_fields[info.field_name].annotation, int) else "a number"
+            raise ValueError(f"expected {kind}, got {_yaml_text(value)}")
+        return value
+
+
+def _holds_bool(value: Any) -> bool:
+    return isinstance(value, bool) or (isinstance(value, (list, tuple)) and any(isinstance(v, bool) for v in value))
+
+
+def _accepts(annotation: Any, kind: type) -> bool:
+    return annotation is kind or any(_accepts(arg, kind) for arg in typing.get_args(annotation))
+
+
+def _yaml_text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else repr(value)
+
 
 # ----------------------------------------------------------------------------- data
 class Mnist1dTarget(Section):
     """The target task: MNIST-1D generated offline with the paper's arguments."""
 
     num_samples: SampleCount = 5000
-    seed: int = 42
+    seed: Seed = 42
     train_split: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.8
 
 
@@ -53,7 +79,7 @@ class SourceConfig(Section):
     """The pretraining corpus: larger, generated differently, with another label space."""
 
     num_samples: SampleCount = 40000
-    seed: int = 1
+    seed: Seed = 1
     labels: Literal["same", "permuted", "merged"] = "permuted"
     val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.05
     generation: Mnist1dGeneration = Mnist1dGeneration()
@@ -85,7 +111,7 @@ class DataConfig(Section):
 
     name: Literal["mnist1d", "digits", "file"] = "mnist1d"
     val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
-    split_seed: int = 1
+    split_seed: Seed = 1
     train_samples: SampleCount | None = 400             # label budget in total; null = all
     train_samples_per_class: SampleCount | None = None  # or a budget per class
     mnist1d: Mnist1dTarget = Mnist1dTarget()
@@ -328,7 +354,8 @@ class SearchConfig(Section):
     metric: Literal["val/loss", "val/acc"] = "val/loss"   # what trials are ranked and pruned by
     storage: str | None = None       # null = local file kept across runs; or an RDB URL
     study_name: str = "trainlab-search"
-    seed: int = 0
+    # The samplers seed numpy with seed * 10_007 + slot, which must stay below 2**32.
+    seed: Annotated[int, Field(ge=0, le=400_000)] = 0
     epochs: Epochs | None = None  # per-trial epochs; null = finetune.epochs
     grid_points: Annotated[int, Field(gt=0, le=1000)] = 3   # grid: points per float/int range
     top_k: PositiveInt = 5
@@ -366,8 +393,8 @@ class EnsembleConfig(Section):
 class EvaluateConfig(Section):
     calibration_bins: Annotated[int, Field(gt=0, le=1000)] = 15
     register_model: bool = True
-    model_name: str = "trainlab"
-    alias: str = "champion"
+    model_name: ModelName = "trainlab"   # checked here: MLflow refuses a bad one only at the very end
+    alias: AliasName = "champion"
 
 
 class SelectionConfig(Section):
@@ -381,8 +408,8 @@ class SelectionConfig(Section):
 
 
 class TrackingConfig(Section):
-    uri: str | None = None   # null = MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
-    experiment: str = "trainlab"
+    uri: TrackingUri | None = None   # null = MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
+    experiment: ExperimentName = "trainlab"
     log_models: bool = True
 
 
@@ -390,7 +417,7 @@ class TrackingConfig(Section):
 class Params(Section):
     """The whole of params.yaml."""
 
-    seed: int = 0
+    seed: Seed = 0
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     trainer: TrainerConfig = TrainerConfig()

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from trainlab.data.sources import Arrays
 from trainlab.errors import DataError
+from trainlab.io import staging_dir, temp_name
 
 MANIFEST_NAME = "manifest.json"
 SPLITS = {"source": ("train", "val"), "target": ("train", "val", "test")}
@@ -43,10 +43,7 @@ def write_prepared(root: Path, splits: dict[str, dict[str, Arrays]], classes: di
                    input_shape: tuple[int, ...], meta: dict) -> dict:
     """Write every split and the manifest into a temporary directory, then swap it into place."""
     root = Path(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
-    staging.chmod(0o755)   # mkdtemp creates 0700; the data is meant to be shared
-    try:
+    with staging_dir(root) as staging:
         tasks = {}
         for task, task_splits in splits.items():
             (staging / task).mkdir()
@@ -58,9 +55,6 @@ def write_prepared(root: Path, splits: dict[str, dict[str, Arrays]], classes: di
         manifest = {**meta, "input_shape": list(input_shape), "tasks": tasks}
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         _swap_into_place(staging, root)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return manifest
 
 
@@ -80,7 +74,7 @@ def _swap_into_place(staging: Path, root: Path) -> None:
     # so a crash leaves either the old or the new data, never a mix.
     old = None
     if root.exists():
-        old = root.with_name(f".{root.name}-old-{os.getpid()}")
+        old = temp_name(root)   # a stale one (writer killed here) is removed by the next write
         os.replace(root, old)
     os.replace(staging, root)
     if old is not None:

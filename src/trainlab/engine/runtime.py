@@ -80,8 +80,12 @@ def configure_threads(cfg: TrainerConfig, world_size: int = 1) -> int:
     return torch.get_num_threads()
 
 
+# The file local DDP processes rendezvous through (trainlab.launch sets it); else env:// (torchrun).
+STORE_ENV = "TRAINLAB_DIST_STORE"
+
+
 def setup_runtime(cfg: TrainerConfig) -> Runtime:
-    """Pick the device and join the DDP process group when launched under torchrun."""
+    """Pick the device and join the DDP process group when started as one of several ranks."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = cfg.accelerator == "cuda" or (cfg.accelerator == "auto" and torch.cuda.is_available())
@@ -91,7 +95,9 @@ def setup_runtime(cfg: TrainerConfig) -> Runtime:
     if use_cuda:
         torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        store = os.environ.get(STORE_ENV)   # set by trainlab's local launcher: no listening socket
+        dist.init_process_group("nccl" if use_cuda else "gloo", init_method=f"file://{store}" if store else None,
+                                rank=rank if store else -1, world_size=world_size if store else -1)
     configure_threads(cfg, world_size if not use_cuda else 1)
     if use_cuda:
         # CPU kernels are deterministic at a fixed thread count already; on CUDA ask for the

@@ -67,7 +67,7 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
     blocks: OrderedDict[str, nn.Module] = OrderedDict()
     blocks["stem"] = nn.Sequential(
         AddChannel(len(input_shape) == dims),
-        conv(channels, cfg.width, cfg.kernel_size, padding=cfg.kernel_size // 2, bias=norm is None),
+        same_conv(conv, channels, cfg.width, cfg.kernel_size, bias=norm is None),
         *( [norm(cfg.width)] if norm else []), act())
     downsample = auto_downsample(input_shape, dims, cfg.depth) if cfg.downsample == "auto" else cfg.downsample
     if downsample > cfg.depth:
@@ -121,6 +121,21 @@ def _channels(arch: str, input_shape: tuple[int, ...], dims: int) -> int:
                       f"accepted for this data: {'cnn1d, resnet1d' if len(input_shape) <= 2 else 'cnn2d, resnet2d'}, mlp, logreg")
 
 
+def same_conv(conv: type[nn.Conv1d] | type[nn.Conv2d], c_in: int, c_out: int, kernel: int,
+              stride: int = 1, bias: bool = True) -> nn.Module:
+    """A convolution that keeps the resolution (stride 1) or halves it rounding up (stride 2).
+
+    An odd kernel pads kernel // 2 on each side. An even one needs one value less on the
+    left than on the right: padded symmetrically it grows every length by one, and a
+    residual block's sum with its skip path fails on the mismatch.
+    """
+    if kernel % 2:
+        return conv(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=bias)
+    left, right = kernel // 2 - 1, kernel // 2
+    pad = nn.ConstantPad1d((left, right), 0.0) if conv is nn.Conv1d else nn.ConstantPad2d((left, right) * 2, 0.0)
+    return nn.Sequential(pad, conv(c_in, c_out, kernel, stride=stride, padding=0, bias=bias))
+
+
 class AddChannel(nn.Module):
     """Give single-channel inputs their channel axis: (N, L) -> (N, 1, L)."""
 
@@ -137,7 +152,7 @@ class PlainBlock(nn.Module):
 
     def __init__(self, conv, norm, act, width: int, kernel: int, stride: int):
         super().__init__()
-        self.body = nn.Sequential(conv(width, width, kernel, stride=stride, padding=kernel // 2, bias=norm is None),
+        self.body = nn.Sequential(same_conv(conv, width, width, kernel, stride, bias=norm is None),
                                   *([norm(width)] if norm else []), act())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -154,12 +169,11 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, conv, norm, act, width: int, kernel: int, stride: int):
         super().__init__()
-        pad = kernel // 2
         self.body = nn.Sequential(
             *([norm(width)] if norm else []), act(),
-            conv(width, width, kernel, stride=stride, padding=pad, bias=norm is None),
+            same_conv(conv, width, width, kernel, stride, bias=norm is None),
             *([norm(width)] if norm else []), act(),
-            conv(width, width, kernel, padding=pad, bias=True))
+            same_conv(conv, width, width, kernel, bias=True))
         self.skip = nn.Identity() if stride == 1 else conv(width, width, 1, stride=stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,19 +8,65 @@ import platform
 import socket
 import subprocess
 from importlib import metadata
+from pathlib import Path
 
 
 def git_state(cwd: str = ".") -> dict[str, str]:
-    """The commit checked out and whether tracked files differ from it."""
+    """The commit checked out and whether tracked files other than DVC's own outputs differ from it."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
+                              timeout=10).stdout
     try:
-        commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+        commit = git("rev-parse", "HEAD").strip()
+        changed = changed_files(git("status", "--porcelain", "-z", "--untracked-files=no"))
+        prefix = git("rev-parse", "--show-prefix").strip()
     except (OSError, subprocess.SubprocessError):
         return {"git.commit": "unknown", "git.dirty": "unknown"}
+    # DVC deletes a stage's git-tracked outputs (metrics, plots) before running it and
+    # rewrites dvc.lock after: those differ under every `dvc repro` without any user change.
+    written_by_dvc = dvc_written_paths(Path(cwd), prefix)
+    dirty = any(not _under_any(path, written_by_dvc) for path in changed)
     return {"git.commit": commit or "none", "git.dirty": str(dirty).lower()}
+
+
+def changed_files(porcelain_z: str) -> list[str]:
+    """Paths (from the repository root) in `git status --porcelain -z` output; a rename gives both."""
+    entries = [e for e in porcelain_z.split("\0") if e]
+    paths, i = [], 0
+    while i < len(entries):
+        status, path = entries[i][:2], entries[i][3:]
+        paths.append(path)
+        if "R" in status or "C" in status:   # the rename's source follows as its own entry
+            paths.append(entries[i + 1] if i + 1 < len(entries) else "")
+            i += 1
+        i += 1
+    return paths
+
+
+def dvc_written_paths(project: Path, prefix: str = "") -> list[str]:
+    """dvc.lock and every stage's outs, metrics and plots, as paths from the repository root."""
+    import yaml
+
+    try:
+        spec = yaml.safe_load((project / "dvc.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    found = [f"{prefix}dvc.lock"]
+    stages = spec.get("stages") if isinstance(spec, dict) else None
+    for stage in (stages or {}).values():
+        if not isinstance(stage, dict):
+            continue
+        wdir = str(stage.get("wdir", ".")).strip("/")
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind) or []:
+                name = next(iter(entry), None) if isinstance(entry, dict) else entry
+                if isinstance(name, str):
+                    found.append(os.path.normpath(f"{prefix}{wdir}/{name}"))
+    return found
+
+
+def _under_any(path: str, roots: list[str]) -> bool:
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
 
 def pipeline_run_id() -> str:

@@ -7,10 +7,15 @@ temporary `git worktree`, writes the recorded config as its params.yaml and runs
 with the recorded code. The new runs go to the same tracking store, tagged
 `trainlab.rerun_of=<run id>`; the latest value of every metric is then compared
 exactly with the original's (timing metrics excluded: they never repeat).
+
+A rerun checks, it does not publish: evaluate's registration is switched off in the
+written params (`evaluate.register_model: false`), so the registry and its aliases stay
+where they are, unless `register=True` (`trainlab rerun --register`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -18,7 +23,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -31,7 +35,7 @@ from trainlab.tracking.run import RERUN_ENV
 RESOLVED_PARAMS = "config/resolved_params.json"
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class RecordedRun:
     """What a rerun needs from the original run."""
 
@@ -45,14 +49,14 @@ class RecordedRun:
     metrics: dict[str, float]
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Difference:
     key: str
     original: float | None
     rerun: float | None
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Comparison:
     """How many metrics were compared, and those that differ (none: identical)."""
 
@@ -85,9 +89,12 @@ def _resolved_params(client, run_id: str) -> dict:
         return json.loads(Path(local).read_text())
 
 
-def rerun(client, run_id: str, in_place: bool = False, warn: Callable[[str], None] = print) -> Comparison:
+def rerun(client, run_id: str, in_place: bool = False, warn: Callable[[str], None] = print,
+          register: bool = False) -> Comparison:
     """Reproduce run `run_id` and compare the new run's metrics with the original's."""
     recorded = read_recorded(client, run_id)
+    if not register:
+        recorded = without_registration(recorded)
     repo = _git_root(Path.cwd())
     if recorded.dirty:
         warn(f"warning: run {run_id} was recorded with uncommitted changes (git.dirty: true); "
@@ -100,6 +107,19 @@ def rerun(client, run_id: str, in_place: bool = False, warn: Callable[[str], Non
     else:
         _rerun_in_worktree(recorded, repo, env)
     return compare_metrics(recorded.metrics, find_rerun(client, recorded).data.metrics)
+
+
+def without_registration(recorded: RecordedRun) -> RecordedRun:
+    """The recorded run with evaluate's model registration switched off (metrics do not depend on it).
+
+    Only evaluate registers, and only its rerun gets the changed param: the runs of the
+    other stages log exactly the recorded params.
+    """
+    evaluate = recorded.params.get("evaluate")
+    if recorded.stage != "evaluate" or not isinstance(evaluate, dict) or not evaluate.get("register_model"):
+        return recorded
+    params = {**recorded.params, "evaluate": {**evaluate, "register_model": False}}
+    return dataclasses.replace(recorded, params=params)
 
 
 def _rerun_in_worktree(recorded: RecordedRun, repo: Path, env: dict[str, str]) -> None:

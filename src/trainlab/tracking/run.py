@@ -8,20 +8,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 from trainlab.config import Params, flatten, params_hash
-from trainlab.errors import TrackingUnavailable, TrainingDiverged
+from trainlab.errors import TrackingUnavailable, TrainingDiverged, UserError
 from trainlab.tracking.lineage import environment_freeze, git_state, pipeline_run_id, versions
 from trainlab.processes import pid_alive
+from trainlab.tracking.store import SpaceReserve, Uninterrupted, as_fault, sqlite_store_lock, store_faults
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"   # MLflow 3 UI: classic model-training view
 FLUSH_AT = 1000                                  # MLflow's log_batch limit per call
@@ -53,73 +51,6 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
                               f"start it or unset MLFLOW_TRACKING_URI to use the local sqlite store")
 
 
-@contextmanager
-def signals_held(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM until the block is done, then deliver them (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in signals}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
-        if held:
-            handler = previous[held[0]]
-            if callable(handler):
-                handler(held[0], None)       # Python's handler: raises KeyboardInterrupt
-            elif handler != signal.SIG_IGN:
-                os.kill(os.getpid(), held[0])
-
-
-class Uninterrupted:
-    """An MlflowClient whose calls complete before a Ctrl-C or SIGTERM takes effect.
-
-    Interrupted inside a write, a sqlite store stays locked by the half-done transaction
-    (its connection lives on in the KeyboardInterrupt's traceback), so closing the run as
-    KILLED failed with 'database is locked' and a traceback. The signal waits for the call.
-    """
-
-    def __init__(self, client) -> None:
-        self._client = client
-
-    def __getattr__(self, name: str):
-        attr = getattr(self._client, name)
-        if not callable(attr):
-            return attr
-
-        def call(*args, **kwargs):
-            with signals_held():
-                return attr(*args, **kwargs)
-        return call
-
-
-@contextmanager
-def sqlite_store_lock(uri: str) -> Iterator[None]:
-    """Serialise opening a local sqlite store across processes.
-
-    MLflow creates a fresh store's tables with migrations that are not safe to run twice
-    at once: two stages started together on a new shared store crashed the second one.
-    The lock (flock on the database file; sqlite's own locks are fcntl locks and do not
-    interact with it) is held only while the store is opened and the experiment looked up.
-    """
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    import fcntl
-
-    path = Path(uri[len("sqlite:///"):].split("?")[0])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:   # sqlite accepts an empty file as a new database
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 class StageRun:
     """Context manager around one MLflow run; FINISHED, FAILED or KILLED on exit, never RUNNING."""
 
@@ -133,6 +64,8 @@ class StageRun:
         self.run_name = run_name or stage
         self.extra_tags = dict(extra_tags or {})
         self.run_id: str | None = None
+        self.reserve: SpaceReserve | None = None     # the top-level run's, shared with its children
+        self._owns_reserve = False
         self._buffer: list = []
         self._logged: set[tuple[str, int]] = set()   # (key, step) already sent, for backfill
 
@@ -147,31 +80,53 @@ class StageRun:
         # messages (and a one-line error) should be all a user sees there.
         for name in ("mlflow", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # It also logs every database error with a traceback before raising it; the
+        # stage reports the error itself, in one line (tracking/store_faults.py).
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         # A dead server mid-run should fail the stage in seconds, not retry for minutes.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
         mlflow.set_tracking_uri(uri)
-        with sqlite_store_lock(uri):   # the client creates a fresh store's tables on construction
-            self.client = Uninterrupted(MlflowClient(uri))
-            experiment_id = self._experiment_id()
-        mark_dead_runs_killed(self.client, experiment_id)
-        tags = self._tags()
-        if self.parent_run_id:
-            tags["mlflow.parentRunId"] = self.parent_run_id
-        run = self.client.create_run(experiment_id, run_name=self.run_name, tags=tags)
+        self.uri = uri
+        if self.reserve is None and self.parent_run_id is None:   # nested runs use the top-level one's
+            self.reserve, self._owns_reserve = SpaceReserve(uri), True
+            self.reserve.hold()
+        try:
+            with store_faults(uri):
+                with sqlite_store_lock(uri):   # the client creates a fresh store's tables on construction
+                    self.client = Uninterrupted(MlflowClient(uri))
+                    experiment_id = self._experiment_id()
+                mark_dead_runs_killed(self.client, experiment_id)
+                tags = self._tags()
+                if self.parent_run_id:
+                    tags["mlflow.parentRunId"] = self.parent_run_id
+                run = self.client.create_run(experiment_id, run_name=self.run_name, tags=tags)
+        except BaseException:
+            if self.reserve is not None:
+                self.reserve.release()
+            raise
         self.run_id = run.info.run_id
-        self._log_params()
-        if self.parent_run_id is None:
-            self.log_standard_artifacts(self.params_file)   # every stage run: config and environment
+        try:
+            self._log_params()
+            if self.parent_run_id is None:
+                self.log_standard_artifacts(self.params_file)   # every stage run: config and environment
+        except BaseException as err:   # the run exists: close it FAILED/KILLED, not left RUNNING
+            self.__exit__(type(err), err, err.__traceback__)
+            raise
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if self.reserve is not None and (exc_type is not None or self._owns_reserve):
+            self.reserve.release()   # on a full disk, the space it held lets the status below be written
         if self.run_id is None:
             return
         if server_lost(exc):
             # Every further call would only retry against a dead server. The run stays
             # RUNNING there until the next stage start finds this process gone (KILLED).
             raise self._lost(exc) from None
+        # A full disk or a damaged store mid-run: still close the run (FAILED) if the store
+        # lets us, then report the fault in one line instead of SQLAlchemy's traceback.
+        fault = None if isinstance(exc, UserError) else as_fault(exc, self.uri)
         status = "FINISHED"
         try:
             if exc_type is not None:
@@ -187,11 +142,16 @@ class StageRun:
             finally:
                 self.client.set_terminated(self.run_id, status=status)
         except Exception as err:
-            if not server_lost(err):
+            if server_lost(err):
+                if exc_type is None:
+                    raise self._lost(err) from None
+            elif exc_type is None:
+                raise as_fault(err, self.uri) or err
+            elif fault is None and as_fault(err, self.uri) is None:
                 raise
-            if exc_type is None:
-                raise self._lost(err) from None
             # else the stage's own error (propagating after this) is the one to report
+        if fault is not None:
+            raise fault from None
 
     def _lost(self, err: BaseException) -> TrackingUnavailable:
         return TrackingUnavailable(f"tracking server {self.client.tracking_uri} stopped answering during the "
@@ -293,8 +253,10 @@ class StageRun:
 
     def child(self, run_name: str, params: Params | None = None) -> "StageRun":
         """A nested run under this one (search trials, the scratch and probe baselines)."""
-        return StageRun(self.stage, params or self.params, self.inputs, parent_run_id=self.run_id,
-                        run_name=run_name, extra_tags={"trainlab.parent_stage": self.stage})
+        run = StageRun(self.stage, params or self.params, self.inputs, parent_run_id=self.run_id,
+                       run_name=run_name, extra_tags={"trainlab.parent_stage": self.stage})
+        run.reserve = self.reserve
+        return run
 
     def register_model(self, model, input_example, name: str, alias: str) -> str:
         """Log `model` (torch.export pt2 format) to this run, register it and point `alias` at it."""
