@@ -49,7 +49,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 ZOO = C.BENCH / "zoo"
-MODELS = ("finetuned", "scratch", "best_trial", "ensemble")   # evaluate's final models
 
 
 @dataclass(frozen=True)
@@ -203,12 +202,23 @@ def measure(dataset: Dataset, base: Path, quick: bool, timeout: float) -> Row:
         row.sizes, row.classes = f"{n_train}+{n_val}/{len(y_test)}", int(len(np.unique(y)))
         row.knn, row.logreg = baselines(x, y, x_test, y_test)
     if row.error is None:
-        metrics = json.loads((project / "reports" / "evaluate" / "metrics.json").read_text())
-        row.champion = champion_name(project)
-        row.models = {m: metrics[f"test/acc/{m}"] for m in MODELS if f"test/acc/{m}" in metrics}
-        row.ece = metrics[f"test/ece/{row.champion}"]
-        row.ensemble_vs_best = ensemble_check(metrics)
+        try:
+            read_results(project, row)
+        except (RuntimeError, KeyError, OSError, ValueError) as err:   # a report not as expected
+            row.error = f"reading the results: {type(err).__name__}: {err}"
     return row
+
+
+def read_results(project: Path, row: Row) -> None:
+    """Champion, its ECE, every model's test accuracy and the ensemble check, from evaluate."""
+    metrics = json.loads((project / "reports" / "evaluate" / "metrics.json").read_text())
+    row.models = {key.split("/", 2)[2]: value for key, value in metrics.items()
+                  if key.startswith("test/acc/") and not key.startswith("test/acc/ensemble_member")}
+    row.champion = champion_name(project)
+    row.ece = metrics[f"test/ece/{row.champion}"]
+    row.ensemble_vs_best = ensemble_check(metrics)
+    if row.champion not in row.models:
+        raise RuntimeError(f"evaluate chose '{row.champion}' but metrics.json has no test/acc/{row.champion}")
 
 
 def ensemble_check(metrics: dict[str, float]) -> str:
@@ -224,14 +234,18 @@ def pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
+def ece_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def table_rows(rows: list[Row]) -> list[list[str]]:
     out = []
     for r in rows:
         published = PUBLISHED.get(r.name)
-        champion = f"{pct(r.models.get(r.champion))} ({r.champion})" if r.champion else f"failed: {r.error}"
+        champion = f"failed: {r.error}" if r.error else f"{pct(r.models[r.champion])} ({r.champion})"
         others = " ".join(f"{m} {pct(a)}" for m, a in r.models.items())
         out.append([r.name, r.sizes, str(r.classes or "-"), champion, pct(r.knn), pct(r.logreg),
-                    pct(published.acc) if published else "-", "-" if r.ece is None else f"{r.ece:.3f}",
+                    pct(published.acc) if published else "-", ece_text(r.ece),
                     r.ensemble_vs_best, others or "-", "-" if r.wall_s is None else f"{r.wall_s:.0f}"])
     return out
 
@@ -243,7 +257,7 @@ HEADER = ["dataset", "train+val/test", "classes", "champion test acc % (model)",
 def worst_ratio(rows: list[Row]) -> float:
     """min over datasets of champion acc / better baseline acc (issue 13 wants >= 1 - 1 point)."""
     ratios = [r.models[r.champion] / max(r.knn, r.logreg) for r in rows
-              if r.champion and r.knn is not None and max(r.knn, r.logreg) > 0]
+              if not r.error and r.knn is not None and max(r.knn, r.logreg) > 0]
     return min(ratios) if ratios else float("nan")
 
 
@@ -281,7 +295,7 @@ def main() -> int:
             rows.append(row)
             print(f"{dataset.name}: " + (f"failed: {row.error}" if row.error else
                   f"champion {row.champion} {pct(row.models[row.champion])}%, 1-NN {pct(row.knn)}%, "
-                  f"logreg {pct(row.logreg)}%, ECE {row.ece:.3f}, {row.wall_s:.0f} s"), flush=True)
+                  f"logreg {pct(row.logreg)}%, ECE {ece_text(row.ece)}, {row.wall_s:.0f} s"), flush=True)
     finally:
         if args.keep:
             print(f"# projects and logs kept in {base}")
