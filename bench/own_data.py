@@ -100,8 +100,8 @@ ZOO_SETS = [
     Dataset("mnist1d-400", train_samples=400),
     Dataset("mnist1d-all", train_samples=None),
 ]
-# --quick: one tiny dataset with shrunk budgets, only to prove the script runs end to end
 RESTARTS = 2   # fresh starts after a dvc repro killed from outside (the machine is shared)
+# --quick: one tiny dataset with shrunk budgets, only to prove the script runs end to end
 QUICK_SET = "iris"
 QUICK_BUDGET = {"model.width": 8, "model.depth": 2, "trainer.threads": 1, "trainer.progress": "log",
                 "pretrain.epochs": 1, "finetune.epochs": 2, "search.n_trials": 1, "search.epochs": 1,
