@@ -324,20 +324,33 @@ def main() -> int:
           f"{'; --quick: budgets shrunk (' + ', '.join(QUICK_BUDGET) + '), numbers mean nothing' if args.quick else ''}",
           flush=True)
     base = Path(tempfile.mkdtemp(prefix="trainlab-bench-own-data-"))
-    rows = []
+    rows, interrupted = [], False
     try:
         for dataset in args.datasets:
             print(f"{dataset.name}: dvc repro with {dataset.data_overrides()} (load {C.load_average()})", flush=True)
-            row = measure(dataset, base, args.quick, args.timeout)
-            rows.append(row)
-            print(f"{dataset.name}: " + (f"failed: {row.error}" if row.error else
-                  f"champion {row.champion} {pct(row.models[row.champion])}%, 1-NN {pct(row.knn)}%, "
-                  f"logreg {pct(row.logreg)}%, ECE {ece_text(row.ece)}, {row.wall_s:.0f} s"), flush=True)
+            rows.append(measure(dataset, base, args.quick, args.timeout))
+            print(progress_line(rows[-1]), flush=True)
+    except KeyboardInterrupt:   # an hours-long run stopped early still prints what it measured
+        interrupted = True
+        print(f"interrupted: the table holds the {len(rows)} finished dataset(s)", flush=True)
     finally:
         if args.keep:
             print(f"# projects and logs kept in {base}")
         else:
             shutil.rmtree(base, ignore_errors=True)
+    print_report(rows)
+    return 130 if interrupted else 1 if any(r.error for r in rows) else 0
+
+
+def progress_line(row: Row) -> str:
+    if row.error:
+        return f"{row.name}: failed: {row.error}"
+    return (f"{row.name}: champion {row.champion} {pct(row.models[row.champion])}%, 1-NN {pct(row.knn)}%, "
+            f"logreg {pct(row.logreg)}%, ECE {ece_text(row.ece)}, {row.wall_s:.0f} s")
+
+
+def print_report(rows: list[Row]) -> None:
+    """The Markdown table, the citations, and the ratio line last."""
     print()
     print(C.table(table_rows(rows), HEADER))
     print("\npublished results:")
@@ -345,7 +358,6 @@ def main() -> int:
         print(f"- {name}: {PUBLISHED[name].citation}")
     print(f"\nload average at the end: {C.load_average()}")
     C.print_ratio("champion/best_classic_baseline (worst dataset)", worst_ratio(rows))
-    return 1 if any(r.error for r in rows) else 0
 
 
 if __name__ == "__main__":
