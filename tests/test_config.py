@@ -377,13 +377,13 @@ def test_merge_keys_may_still_override(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("written", "expected"), [("1e3", 1000), ("2.0e+2", 200), ("12", 12)])
 def test_exponent_integers_are_numbers_as_dvc_reads_them(tmp_path: Path, written: str, expected: int) -> None:
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(REAL, sort_keys=False).replace("  epochs: 12\n", f"  epochs: {written}\n", 1))
+    path.write_text(yaml.safe_dump(REAL, sort_keys=False).replace("  epochs: auto\n", f"  epochs: {written}\n", 1))
     assert load_params(path).pretrain.epochs == expected
 
 
 def test_a_fractional_epoch_count_is_refused_with_its_value(tmp_path: Path) -> None:
-    text = yaml.safe_dump(REAL, sort_keys=False).replace("  epochs: 12\n", "  epochs: 1e-3\n", 1)
-    assert load_error(tmp_path, text).endswith("pretrain.epochs: expected an integer, got 0.001")
+    text = yaml.safe_dump(REAL, sort_keys=False).replace("  epochs: auto\n", "  epochs: 1e-3\n", 1)
+    assert load_error(tmp_path, text).endswith("pretrain.epochs: expected an integer or auto, got 0.001")
 
 
 @pytest.mark.parametrize(("key", "value", "expected"), [

@@ -86,12 +86,19 @@ def seed_cases(rng: random.Random) -> list[Case]:
             for key, value in zip(rng.sample(SEED_KEYS * 2, 5), values)]
 
 
+def _or_auto(key: str) -> str:
+    """Budget keys take `auto` as well as a number, and their messages say so."""
+    return " or auto" if key.endswith((".epochs", ".batch_size")) and key.split(".")[0] in ("pretrain", "finetune") else ""
+
+
 def number_cases(rng: random.Random) -> list[Case]:
-    cases = [Case(f"bool-{key}", with_key(key, flag), f"{key}: expected an integer, got {str(flag).lower()}")
-             for key, flag in zip(rng.sample(INT_KEYS, 3), (True, False, True))]
-    cases += [Case(f"fraction-{key}", with_key(key, 2.5), f"{key}: expected an integer, got 2.5")
+    cases = [Case(f"bool-{key}", with_key(key, flag), f"{key}: expected an integer{_or_auto(key)}, got "
+                  f"{str(flag).lower()}") for key, flag in zip(rng.sample(INT_KEYS, 3), (True, False, True))]
+    cases += [Case(f"fraction-{key}", with_key(key, 2.5), f"{key}: expected an integer{_or_auto(key)}, got 2.5")
               for key in rng.sample(INT_KEYS, 2)]
-    exponent = REAL_TEXT.replace("  epochs: 12\n", f"  epochs: {rng.choice(['1e1', '2E1', '1.2e1'])}\n", 1)
+    exponent = re.sub(r"^  epochs: auto\b", f"  epochs: {rng.choice(['1e1', '2E1', '1.2e1'])}", REAL_TEXT,
+                      count=1, flags=re.M)
+    assert exponent != REAL_TEXT
     return cases + [Case("exponent-epochs", exponent, "")]
 
 

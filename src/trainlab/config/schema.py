@@ -37,9 +37,11 @@ class Section(BaseModel):
     @classmethod
     def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
         # pydantic reads true as 1 for an int or float: `n_trials: true` would mean one trial.
-        if _holds_bool(value) and not _accepts(cls.model_fields[info.field_name].annotation, bool):
-            kind = "an integer" if _accepts(cls.model_fields[info.field_name].annotation, int) else "a number"
-            raise ValueError(f"expected {kind}, got {_yaml_text(value)}")
+        annotation = cls.model_fields[info.field_name].annotation
+        if _holds_bool(value) and not _accepts(annotation, bool):
+            kind = "an integer" if _accepts(annotation, int) else "a number"
+            keyword = " or auto" if "Literal['auto']" in str(annotation) else ""
+            raise ValueError(f"expected {kind}{keyword}, got {_yaml_text(value)}")
         return value
 
 
