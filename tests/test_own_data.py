@@ -112,6 +112,17 @@ def test_temperature_scaling_lowers_ece_of_a_miscalibrated_model(scale: float, d
     assert (apply_temperature(raw, temperature).argmax(1) == raw.argmax(1)).all()   # never changes the class
 
 
+def test_a_saturated_validation_split_does_not_drive_the_temperature_to_zero() -> None:
+    # 400 held-out predictions, all right, at confidence ~0.9 (a label-smoothed model):
+    # plain NLL would sharpen without limit; the fitted T stays finite and sane.
+    y = np.arange(400) % 10
+    logits = np.where(np.eye(10)[y] == 1, 3.0, 0.0)
+    temperature = fit_temperature(logits, y)
+    assert 0.2 < temperature < 0.8
+    sharpened = apply_temperature(np.exp(log_softmax(logits)), temperature)
+    assert 0.99 < sharpened.max(1).mean() < 0.9999
+
+
 def test_a_calibrated_model_keeps_temperature_one() -> None:
     logits, y = synthetic_predictions(1.0)
     assert fit_temperature(logits, y) == pytest.approx(1.0, rel=0.1)

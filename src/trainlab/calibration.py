@@ -27,31 +27,47 @@ def scaled_nll(logits: np.ndarray, y: np.ndarray, temperature: float) -> float:
     return nll(log_softmax(logits / temperature), y)
 
 
-def fit_temperature(logits: np.ndarray, y: np.ndarray, iters: int = 60) -> float:
-    """The T > 0 minimising the NLL of softmax(logits / T) on (logits, y).
+def _smoothed_cross_entropy(logits: np.ndarray, targets: np.ndarray, temperature: float) -> float:
+    return float(-(targets * log_softmax(logits / temperature)).sum(axis=1).mean())
 
-    NLL is unimodal in log T for a fixed set of logits, so a golden-section search is
-    exact enough, deterministic, and needs no gradient. Log-probabilities work as logits.
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray, iters: int = 60) -> float:
+    """The T > 0 whose softmax(logits / T) best matches the labels of (logits, y).
+
+    Plain NLL has no minimum when every held-out prediction is right (a saturated
+    validation split): T then runs to 0 and the model claims certainty n samples cannot
+    support. So the targets get the rule of succession's share of doubt, 1/(n + 1)
+    spread over the classes: a negligible change when there are errors to learn from, a
+    finite T when there are none. The objective is unimodal in log T, so a golden-section
+    search is exact enough, deterministic, and needs no gradient. Log-probabilities work
+    as logits.
     """
     if len(y) == 0:
         return 1.0
     logits = np.asarray(logits, dtype=np.float64)
+    classes, doubt = logits.shape[1], 1.0 / (len(y) + 1)
+    targets = np.full(logits.shape, doubt / classes)
+    targets[np.arange(len(y)), y] += 1.0 - doubt
     ratio = (np.sqrt(5.0) - 1.0) / 2.0
     low, high = LOG_T_RANGE
+
+    def loss(log_t: float) -> float:
+        return _smoothed_cross_entropy(logits, targets, float(np.exp(log_t)))
+
     a, b = high - ratio * (high - low), low + ratio * (high - low)
-    fa, fb = scaled_nll(logits, y, np.exp(a)), scaled_nll(logits, y, np.exp(b))
+    fa, fb = loss(a), loss(b)
     for _ in range(iters):
         if fa <= fb:
             high, b, fb = b, a, fa
             a = high - ratio * (high - low)
-            fa = scaled_nll(logits, y, np.exp(a))
+            fa = loss(a)
         else:
             low, a, fa = a, b, fb
             b = low + ratio * (high - low)
-            fb = scaled_nll(logits, y, np.exp(b))
-    best = float(np.exp((low + high) / 2.0))
+            fb = loss(b)
+    best = (low + high) / 2.0
     # Keep T = 1 unless scaling really helps: no change is the honest default.
-    return best if scaled_nll(logits, y, best) < scaled_nll(logits, y, 1.0) else 1.0
+    return float(np.exp(best)) if loss(best) < loss(0.0) else 1.0
 
 
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
