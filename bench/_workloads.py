@@ -68,17 +68,19 @@ def handwritten(project: Path, threads: int) -> dict:
     import torch.nn.functional as F
 
     from trainlab.config import load_params
+    from trainlab.engine.budget import resolve_budget
     from trainlab.models import build_model
 
     torch.set_num_threads(threads)
     params = load_params(project / "params.yaml")
-    spec, trainer = params.pretrain, params.trainer
+    trainer = params.trainer
     arrays, input_shape, num_classes = _load_arrays(project)
     x, y = (torch.as_tensor(a) for a in arrays["train"])
+    spec = resolve_budget(params.pretrain, trainer, len(y)).spec   # the numbers fit() uses for `auto`
     vx, vy = (torch.as_tensor(a) for a in arrays["val"])
     torch.manual_seed(params.seed)
     model = build_model(params.model, input_shape, num_classes)
-    batch = spec.batch_size or trainer.batch_size
+    batch = spec.batch_size
     steps_per_epoch = math.ceil(len(y) / batch)
     opt_cfg = spec.optimizer
     _warm_imports()
@@ -188,16 +190,18 @@ def lightning_run(project: Path, threads: int) -> dict:
     from lightning.pytorch.loggers import CSVLogger
 
     from trainlab.config import load_params
+    from trainlab.engine.budget import resolve_budget
     from trainlab.models import build_model
 
     torch.set_num_threads(threads)   # after importing lightning, which may change it
     warnings.filterwarnings("ignore")   # "few dataloader workers" and friends
     params = load_params(project / "params.yaml")
-    spec, trainer_cfg = params.pretrain, params.trainer
+    trainer_cfg = params.trainer
     arrays, input_shape, num_classes = _load_arrays(project)
     train_set = TensorDataset(*(torch.as_tensor(a) for a in arrays["train"]))
     val_set = TensorDataset(*(torch.as_tensor(a) for a in arrays["val"]))
-    batch = spec.batch_size or trainer_cfg.batch_size
+    spec = resolve_budget(params.pretrain, trainer_cfg, len(train_set)).spec
+    batch = spec.batch_size
     steps_per_epoch = math.ceil(len(train_set) / batch)
     # Whole batches by index (batch_size=None + a BatchSampler): the same in-memory lookup
     # as the other two, so the comparison is of the training loops, not of collation.

@@ -67,7 +67,8 @@ def main() -> None:
         data = C.prepare_data(base / "shared", params)
         print(f"# workload: model {params['model']['arch']} width {params['model']['width']} depth "
               f"{params['model']['depth']}, source train samples {C.source_train_samples(data)}, "
-              f"batch {params['trainer']['batch_size']}, epochs {params['pretrain']['epochs']}, "
+              f"batch {params['trainer']['batch_size']}, epochs {params['pretrain']['epochs']} "
+              f"(auto: at least {params['pretrain']['auto']['min_epochs']}), "
               f"{args.repeats} repetitions, order {' '.join(kinds)} repeated", flush=True)
         results = C.interleaved_workloads(kinds, args.repeats, base, data, params, threads)
         steps_per_epoch = -(-C.source_train_samples(data) // params["trainer"]["batch_size"])

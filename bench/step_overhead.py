@@ -43,6 +43,7 @@ def steppers(project: Path, threads: int):
 
     import torch._dynamo  # noqa: F401  (the first optimizer imports it lazily: keep it out of the rounds)
     from trainlab.config import load_params
+    from trainlab.engine.budget import resolve_budget
     from trainlab.engine import ParamGroup, Schedule, build_optimizer, setup_runtime
     from trainlab.engine.hooks import EarlyStopping, LoopState
     from trainlab.engine.losses import build_loss
@@ -51,17 +52,18 @@ def steppers(project: Path, threads: int):
 
     os.chdir(project)
     params = load_params("params.yaml")
-    spec, trainer = params.pretrain, params.trainer
+    trainer = params.trainer
     runtime = setup_runtime(trainer)
     torch.set_num_threads(threads)
     x = torch.as_tensor(np.load("data/prepared/source/train_x.npy"))
     y = torch.as_tensor(np.load("data/prepared/source/train_y.npy"))
+    spec = resolve_budget(params.pretrain, trainer, len(y)).spec   # the numbers fit() uses for `auto`
     models = []
     for _ in range(2):
         torch.manual_seed(params.seed)
         models.append(build_model(params.model, tuple(x.shape[1:]), int(y.max()) + 1).train())
     hand_model, trainlab_model = models
-    batch = spec.batch_size or trainer.batch_size
+    batch = spec.batch_size
     steps_per_epoch = -(-len(y) // batch)
     adamw = torch.optim.AdamW(hand_model.parameters(), lr=spec.optimizer.lr, betas=spec.optimizer.betas,
                               eps=spec.optimizer.eps, weight_decay=spec.optimizer.weight_decay)
