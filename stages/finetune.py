@@ -57,10 +57,10 @@ def command(params_path: str) -> None:
                 comparison = transfer_metrics(tuned, baselines)
                 publish_training(run, tuned, params, paths.FINETUNED, reports, extra_metrics=comparison)
                 if comparison.get("transfer/gain", 1.0) <= 0:
-                    click.echo(f"transfer: pretraining did not help: fine-tuned val/acc is "
-                               f"{-comparison['transfer/gain']:.3f} below the same model from scratch "
-                               f"(transfer/gain {comparison['transfer/gain']:.3f}); evaluate picks whichever "
-                               f"model scores best on held-out data")
+                    click.echo(f"transfer: pretraining did not help: fine-tuned val/acc "
+                               f"{comparison['scratch/val_acc'] + comparison['transfer/gain']:.3f}, from scratch "
+                               f"{comparison['scratch/val_acc']:.3f} (transfer/gain {comparison['transfer/gain']:+.3f}); "
+                               f"evaluate picks whichever model scores best on held-out data")
                 for trained in (tuned, *baselines.values()):
                     finish(trained)
     finally:
