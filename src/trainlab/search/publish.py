@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ContextManager
@@ -21,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from trainlab import paths
 from trainlab.data.prepared import sha256_file
 from trainlab.errors import CheckpointError, UserError
-from trainlab.io import write_json
+from trainlab.io import staging_dir, write_json
 from trainlab.search.study import SLOT, counted_trials, host_lock, killed_numbers
 from trainlab.search.summary import write_best_params, write_plots
 from trainlab.search.trials import MODEL_SHA256
@@ -63,19 +62,14 @@ def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
 
 def publish_top_k(study_name: str, trials: list[FrozenTrial], out: Path) -> list[dict]:
     """Copy the top-k trial models of `study_name` into `out` (swapped in atomically) with an index."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    # staging_dir: a plain 0777-less-umask folder named after this process, so one left by
+    # a killed publisher is removed by the next one.
+    with staging_dir(out) as staging:
         members = [_copy_member(study_name, rank, trial, staging) for rank, trial in enumerate(trials, start=1)]
         (staging / "members.json").write_text(json.dumps(members, indent=2) + "\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)   # a plain directory, not mkdtemp's private 0700
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return members
 
 
