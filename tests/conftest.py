@@ -29,6 +29,7 @@ SMALL = {
     "trainer.threads": 1,
     "trainer.progress": "log",
     "pretrain.epochs": 2,
+    "pretrain.batch_size": None,   # trainer.batch_size (the shipped `auto` would take 128)
     "finetune.epochs": 3,
     "finetune.batch_size": 32,
     "search.n_trials": 2,
