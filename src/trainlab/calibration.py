@@ -23,8 +23,9 @@ def nll(log_probs: np.ndarray, y: np.ndarray) -> float:
     return float(-log_probs[np.arange(len(y)), y].mean())
 
 
-def scaled_nll(logits: np.ndarray, y: np.ndarray, temperature: float) -> float:
-    return nll(log_softmax(logits / temperature), y)
+def probs_nll(probs: np.ndarray, y: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true classes, from probabilities (clipped at 1e-12)."""
+    return nll(np.log(np.clip(probs, 1e-12, None)), y)
 
 
 def _smoothed_cross_entropy(logits: np.ndarray, targets: np.ndarray, temperature: float) -> float:

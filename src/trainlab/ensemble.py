@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from trainlab.calibration import probs_nll
 from trainlab.errors import CheckpointError
 from trainlab.io import torch_save
 from trainlab.models import Classifier, build_model, load_state, read_checkpoint
@@ -78,24 +79,20 @@ def greedy_selection(member_probs: np.ndarray, y: np.ndarray, rounds: int) -> np
     the best ensemble seen along the way is kept. So on these held-out predictions the
     ensemble's loss is never above its best member's.
     """
-    losses = [_nll(p, y) for p in member_probs]
+    losses = [probs_nll(p, y) for p in member_probs]
     counts = np.zeros(len(member_probs))
     counts[int(np.argmin(losses))] = 1
     best_counts, best_loss = counts.copy(), min(losses)
     total = member_probs[int(np.argmin(losses))].copy()
     for _ in range(rounds - 1):
         n = counts.sum()
-        candidates = [_nll((total + p) / (n + 1), y) for p in member_probs]
+        candidates = [probs_nll((total + p) / (n + 1), y) for p in member_probs]
         pick = int(np.argmin(candidates))
         counts[pick] += 1
         total += member_probs[pick]
         if candidates[pick] < best_loss - 1e-12:
             best_counts, best_loss = counts.copy(), candidates[pick]
     return best_counts / best_counts.sum()
-
-
-def _nll(probs: np.ndarray, y: np.ndarray) -> float:
-    return float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
 
 
 @torch.inference_mode()

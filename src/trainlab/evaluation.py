@@ -17,7 +17,7 @@ import torch
 
 from trainlab import paths
 from trainlab.data import load_split, task_info
-from trainlab.calibration import apply_temperature, expected_calibration_error, reliability_rows
+from trainlab.calibration import apply_temperature, expected_calibration_error, probs_nll, reliability_rows
 from trainlab.ensemble import load_any, load_ensemble, member_probabilities
 from trainlab.selection import HeldOut
 
@@ -50,7 +50,7 @@ def score(name: str, raw_probs: np.ndarray, y: np.ndarray, temperature: float, h
     precision, recall, f1, support = precision_recall_fscore_support(
         y, predicted, labels=range(len(classes)), zero_division=0)
     test = {"acc": float((predicted == y).mean()),
-            "loss": float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean()),
+            "loss": probs_nll(probs, y),
             "ece": expected_calibration_error(probs, y, bins),
             "ece_uncalibrated": expected_calibration_error(raw_probs, y, bins),
             "temperature": temperature, "f1_macro": float(f1.mean())}

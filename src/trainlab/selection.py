@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainlab.calibration import nll
+from trainlab.calibration import probs_nll
 from trainlab.config import Params
 from trainlab.engine import Hook, LoopState, TrainData
 
@@ -39,7 +39,7 @@ class HeldOut:
 
     @property
     def loss(self) -> float:
-        return nll(np.log(np.clip(self.probs, 1e-12, None)), self.y)
+        return probs_nll(self.probs, self.y)
 
     @property
     def acc(self) -> float:
