@@ -119,7 +119,17 @@ def _fully_shard(model: torch.nn.Module, trainer: TrainerConfig, runtime: Runtim
         if any(True for _ in block.parameters()):
             fully_shard(block, mesh=mesh)
     fully_shard(sharded, mesh=mesh)
+    if any(True for _ in sharded.buffers()):
+        sharded.register_forward_pre_hook(_broadcast_buffers)
     return sharded
+
+
+def _broadcast_buffers(module: torch.nn.Module, _inputs) -> None:
+    # FSDP shards parameters, not buffers: without this each rank's batch-norm statistics
+    # would drift apart on its own shard of the data. As DDP does, every forward starts
+    # from rank 0's, which are also what a checkpoint keeps, so resume is exact.
+    for buffer in module.buffers():
+        dist.broadcast(buffer, src=0)
 
 
 @contextmanager
@@ -182,7 +192,8 @@ def gathered_state(state) -> tuple[dict | None, dict | None, list | None]:
 
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         model = get_model_state_dict(state.model, options=options)
-        optim = _indexed(get_optimizer_state_dict(state.model, state.optimizer, options=options))
+        optim = get_optimizer_state_dict(state.model, state.optimizer, options=options)
+        optim = _indexed(optim) if runtime.is_main else None   # cpu_offload: rank 0 alone gets it
         hooks = full_value([hook.state_dict() for hook in state.hooks])
     elif strategy == "pipeline":
         sync_stages(state.model, runtime)
