@@ -123,7 +123,7 @@ class PipelinedModel(nn.Module):
         # The schedule sizes its receive buffers from the first micro-batch, so all must be
         # equal: an uneven split (an epoch's last, partial batch) goes as one micro-batch.
         equal = len({len(m[1]) for m in micro}) == 1
-        schedule = self._schedule(len(micro) if equal else 1, tuple(micro[0][0].shape) if equal else tuple(x.shape))
+        schedule = self._schedule(len(micro) if equal else 1, micro[0][0] if equal else x)
         # Each micro-batch's loss weighs its share of the global batch, as in one process.
         self._loss = lambda out, target: loss_fn(out, target) * (len(target) / global_size)
         losses: list[torch.Tensor] = []
@@ -134,14 +134,38 @@ class PipelinedModel(nn.Module):
             return zero, zero, 0
         return torch.stack(losses).sum().detach().float(), correct_count(output.detach(), y), len(y)
 
-    def _schedule(self, n_micro: int, micro_shape: tuple):
-        """One GPipe schedule per micro-batch shape (its stage infers shapes on first use)."""
+    def _schedule(self, n_micro: int, example: torch.Tensor):
+        """One GPipe schedule per micro-batch shape."""
         from torch.distributed.pipelining import PipelineStage, ScheduleGPipe
 
-        key = (n_micro, micro_shape)
+        key = (n_micro, tuple(example.shape))
         if key not in self._schedules:
+            inputs, outputs = self._stage_shapes(example)
             stage = PipelineStage(self.stage_module, self.runtime.rank, self.runtime.world_size,
-                                  self.runtime.device)
+                                  self.runtime.device, input_args=inputs, output_args=outputs)
             self._schedules[key] = ScheduleGPipe(stage, n_micro, loss_fn=lambda out, target: self._loss(out, target),
                                                  scale_grads=False)
         return self._schedules[key]
+
+    @torch.no_grad()
+    def _stage_shapes(self, example: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This stage's input and output for a micro-batch like `example`, from a local forward.
+
+        Given these, the stage skips its own shape inference, a forward in training mode on
+        placeholder data that would move batch-norm statistics (measured: to NaN).
+        """
+        modes = {m: m.training for m in self.full.modules()}
+        self.full.eval()
+        try:
+            x = torch.zeros_like(example)
+            with self.runtime.autocast():
+                for rank, stage in enumerate(split_stages(self.full, self.runtime.world_size)):
+                    y = nn.Sequential(*stage)(x)
+                    if rank == self.runtime.rank:
+                        # Activations between stages carry gradients back; the data does not.
+                        return x.requires_grad_(rank > 0), y.requires_grad_(True)
+                    x = y
+        finally:
+            for module, mode in modes.items():
+                module.training = mode
+        raise AssertionError("unreachable: every rank runs a stage")
