@@ -56,6 +56,10 @@ def _match(strategy: str, grad_accum: int, devices: int, runtime=None) -> tuple[
     return weights(model), result.history
 
 
+def _match_on(strategy: str, val, runtime) -> None:
+    fit(tiny_model(depth=2), DDP_TRAIN, val, train_spec(1), _trainer(strategy, 2), seed=0, runtime=runtime)
+
+
 def _resume_model(init_seed: int = 0) -> torch.nn.Module:
     return tiny_model("cnn1d", seed=init_seed, batchnorm=True, dropout=0.2, depth=2)
 
@@ -75,6 +79,8 @@ def _worker(rank: int, world_size: int, port: int, folder: str) -> None:
     try:
         results: dict = {}
         for strategy in STRATEGIES:
+            # A one-sample val split: rank 1's shard is empty, yet it must join every forward.
+            _match_on(strategy, signal_data(1, 2), runtime)
             for accum in GRAD_ACCUMS:
                 results[strategy, accum] = _match(strategy, accum, world_size, runtime)
             model = _resume_model()

@@ -142,10 +142,17 @@ def evaluate(model: torch.nn.Module, data: TrainData, loss_fn: LossFn, runtime: 
     model.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=runtime.device)
     index = torch.arange(runtime.rank, len(data), runtime.world_size)
-    for chunk in index.split(EVAL_BATCH):
+    chunks = list(index.split(EVAL_BATCH))
+    # Every rank runs as many forwards (each is a collective under ddp's buffer broadcast and
+    # fsdp's weight gathers), also when its shard is a row short of the others' or empty.
+    largest = -(-len(data) // runtime.world_size)
+    chunks += [index[:0]] * (-(-largest // EVAL_BATCH) - len(chunks))
+    for chunk in chunks:
         x, y = _rows(data, chunk, runtime.device)
         with runtime.autocast():
             logits = model(x)
+        if not len(chunk):
+            continue
         totals[0] += loss_fn(logits, y).double() * len(chunk)
         totals[1] += correct_count(logits, y)
         totals[2] += len(chunk)
