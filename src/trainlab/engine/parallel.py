@@ -81,6 +81,7 @@ class Parallel:
 
             full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True))
             self.original.load_state_dict(full)
+            self.original.to(self.runtime.device)
         elif self.strategy == "pipeline":
             sync_stages(self.model, self.runtime)
 
@@ -109,7 +110,9 @@ def _fully_shard(model: torch.nn.Module, trainer: TrainerConfig, runtime: Runtim
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    sharded = copy.deepcopy(model)
+    # On a GPU the caller's full copy waits on the CPU (fully_shard moves only the shards
+    # to the device), so no device ever holds the whole model during training.
+    sharded = copy.deepcopy(model.cpu() if runtime.device.type != "cpu" else model)
     if trainer.sync_batchnorm and runtime.device.type == "cuda":
         sharded = torch.nn.SyncBatchNorm.convert_sync_batchnorm(sharded)
     mesh = init_device_mesh(runtime.device.type, (runtime.world_size,))
