@@ -28,6 +28,7 @@ LAST_RATIO = {
     "search_throughput": "2_workers/1_worker trials_per_min",
     "growth": "cost_per_sample largest/smallest (memory)",
     "pipeline": "pipeline_total/target_10min",
+    "strategies": "pipeline/ddp ms_per_step",
 }
 
 

@@ -44,7 +44,8 @@ class GradualUnfreeze(Hook):
         return self.frozen[: max(0, len(self.frozen) - thawed)]
 
     def on_epoch_start(self, state: LoopState) -> None:
-        set_frozen(self.model, self.still_frozen(state.epoch))
+        # The module being trained: under trainer.strategy fsdp a sharded copy of self.model.
+        set_frozen(state.model, self.still_frozen(state.epoch))
 
 
 def param_groups(model: Classifier, backbone_lr_scale: float) -> list[ParamGroup]:

@@ -154,6 +154,9 @@ class TrainerConfig(Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
     fp16_loss_scaling: bool = True           # dynamic loss scaling for fp16; off only to see why it exists
     devices: Annotated[int, Field(gt=0, le=1024)] = 1                 # > 1: DDP (gloo on CPU, NCCL on CUDA)
+    # How devices > 1 share the work: ddp replicates the model, fsdp shards parameters, gradients
+    # and optimizer state (FSDP2), pipeline puts consecutive blocks on consecutive ranks.
+    strategy: Literal["ddp", "fsdp", "pipeline"] = "ddp"
     accelerator: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Annotated[int, Field(gt=0, le=1024)] | None = 2          # torch intra-op threads; null = torch's default
     clip_grad_norm: PositiveFloat | None = 1.0
@@ -176,6 +179,15 @@ class TrainerConfig(Section):
                 f"batch_size {self.batch_size} must be divisible by "
                 f"grad_accum x devices = {per_step}"
             )
+        if self.devices > 1 and self.strategy != "ddp":
+            # GradScaler skips a step on one rank's overflow only: ranks holding different
+            # shards or stages would then disagree about whether the step happened.
+            if self.precision == "fp16":
+                raise ValueError(f"precision fp16 needs strategy ddp (loss scaling is per rank); "
+                                 f"use bf16 or fp32 with strategy {self.strategy}")
+            if self.strategy == "pipeline" and self.compile:
+                raise ValueError("compile is not supported with strategy pipeline (each rank runs a "
+                                 "stage, not the model); set compile: false")
         return self
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from trainlab.engine.hooks import Hook, LoopState
+from trainlab.engine.parallel import gathered_state, load_gathered_state, strategy_of
 from trainlab.errors import CheckpointError
 from trainlab.io import check_archive, load_error_line, torch_save
 
@@ -70,8 +71,11 @@ class Checkpointing(Hook):
 
     def save(self, state: LoopState, epoch_done: bool = False) -> None:
         self.last_saved = time.monotonic()
-        if state.runtime.is_main:
-            torch_save(snapshot(state, self.fingerprint, epoch_done), self.path)
+        # Under fsdp and pipeline, gathering the full weights takes every rank.
+        if state.runtime.is_main or strategy_of(state.trainer, state.runtime) != "ddp":
+            blob = snapshot(state, self.fingerprint, epoch_done)
+            if state.runtime.is_main:
+                torch_save(blob, self.path)
         if state.runtime.distributed:
             torch.distributed.barrier()
 
@@ -84,22 +88,25 @@ def snapshot(state: LoopState, fingerprint: str, epoch_done: bool = False) -> di
     """The checkpoint contents: tensors, numbers, strings, lists and dicts only.
 
     At an epoch end the counters already point at the next epoch, which is where a
-    resumed run continues.
+    resumed run continues. Model, optimizer and hook states are full, unsharded and in
+    the single-process format whatever `trainer.strategy` (None off rank 0 under fsdp
+    and pipeline, where every rank takes part in gathering them).
     """
+    model, optimizer, hooks = gathered_state(state)
     np_state = np.random.get_state()
     epoch, step_in_epoch = (state.epoch + 1, 0) if epoch_done else (state.epoch, state.step_in_epoch)
     return {
         "format": FORMAT,
         "fingerprint": fingerprint,
-        "model": state.model.state_dict(),
-        "optimizer": state.optimizer.state_dict(),
+        "model": model,
+        "optimizer": optimizer,
         "schedule": state.schedule.state_dict(),
         "scaler": state.scaler.state_dict(),
         "counters": {"epoch": epoch, "step": state.step, "step_in_epoch": step_in_epoch,
                      "should_stop": state.should_stop, "stop_reason": state.stop_reason},
         "history": state.history,
         "epoch_sums": {} if epoch_done else state.epoch_sums,
-        "hooks": [hook.state_dict() for hook in state.hooks],
+        "hooks": hooks,
         "rng": {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -111,16 +118,13 @@ def snapshot(state: LoopState, fingerprint: str, epoch_done: bool = False) -> di
 
 def restore(state: LoopState, blob: dict[str, Any]) -> None:
     """Put a checkpoint back into the loop state (the inverse of `snapshot`)."""
-    state.model.load_state_dict(blob["model"])
-    state.optimizer.load_state_dict(blob["optimizer"])
+    load_gathered_state(state, blob["model"], blob["optimizer"], blob["hooks"])
     state.schedule.load_state_dict(blob["schedule"])
     state.scaler.load_state_dict(blob["scaler"])
     counters = blob["counters"]
     state.epoch, state.step, state.step_in_epoch = counters["epoch"], counters["step"], counters["step_in_epoch"]
     state.should_stop, state.stop_reason = counters["should_stop"], counters["stop_reason"]
     state.history, state.epoch_sums = list(blob["history"]), dict(blob["epoch_sums"])
-    for hook, hook_state in zip(state.hooks, blob["hooks"]):
-        hook.load_state_dict(hook_state)
     rng = blob["rng"]
     torch.set_rng_state(rng["torch"])
     if rng["cuda"] and torch.cuda.is_available():

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from trainlab.config.schema import TrainerConfig, TrainSpec
 from trainlab.engine.budget import resolve_budget
@@ -30,6 +29,7 @@ from trainlab.engine.batches import BatchSource, TrainData, epoch_order, step_pl
 from trainlab.engine.hooks import EarlyStopping, Hook, LoopState, Progress
 from trainlab.engine.losses import LossFn, build_loss, correct_count
 from trainlab.engine.optim import ParamGroup, Schedule, build_optimizer
+from trainlab.engine.parallel import Parallel, data_shard
 from trainlab.engine.runtime import Runtime, all_reduce_sum, seed_everything, setup_runtime
 from trainlab.engine.steps import StepRecorder, train_step
 from trainlab.errors import ParamsError, TrainingDiverged
@@ -62,21 +62,23 @@ def fit(model: torch.nn.Module, train: TrainData, val: TrainData, spec: TrainSpe
     if not use_loader:
         train, val = to_device(train, runtime.device), to_device(val, runtime.device)
     batch_size = spec.batch_size
-    plan = step_plan(len(train), batch_size, runtime.world_size, trainer.grad_accum)
+    data_rank, data_ranks = data_shard(trainer, runtime)
+    plan = step_plan(len(train), batch_size, data_ranks, trainer.grad_accum)
     if not plan:
         raise ParamsError(f"trainer.batch_size: the train split ({len(train)} samples) is too small "
-                          f"for {runtime.world_size} device(s) x {trainer.grad_accum} micro-batches")
-    optimizer = build_optimizer(groups or [ParamGroup("all", list(model.parameters()))],
+                          f"for {data_ranks} device(s) x {trainer.grad_accum} micro-batches")
+    parallel = Parallel(model, trainer, spec, runtime)   # ddp, fsdp or pipeline: engine/parallel.py
+    optimizer = build_optimizer(parallel.groups(groups or [ParamGroup("all", list(model.parameters()))]),
                                 spec.optimizer, batch_size)
     early = EarlyStopping(spec.early_stopping)
-    state = LoopState(model, optimizer, Schedule(spec.schedule, len(plan), spec.epochs), runtime.grad_scaler(),
+    state = LoopState(parallel.model, optimizer, Schedule(spec.schedule, len(plan), spec.epochs), runtime.grad_scaler(),
                       runtime, spec, trainer, seed, len(plan))
     state.hooks = [early, *hooks, Progress(trainer.progress, label)]
     # Checkpointing saves every other hook's state, so it runs last.
     state.hooks.sort(key=lambda h: type(h).__name__ == "Checkpointing")
-    forward_model = _wrap(model, trainer, runtime)
+    forward_model = parallel.forward
     loss_fn = build_loss(spec.loss)
-    recorder = StepRecorder(state, model)
+    recorder = StepRecorder(state, parallel.model)
     source = BatchSource(train, runtime.device, trainer.num_workers if use_loader else None)
 
     _call(state.hooks, "on_fit_start", state)
@@ -85,8 +87,7 @@ def fit(model: torch.nn.Module, train: TrainData, val: TrainData, spec: TrainSpe
         _call(state.hooks, "on_epoch_start", state)
         started = time.perf_counter()
         order = epoch_order(len(train), seed, state.epoch)
-        batches = source.epoch(order, plan, state.step_in_epoch, runtime.rank, runtime.world_size,
-                               trainer.grad_accum)
+        batches = source.epoch(order, plan, state.step_in_epoch, data_rank, data_ranks, trainer.grad_accum)
         for global_size, micro in batches:
             train_step(state, forward_model, micro, global_size, loss_fn, recorder)
             state.step += 1
@@ -101,6 +102,7 @@ def fit(model: torch.nn.Module, train: TrainData, val: TrainData, spec: TrainSpe
         state.epoch += 1
         state.step_in_epoch, state.epoch_sums = 0, {}
     _call(state.hooks, "on_fit_end", state)
+    parallel.finish()
     return FitResult(state.history, early.best_epoch, early.best_value, early.cfg.monitor,
                      state.stop_reason or "completed all epochs", state.step, runtime.precision, resumed_from)
 
@@ -115,21 +117,6 @@ def _check_compatible(spec: TrainSpec, trainer: TrainerConfig, runtime: Runtime)
         if trainer.grad_accum != 1 or runtime.precision == "fp16":
             raise ParamsError("optimizer.name: lbfgs re-evaluates the loss in a closure and needs "
                               "trainer.grad_accum: 1 and a precision other than fp16")
-
-
-def _wrap(model: torch.nn.Module, trainer: TrainerConfig, runtime: Runtime) -> torch.nn.Module:
-    """The module the loop calls: DDP-wrapped across ranks, optionally compiled."""
-    wrapped = model
-    if runtime.distributed:
-        # SyncBatchNorm is CUDA-only (DDP refuses it on CPU); with gloo each rank normalises
-        # with its own batch statistics and DDP broadcasts rank 0's running statistics.
-        if trainer.sync_batchnorm and runtime.device.type == "cuda":
-            wrapped = torch.nn.SyncBatchNorm.convert_sync_batchnorm(wrapped)
-        ids = [runtime.device.index] if runtime.device.type == "cuda" else None
-        wrapped = DistributedDataParallel(wrapped, device_ids=ids)
-    if trainer.compile:
-        wrapped = torch.compile(wrapped)
-    return wrapped
 
 
 def _epoch_metrics(state: LoopState, model: torch.nn.Module, val: TrainData, loss_fn: LossFn,
@@ -155,10 +142,17 @@ def evaluate(model: torch.nn.Module, data: TrainData, loss_fn: LossFn, runtime: 
     model.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=runtime.device)
     index = torch.arange(runtime.rank, len(data), runtime.world_size)
-    for chunk in index.split(EVAL_BATCH):
+    chunks = list(index.split(EVAL_BATCH))
+    # Every rank runs as many forwards (each is a collective under ddp's buffer broadcast and
+    # fsdp's weight gathers), also when its shard is a row short of the others' or empty.
+    largest = -(-len(data) // runtime.world_size)
+    chunks += [index[:0]] * (-(-largest // EVAL_BATCH) - len(chunks))
+    for chunk in chunks:
         x, y = _rows(data, chunk, runtime.device)
         with runtime.autocast():
             logits = model(x)
+        if not len(chunk):
+            continue
         totals[0] += loss_fn(logits, y).double() * len(chunk)
         totals[1] += correct_count(logits, y)
         totals[2] += len(chunk)

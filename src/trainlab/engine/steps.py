@@ -14,6 +14,7 @@ import torch
 
 from trainlab.engine.hooks import EarlyStopping, LoopState
 from trainlab.engine.losses import LossFn, correct_count
+from trainlab.engine.parallel import PipelinedModel, data_shard, full_value, grad_norm, no_sync
 from trainlab.engine.runtime import all_reduce_sum
 from trainlab.errors import TrainingDiverged
 
@@ -45,13 +46,13 @@ def train_step(state: LoopState, model: torch.nn.Module, micro: list[tuple[torch
         step_loss, correct = step_loss.zero_(), correct.zero_()
         for i, (x, y) in enumerate(micro):
             last = i == len(micro) - 1
-            # Under DDP, gradients are all-reduced only on the step's last micro-batch.
-            sync = model.no_sync() if runtime.distributed and not last else nullcontext()
+            # Under DDP/FSDP, gradients are reduced only on the step's last micro-batch.
+            sync = no_sync(model) if runtime.distributed and not last else nullcontext()
             with sync:
                 with runtime.autocast():
                     logits = model(x)
                 loss = loss_fn(logits, y)
-                # Each micro-batch weighs its share of the global batch; DDP then averages
+                # Each micro-batch weighs its share of the global batch; DDP/FSDP then average
                 # over ranks (hence x world_size). So k micro-batches on n ranks equal one
                 # big batch, also when the last batch splits unevenly.
                 scaler.scale(loss * (len(y) * runtime.world_size / global_size)).backward()
@@ -61,29 +62,37 @@ def train_step(state: LoopState, model: torch.nn.Module, micro: list[tuple[torch
 
     if state.spec.optimizer.name == "lbfgs":
         optimizer.step(forward_backward)
-        grad_norm = _total_norm(state.model)
+        norm = _total_norm(state.model)
     else:
-        forward_backward()
+        if isinstance(model, PipelinedModel):   # this rank's stage only; the loss is on the last
+            optimizer.zero_grad(set_to_none=True)
+            with runtime.autocast():
+                mean_loss, correct, count = model.step(micro, global_size, loss_fn)
+            step_loss = mean_loss * count
+        else:
+            forward_backward()
         scaler.unscale_(optimizer)
-        grad_norm = _clip(state)
+        norm = _clip(state)
         recorder.maybe_layer_norms(state)
         scaler.step(optimizer)
         scaler.update()
-    recorder.record(step_loss / count, correct, count, lr, grad_norm)
+    recorder.record(step_loss / max(count, 1), correct, count, lr, norm)
 
 
 def _clip(state: LoopState) -> torch.Tensor:
     """Clip by norm and/or value; returns the global gradient norm before clipping."""
     params = [p for p in state.model.parameters() if p.grad is not None]
-    if state.trainer.clip_grad_value is not None:
-        norm = _total_norm(state.model)   # value clipping changes the norm: measure it first
-        torch.nn.utils.clip_grad_value_(params, state.trainer.clip_grad_value)
-        if state.trainer.clip_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, state.trainer.clip_grad_norm)
+    trainer, runtime = state.trainer, state.runtime
+    # The norm of the whole gradient, also where ranks hold parts of it (fsdp, pipeline).
+    norm = grad_norm(params, trainer, runtime)
+    if trainer.clip_grad_value is not None:
+        torch.nn.utils.clip_grad_value_(params, trainer.clip_grad_value)
+        if trainer.clip_grad_norm is not None:   # value clipping changed the norm
+            torch.nn.utils.clip_grads_with_norm_(params, trainer.clip_grad_norm, grad_norm(params, trainer, runtime))
         return norm
-    if state.trainer.clip_grad_norm is not None:
-        return torch.nn.utils.clip_grad_norm_(params, state.trainer.clip_grad_norm)
-    return _total_norm(state.model)
+    if trainer.clip_grad_norm is not None:
+        torch.nn.utils.clip_grads_with_norm_(params, trainer.clip_grad_norm, norm)
+    return norm
 
 
 def _total_norm(model: torch.nn.Module) -> torch.Tensor:
@@ -125,7 +134,7 @@ class StepRecorder:
         for name, params in self.groups:
             grads = [p.grad for p in params if p.grad is not None]
             if grads:
-                norms[name] = torch.nn.utils.get_total_norm(grads).float().to(self.sums.device)
+                norms[name] = full_value(torch.nn.utils.get_total_norm(grads)).float().to(self.sums.device)
         if not norms:
             return
         self.layer_steps.append((state.step, list(norms)))
@@ -142,7 +151,7 @@ class StepRecorder:
         if not self.steps:
             return
         state, runtime = self.state, self.state.runtime
-        world = float(runtime.world_size)
+        world = float(data_shard(state.trainer, runtime)[1])   # ranks that each saw part of a batch
         losses = (all_reduce_sum(torch.stack(self.losses), runtime) / world).tolist()
         norms = torch.stack(self.norms).tolist()
         sums = all_reduce_sum(self.sums.clone(), runtime).tolist()
