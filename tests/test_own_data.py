@@ -244,3 +244,39 @@ def test_checkpoints_are_throttled_but_first_and_last_epochs_are_saved(tmp_path:
     saves.clear()
     run(Counting(tmp_path / "b.pt", "fp"))
     assert saves == list(range(6))               # the engine's default: every epoch
+
+
+def test_a_search_trials_pruner_watches_the_first_fold_under_cross_validation(tmp_path: Path, monkeypatch) -> None:
+    from trainlab.data import TaskInfo
+    from trainlab.engine import Hook, TrainData
+    from trainlab.training import train_task
+
+    class Prune(Exception):
+        pass
+
+    class Watcher(Hook):
+        def __init__(self, prune_at: int | None):
+            self.prune_at, self.seen = prune_at, []
+
+        def on_epoch_end(self, state, metrics):
+            self.seen.append(state.epoch)
+            if state.epoch == self.prune_at:
+                raise Prune
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data/prepared").mkdir(parents=True)
+    (tmp_path / "data/prepared/manifest.json").write_text(json.dumps({"tasks": {}}))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 6)).astype(np.float32)
+    y = np.arange(30) % 2
+    data = (TrainData(x[:25], y[:25]), TrainData(x[25:], y[25:]), TaskInfo(2, ["a", "b"], (6,)))
+    params = shipped_params(**{"model.arch": "mlp", "model.width": 8, "model.depth": 1, "trainer.threads": 1,
+                               "trainer.progress": "off", "finetune.epochs": 3, "finetune.batch_size": 8,
+                               "selection.folds": 3})
+    watcher = Watcher(prune_at=None)
+    trained = train_task(params, params.finetune, "target", resume_name="t", data=data, pruning=watcher)
+    assert trained.cross_validated and trained.heldout.folds == 3
+    assert watcher.seen == [0, 1, 2]     # the first fold's epochs, once each
+    # A trial pruned in its first fold trains no other fold and no refit.
+    with pytest.raises(Prune):
+        train_task(params, params.finetune, "target", resume_name="u", data=data, pruning=Watcher(prune_at=1))

@@ -77,24 +77,27 @@ def fingerprint(*parts: object) -> str:
 def train_task(params: Params, spec: TrainSpec, task: str, *, resume_name: str,
                build: ModelFactory | None = None, hooks: Sequence[Hook] = (), runtime: Runtime | None = None,
                label: str = "train", data: tuple[TrainData, TrainData, TaskInfo] | None = None,
-               identity: object = None) -> TrainedModel:
+               identity: object = None, pruning: Hook | None = None) -> TrainedModel:
     """Build a model and fit it on `task`, resuming from its checkpoint if one fits.
 
     On the target task with a validation split below `selection.cv_below`, the model is
     selected by cross-validation and refit (see `trainlab.selection`). Resume
     checkpoints are removed by the caller once the final outputs are written (`finish`).
+    `pruning` (a search trial's) watches the validation metric of the run, or under
+    cross-validation that of the first fold.
     """
     train, val, info = data or load_task(task, params)
     if task == "source" and not source_is_labelled():
         return _pretext(params, spec, train, val, info, hooks, runtime, label, resume_name, identity)
     build = build or _fresh_model(params, info)
     if task == "target" and uses_cv(params, len(val)):
-        return _cross_validated(params, spec, build, train, val, info, runtime, label, resume_name, identity)
+        return _cross_validated(params, spec, build, train, val, info, runtime, label, resume_name, identity,
+                                pruning)
     budget = resolve_budget(spec, params.trainer, len(train))
     _say(budget.note, label, runtime)
     model, groups, extra = build()
-    fitted = _fit(params, budget.spec, model, groups, train, val, info, [*extra, *hooks], runtime, label,
-                  resume_name, identity)
+    fitted = _fit(params, budget.spec, model, groups, train, val, info,
+                  [*extra, *hooks, *([pruning] if pruning else [])], runtime, label, resume_name, identity)
     if task == "target":
         fitted.heldout = HeldOut("val", predict_probs(model, val.x), np.asarray(val.y))
     return fitted
@@ -140,8 +143,13 @@ def _fit(params: Params, spec: TrainSpec, model: Classifier, groups, train: Trai
 
 def _cross_validated(params: Params, spec: TrainSpec, build: ModelFactory, train: TrainData, val: TrainData,
                      info: TaskInfo, runtime: Runtime | None, label: str, resume_name: str,
-                     identity: object) -> TrainedModel:
-    """k-fold CV over train + val picks the epoch; the model refit on all of it is returned."""
+                     identity: object, pruning: Hook | None) -> TrainedModel:
+    """k-fold CV over train + val picks the epoch; the model refit on all of it is returned.
+
+    A search trial's pruner watches the first fold: every trial of a study holds out the
+    same first fold (same labels, same split seed), so their curves compare epoch by
+    epoch, and a trial that is poor there is stopped before its other folds and refit.
+    """
     labelled = concat(train, val)
     y = np.asarray(labelled.y)
     held = stratified_folds(y, params.selection.folds, params.data.split_seed)
@@ -158,8 +166,9 @@ def _cross_validated(params: Params, spec: TrainSpec, build: ModelFactory, train
         model, groups, extra = build()
         rest = np.setdiff1d(np.arange(len(y)), fold)
         predictions = EpochPredictions(np.asarray(labelled.x)[fold])
+        watch = [pruning] if pruning and k == 0 else []
         fitted = _fit(quiet, fold_spec, model, groups, subset(labelled, rest), subset(labelled, fold), info,
-                      [*extra, predictions], runtime, f"{label} fold {k + 1}/{len(held)}",
+                      [*extra, predictions, *watch], runtime, f"{label} fold {k + 1}/{len(held)}",
                       f"{resume_name}-fold{k}", (identity, "fold", k))
         fold_probs.append(predictions.per_epoch)
         checkpoints += fitted.checkpoints

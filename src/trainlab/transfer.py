@@ -56,7 +56,7 @@ def param_groups(model: Classifier, backbone_lr_scale: float) -> list[ParamGroup
 
 def finetune(params: Params, pretrained: Path, *, hooks: Sequence[Hook] = (), runtime: Runtime | None = None,
              resume_name: str = "finetune", label: str = "finetune",
-             data: tuple[TrainData, TrainData, object] | None = None) -> TrainedModel:
+             data: tuple[TrainData, TrainData, object] | None = None, pruning: Hook | None = None) -> TrainedModel:
     """Fine-tune the pretrained backbone on the target task with params.finetune."""
     cfg: FinetuneConfig = params.finetune
     data = data or load_task("target", params)
@@ -72,7 +72,8 @@ def finetune(params: Params, pretrained: Path, *, hooks: Sequence[Hook] = (), ru
         return model, param_groups(model, cfg.backbone_lr_scale), extra
 
     return train_task(params, cfg, "target", resume_name=resume_name, build=build, hooks=hooks,
-                      runtime=runtime, label=label, data=data, identity=("finetune", _file_id(pretrained)))
+                      runtime=runtime, label=label, data=data, identity=("finetune", _file_id(pretrained)),
+                      pruning=pruning)
 
 
 def train_scratch(params: Params, *, hooks: Sequence[Hook] = (), runtime: Runtime | None = None,

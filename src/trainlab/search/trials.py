@@ -57,7 +57,7 @@ def run_trial(trial: optuna.Trial, slot: int, study_name: str, params: Params, p
                               "optuna.study_name": study_name}) as run:
         try:
             trained = finetune(config, paths.PRETRAINED, resume_name=resume_name, label=f"trial {slot}",
-                               hooks=[PruningHook(trial, params.search.metric), *run.training_hooks()])
+                               hooks=run.training_hooks(), pruning=PruningHook(trial, params.search.metric))
         except optuna.TrialPruned as err:
             pruned = err
             run.set_tags({"optuna.state": "PRUNED"})
