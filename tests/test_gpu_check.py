@@ -11,18 +11,20 @@ import torch
 
 from conftest import BIN, ROOT, run
 
-# Never imported by the engine, the models, the config schema or bench/gpu.py.
+# Never imported by the engine, the models, the config schema, tests/test_gpu.py or bench/gpu.py.
 HEAVY = {"mlflow", "optuna", "dvc", "click", "sklearn", "yaml", "pandas"}
 IMPORTS = """
 import importlib.util, json, sys
 import trainlab.engine, trainlab.models, trainlab.config, trainlab.launch
+sys.path.insert(0, "tests")
+import conftest, test_gpu   # what `pytest tests/test_gpu.py` imports (with test_engine, test_engine_resume)
 spec = importlib.util.spec_from_file_location("bench_gpu", "bench/gpu.py")
 spec.loader.exec_module(importlib.util.module_from_spec(spec))
 print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
 """
 
 
-def test_engine_models_config_and_gpu_bench_import_no_tracking_or_pipeline_tools() -> None:
+def test_engine_models_config_gpu_tests_and_gpu_bench_import_no_tracking_or_pipeline_tools() -> None:
     import json
 
     loaded = set(json.loads(run([str(BIN / "python"), "-c", IMPORTS], ROOT).stdout))
