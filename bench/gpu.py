@@ -95,14 +95,16 @@ def train_once(name: str, run: str, train: TrainData, val: TrainData, args: argp
     result = fit(model, train, val, spec, trainer, seed=0)
     wall = time.perf_counter() - started
     speeds = [row["epoch/samples_per_s"] for row in result.history]
-    return {"samples_per_s": statistics.median(speeds[1:] or speeds), "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
-            "val_acc": result.history[-1]["val/acc"], "wall_s": wall, "params": sum(p.numel() for p in model.parameters())}
+    return {"samples_per_s": statistics.median(speeds[1:] or speeds),
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30, "val_acc": result.history[-1]["val/acc"],
+            "wall_s": wall, "params": sum(p.numel() for p in model.parameters())}
 
 
 def verdict(name: str, results: dict[str, dict]) -> tuple[str, str]:
     """Issue 16's bar: a mixed precision at >= 2x fp32's samples/s within 0.3 point of its accuracy."""
     ref = results["fp32"]
-    equal = {run: r for run, r in results.items() if run != "fp32" and abs(r["val_acc"] - ref["val_acc"]) <= ACCURACY_POINTS / 100}
+    equal = {run: r for run, r in results.items()
+             if run != "fp32" and abs(r["val_acc"] - ref["val_acc"]) <= ACCURACY_POINTS / 100}
     if not equal:
         return f"{name}: no mixed-precision run within {ACCURACY_POINTS} point of fp32's accuracy", \
             f"ratio {name} fastest_equal_accuracy/fp32 samples_per_s = nan"
@@ -144,9 +146,10 @@ def main() -> int:
             results[run] = got = train_once(name, run, train, val, args)
             accuracies.append(got["val_acc"])
             ref = results["fp32"]
-            rows.append(f"| {name} ({got['params'] / 1e6:.1f} M params) | {run} | {got['samples_per_s']:,.0f} | "
-                        f"{got['samples_per_s'] / ref['samples_per_s']:.2f} | {got['peak_gib']:.2f} | "
-                        f"{got['val_acc']:.4f} | {100 * (got['val_acc'] - ref['val_acc']):+.2f} | {got['wall_s']:.0f} |")
+            rows.append(f"| {name} ({got['params'] / 1e6:.1f} M params) | {run} | {got['samples_per_s']:,.0f} "
+                        f"| {got['samples_per_s'] / ref['samples_per_s']:.2f} | {got['peak_gib']:.2f} "
+                        f"| {got['val_acc']:.4f} | {100 * (got['val_acc'] - ref['val_acc']):+.2f} "
+                        f"| {got['wall_s']:.0f} |")
             print(rows[-1], flush=True)   # a run cut short by a timeout keeps the rows so far
         verdicts.append(verdict(name, results))
     table = ["| model | run | samples/s | vs fp32 | peak GiB | val/acc | points vs fp32 | wall s |",
