@@ -20,11 +20,13 @@ def command(params_path: str) -> None:
     from trainlab.config import load_params
     from trainlab.search import check_space, publish_study, publishing, run_search, study_name
     from trainlab.search.study import storage_label
+    from trainlab.search.workers import start_worker_server
     from trainlab.tracking import StageRun
     from trainlab.training import data_hashes
 
     params = load_params(params_path)
     check_space(params)
+    start_worker_server(params.search.workers)   # workers' imports overlap this process's own start-up
     name = study_name(params)
     click.echo(f"search: study {name} in {storage_label(params)}", err=True)
     with StageRun("search", params, inputs=data_hashes(), params_file=params_path) as run:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -48,6 +47,8 @@ def set_dotted(tree: dict, dotted: str, value: Any) -> None:
 
 def small_params(**overrides: Any) -> dict:
     """The project's params.yaml with SMALL applied, then `overrides` (use __ for dots)."""
+    import yaml   # here, not at the top: tests/test_gpu.py runs on GPU nodes without PyYAML
+
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for key, value in {**SMALL, **{k.replace("__", "."): v for k, v in overrides.items()}}.items():
         set_dotted(params, key, value)
@@ -55,6 +56,8 @@ def small_params(**overrides: Any) -> dict:
 
 
 def write_params(directory: Path, params: dict) -> Path:
+    import yaml
+
     path = directory / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path

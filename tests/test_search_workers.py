@@ -77,3 +77,52 @@ def test_sigkill_of_the_search_kills_its_workers_and_the_resume_keeps_the_budget
         int(t.user_attrs["slot"]) for t in interrupted if t.state == TrialState.RUNNING)
     found = metrics(project)
     assert found["trials/complete"] == n_trials and found["trials/killed_and_retried"] == len(killed(trials)) == 2
+
+
+def group_gone(pgid: int) -> bool:
+    """No live process is left in the process group (zombies count as gone)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return False
+    return True
+
+
+@pytest.mark.slow
+def test_ctrl_c_requeues_both_workers_trials_and_leaves_no_process(prepared_project: Path, tmp_path: Path) -> None:
+    # Ctrl-C in a terminal signals the whole process group: the search, its fork server and
+    # its workers. Each worker must re-queue its running trial before anything exits.
+    n_trials = 4
+    params = search_params(search__sampler="random", search__n_trials=n_trials, search__workers=2,
+                           search__epochs=15, search__pruner="none", finetune__early_stopping__enabled=False)
+    project = new_project(prepared_project, tmp_path / "project", params)
+    log = (tmp_path / "search.log").open("w")
+    proc = subprocess.Popen([str(BIN / "trainlab"), "search"], cwd=project, env=clean_env(), stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: len(running_trial_pids(project)) == 2, 600, "both workers to run a trial", proc)
+        running = {t.number for t in only_study(project) if t.state == TrialState.RUNNING}
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=120) == 130
+        deadline = time.monotonic() + 15
+        while not group_gone(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert group_gone(proc.pid), "a worker or the fork server outlived the interrupted search"
+    finally:
+        if not group_gone(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+    trials = only_study(project)
+    interrupted = [t for t in trials if t.number in running]
+    assert [(t.state, t.user_attrs.get("killed")) for t in interrupted] == [(TrialState.FAIL, True)] * 2
+    assert sorted(t.user_attrs["slot"] for t in trials if t.state == TrialState.WAITING) == sorted(
+        t.user_attrs["slot"] for t in interrupted)
+
+    trainlab(["search"], project)
+    trials = only_study(project)
+    assert sorted(by_slot(trials)) == list(range(n_trials)) and len(counted(trials)) == n_trials
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]

@@ -9,11 +9,9 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from trainlab.config.schema import Params
-from trainlab.config.yaml_reader import read_yaml
 from trainlab.errors import ParamsError
 
 # A params file is a few KB; a huge one is an accident (a data array pasted in) that would
@@ -23,6 +21,12 @@ MAX_PARAMS_BYTES = 100_000   # ~12x the project's own; 1 MB of YAML takes ~15 s 
 
 def load_params(path: str | Path = "params.yaml", overrides: Mapping[str, Any] | None = None) -> Params:
     """Parse and validate params.yaml (plus dotted-key overrides); raise ParamsError on any mistake."""
+    # Imported here, not at the top: the engine imports the schema through this package, and
+    # a GPU node that runs only the engine (bench/gpu.py) need not have PyYAML.
+    import yaml
+
+    from trainlab.config.yaml_reader import read_yaml
+
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: file not found (run from the project root, where params.yaml lives)")

@@ -49,11 +49,17 @@ def micro_batches(order: torch.Tensor, start: int, stop: int, rank: int, world_s
 
 
 def to_device(data: TrainData, device: torch.device) -> TrainData:
-    """Keep small data on the device as tensors (the memory loader)."""
-    x = torch.as_tensor(np.asarray(data.x), dtype=torch.float32).to(device)
-    y_np = np.asarray(data.y)
-    y = torch.as_tensor(y_np, dtype=torch.float32 if y_np.dtype.kind == "f" else torch.long).to(device)
-    return TrainData(x, y)
+    """Keep small data on the device as tensors (the memory loader).
+
+    Tensors are moved as tensors: np.asarray on a CUDA tensor would raise, and data a caller
+    already put on the GPU should not make a round trip through host memory.
+    """
+    if isinstance(data.x, torch.Tensor):
+        x = data.x.to(device=device, dtype=torch.float32)
+    else:
+        x = torch.as_tensor(np.asarray(data.x), dtype=torch.float32).to(device)
+    y = data.y if isinstance(data.y, torch.Tensor) else torch.as_tensor(np.asarray(data.y))
+    return TrainData(x, y.to(device=device, dtype=torch.float32 if y.is_floating_point() else torch.long))
 
 
 class BatchSource:
@@ -70,7 +76,9 @@ class BatchSource:
         self._keys = _Keys()
         self._loader = None if num_workers is None else torch.utils.data.DataLoader(
             _IndexedArrays(data), sampler=self._keys, batch_size=None, num_workers=num_workers,
-            persistent_workers=num_workers > 0)
+            persistent_workers=num_workers > 0,
+            # Page-locked batches let the non_blocking copies below overlap the GPU's work.
+            pin_memory=device.type == "cuda")
 
     def epoch(self, order: torch.Tensor, plan: list[tuple[int, int]], first_step: int, rank: int,
               world_size: int, grad_accum: int) -> Iterator[tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]]:

@@ -35,7 +35,9 @@ class Runtime:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        """One rank of a process group: several ranks, or a group of one the caller joined
+        (one GPU under torchrun runs the same DDP/NCCL code as N; tests/test_gpu.py)."""
+        return self.world_size > 1 or dist.is_initialized()
 
     def autocast(self):
         """Mixed-precision context for forward passes (a no-op in fp32)."""

@@ -30,7 +30,7 @@ def prepare_study(params: Params, study_name: str) -> optuna.Study:
 
 
 def run_search(params: Params, study_name: str, parent_run_id: str | None) -> optuna.Study:
-    """Run the study in this process (1 worker) or in N spawned processes sharing its storage."""
+    """Run the study in this process (1 worker) or in N worker processes sharing its storage."""
     study = prepare_study(params, study_name)
     workers = params.search.workers
     if workers == 1:
