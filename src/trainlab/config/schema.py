@@ -413,6 +413,7 @@ class TrackingConfig(Section):
     uri: TrackingUri | None = None   # null = MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
     experiment: ExperimentName = "trainlab"
     log_models: bool = True
+    system_metrics: bool = True      # MLflow's CPU/memory/disk/network/GPU samples, every 10 s
 
 
 # ------------------------------------------------------------------------------ root
