@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from conftest import run
+from conftest import run, trainlab
 from trainlab.config import load_params
 from trainlab.tracking import StageRun
 from trainlab.tracking.epoch_axis import from_mlflow
@@ -80,3 +80,13 @@ def test_epochs_read_back_in_the_engines_terms(prepared_project: Path) -> None:
     # Another tool's run (no epoch-axis tag) is read as it was logged.
     raw = {"train/loss": [(1, 0.5)], "val/loss": [(1, 0.4)]}
     assert from_mlflow(raw, {}) == raw
+
+
+def test_diagnose_reads_a_logged_run_as_the_stage_saw_it(prepared_project: Path) -> None:
+    """`trainlab diagnose RUN_ID` on the MLflow copy of the curves finds what the stage found live."""
+    client, found = pretrain_run(prepared_project)
+    result = trainlab(["diagnose", found.info.run_id], prepared_project,
+                      MLFLOW_TRACKING_URI=f"sqlite:///{prepared_project / 'mlflow.db'}")
+    first = result.stdout.splitlines()[0]
+    live = found.data.tags["trainlab.diagnosis"]
+    assert first.split(": ", 1)[1].replace(" ", "") == live, (first, live)
