@@ -5,6 +5,7 @@ CI's set-up installs Chromium; without it this test fails rather than skips.
 
 from __future__ import annotations
 
+import getpass
 import os
 import re
 import shutil
@@ -74,14 +75,22 @@ def test_ui_shows_the_runs_and_their_metric_charts(ui: Server, prepared_project:
     assert re.search(rf'href="#/experiments/{exp}/runs/{run_id}"><span[^>]*>pretrain</span>', runs_page), \
         runs_page[-2000:]
     assert re.search(r">prepare</span>", runs_page)
+    # MLflow's own lineage columns, not "-": Dataset (the splits read), Source, Created by.
+    for text in ("mnist1d-source-train", "mnist1d-target-test", "trainlab pretrain", getpass.getuser()):
+        assert text in runs_page, text
 
     run_url = f"{ui.uri}/#/experiments/{exp}/runs/{run_id}/model-metrics?{MODEL_TRAINING}"
     # A tall window: the charts are drawn only once scrolled into view.
     charts = chromium(tmp_path, "charts", run_url, "--window-size=1400,6000", "--dump-dom")
     assert "js-plotly-plot" in charts
-    missing = [key for key in pretrain.data.metrics if f'title="{key}"' not in charts
+    training_keys = [key for key in pretrain.data.metrics if not key.startswith("system/")]
+    missing = [key for key in training_keys if f'title="{key}"' not in charts
                or f"pretrain ({key})" not in charts]   # a chart card per metric, with the run in its legend
     assert not missing, missing
+    # System metrics have their own tab.
+    system = chromium(tmp_path, "system", run_url.replace("/model-metrics?", "/system-metrics?"),
+                      "--window-size=1400,3000", "--dump-dom")
+    assert 'title="system/cpu_utilization_percentage"' in system
 
     screenshot = tmp_path / "mlflow-run-page.png"
     chromium(tmp_path, "shot", run_url, "--window-size=1400,1200", f"--screenshot={screenshot}")

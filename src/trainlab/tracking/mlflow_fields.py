@@ -98,6 +98,9 @@ class SystemMetrics:
         monitor = self.monitor
         monitor.finish()
         if monitor._logging_step == 0:   # no interval completed: log what was sampled since start
-            monitor.collect_metrics()
-            monitor.publish_metrics(monitor.aggregate_metrics())
-            monitor.mlflow_logger.flush()
+            try:
+                monitor.collect_metrics()
+                monitor.publish_metrics(monitor.aggregate_metrics())
+                monitor.mlflow_logger.flush()
+            except Exception as err:   # a missing sample must not fail the stage (MLflow's own thread agrees)
+                logging.getLogger(__name__).warning("system metrics not logged: %s", err)
