@@ -89,8 +89,10 @@ class SystemMetrics:
     def __init__(self, run_id: str, tracking_uri: str, sampling_s: float = SAMPLING_S):
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-        # It logs "Started monitoring" and "Skip logging GPU metrics" at INFO on stderr.
-        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+        # It logs "Started monitoring" and "Skip logging GPU metrics" at INFO, and a sample it
+        # could not write (a full disk, a damaged store) as a warning from its thread: the stage
+        # reports such a fault itself, in one line, so the monitor stays quiet on stderr.
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.CRITICAL)
         self.monitor = SystemMetricsMonitor(run_id, sampling_interval=sampling_s, tracking_uri=tracking_uri)
         self.monitor.start()
 
@@ -102,5 +104,5 @@ class SystemMetrics:
                 monitor.collect_metrics()
                 monitor.publish_metrics(monitor.aggregate_metrics())
                 monitor.mlflow_logger.flush()
-            except Exception as err:   # a missing sample must not fail the stage (MLflow's own thread agrees)
-                logging.getLogger(__name__).warning("system metrics not logged: %s", err)
+            except Exception:   # a missing sample must not fail the stage; a store fault is reported
+                pass            # by the run's own next write, in one line
