@@ -90,3 +90,29 @@ def test_diagnose_reads_a_logged_run_as_the_stage_saw_it(prepared_project: Path)
     first = result.stdout.splitlines()[0]
     live = found.data.tags["trainlab.diagnosis"]
     assert first.split(": ", 1)[1].replace(" ", "") == live, (first, live)
+
+
+def test_a_resumed_runs_backfill_lands_on_the_same_axis(prepared_project: Path, tmp_path: Path) -> None:
+    """After a resume the run streams epoch 2 live, then backfills epoch 1 from the recorded curves:
+    each point once, at the step the live hook would have used."""
+    from types import SimpleNamespace
+
+    from trainlab.tracking.hook import TrackingHook
+
+    params = load_params(prepared_project / "params.yaml")
+    params = params.model_copy(update={"tracking": params.tracking.model_copy(
+        update={"system_metrics": False, "uri": f"sqlite:///{tmp_path / 'resume.db'}"})})
+    recorded = {"val/loss": [(0, 0.9), (1, 0.7)], "epoch/train_loss": [(0, 1.0), (1, 0.8)],
+                "train/loss": [(0, 1.1), (5, 0.9), (10, 0.8)]}    # engine names, 0-based epochs
+    with StageRun("pretrain", params) as stage:
+        hook = TrackingHook(stage)
+        hook.on_metrics(SimpleNamespace(), [("train/loss", 0.8, 10)])
+        hook.on_epoch_end(SimpleNamespace(epoch=1), {"val/loss": 0.7, "epoch/train_loss": 0.8})
+        assert stage.backfill(recorded) == 4     # epoch 1's two values and steps 0 and 5
+    client = MlflowClient(params.tracking.uri)
+
+    def points(key: str) -> list[tuple[int, float]]:
+        return sorted((m.step, m.value) for m in client.get_metric_history(stage.run_id, key))
+    assert points("val/loss") == [(1, 0.9), (2, 0.7)]
+    assert points("train/loss") == [(1, 1.0), (2, 0.8)]          # the epoch train loss, beside val/loss
+    assert points("train/step_loss") == [(0, 1.1), (5, 0.9), (10, 0.8)]
