@@ -7,6 +7,7 @@ KIND is
                       sqlite (StageRun.training_hooks), per-step metrics, per-layer grad
                       norms, a checkpoint every epoch, progress in log mode
   trainlab-untracked  the same without the tracking hook (no MLflow at all)
+  trainlab-nosysmetrics  tracked, with MLflow's system metrics off (tracking.system_metrics: false)
   lightning           Lightning's Trainer on the same model and maths: CSV logger,
                       checkpointing on, no progress bar, no model summary
 
@@ -137,7 +138,24 @@ class _TimedHook:
         return timed
 
 
-def trainlab_run(project: Path, threads: int, tracking: bool) -> dict:
+_SYSTEM_THREAD_CPU_S: list[float] = []
+
+
+def _time_system_metrics_thread() -> None:
+    """Record the CPU seconds MLflow's system-metrics thread used: its whole cost to the run."""
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    original = SystemMetricsMonitor.monitor
+
+    def monitor(self):
+        try:
+            original(self)
+        finally:
+            _SYSTEM_THREAD_CPU_S.append(time.thread_time())
+    SystemMetricsMonitor.monitor = monitor
+
+
+def trainlab_run(project: Path, threads: int, tracking: bool, system_metrics: bool = True) -> dict:
     import torch
 
     from trainlab.config import load_params
@@ -147,6 +165,9 @@ def trainlab_run(project: Path, threads: int, tracking: bool) -> dict:
 
     os.chdir(project)   # trainlab's paths (data/prepared, .trainlab/resume, mlflow.db) are relative
     params = load_params("params.yaml")
+    params = params.model_copy(update={"tracking": params.tracking.model_copy(
+        update={"system_metrics": system_metrics})})
+    _time_system_metrics_thread()
     runtime = setup_runtime(params.trainer)
     torch.set_num_threads(threads)
     _warm_imports()
@@ -178,7 +199,8 @@ def trainlab_run(project: Path, threads: int, tracking: bool) -> dict:
     return {"train_s": train_s, "epochs": len(history), "val_acc": history[-1]["val/acc"],
             "steps_time_s": [h["epoch/time_s"] for h in history], "threads": torch.get_num_threads(),
             "tracking_setup_s": setup_s, "tracking_close_s": close_s, "precision": trained.result.precision,
-            "tracking_hook_s": sum(hook.seconds for hook in timed_hooks)}
+            "tracking_hook_s": sum(hook.seconds for hook in timed_hooks),
+            "system_metrics": tracking and system_metrics, "system_thread_cpu_s": sum(_SYSTEM_THREAD_CPU_S)}
 
 
 def lightning_run(project: Path, threads: int) -> dict:
@@ -257,7 +279,8 @@ def lightning_run(project: Path, threads: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=["handwritten", "trainlab", "trainlab-untracked", "lightning"])
+    parser.add_argument("kind", choices=["handwritten", "trainlab", "trainlab-untracked",
+                                                     "trainlab-nosysmetrics", "lightning"])
     parser.add_argument("--project", type=Path, required=True)
     parser.add_argument("--threads", type=int, required=True)
     args = parser.parse_args()
@@ -267,7 +290,8 @@ def main() -> None:
     elif args.kind == "lightning":
         result = lightning_run(project, args.threads)
     else:
-        result = trainlab_run(project, args.threads, tracking=args.kind == "trainlab")
+        result = trainlab_run(project, args.threads, tracking=args.kind != "trainlab-untracked",
+                              system_metrics=args.kind != "trainlab-nosysmetrics")
     emit_result({"kind": args.kind, **result})
 
 

@@ -6,6 +6,9 @@
    The ratio compares the wall time of the training call; opening and closing the MLflow
    run (a fixed cost per stage, dominated by the sqlite schema set-up of a new store)
    is printed beside it.
+   A third kind, tracked with MLflow's system metrics off, gives their cost: the wall
+   time on/off, and directly the CPU seconds of MLflow's sampling thread over the training
+   time (the wall ratio of two runs is noisier than the ~0.1% it has to resolve).
 2. A microbenchmark on a fresh sqlite store: `mlflow.log_metric` per call against
    `MlflowClient.log_batch` per value (1000 values per call, MLflow's limit).
 
@@ -87,14 +90,16 @@ def main() -> None:
         print(f"# workload: {params['model']['arch']} width {params['model']['width']}, "
               f"{C.source_train_samples(data)} source train samples, epochs {params['pretrain']['epochs']}, "
               f"log_every_steps {params['trainer']['log_every_steps']}, {args.repeats} repetitions", flush=True)
-        results = C.interleaved_workloads(["trainlab-untracked", "trainlab"], args.repeats, base, data,
-                                          params, threads)
+        results = C.interleaved_workloads(["trainlab-untracked", "trainlab-nosysmetrics", "trainlab"],
+                                          args.repeats, base, data, params, threads)
     untracked = C.median([r["train_s"] for r in results["trainlab-untracked"]])
     tracked = C.median([r["train_s"] for r in results["trainlab"]])
     setup = C.median([r["tracking_setup_s"] + r["tracking_close_s"] for r in results["trainlab"]])
     rows = [[name, f"{C.median([r['train_s'] for r in runs]):.2f}", C.spread([r["train_s"] for r in runs]),
              f"{C.median([r['process_s'] for r in runs]):.1f}"]
-            for name, runs in (("no tracking", results["trainlab-untracked"]), ("tracking", results["trainlab"]))]
+            for name, runs in (("no tracking", results["trainlab-untracked"]),
+                               ("tracking, system metrics off", results["trainlab-nosysmetrics"]),
+                               ("tracking, system metrics on (default)", results["trainlab"]))]
     print()
     print(C.table(rows, ["run", "training wall s (median)", "min..max", "process s"]))
     print(f"opening + closing the MLflow run (fresh sqlite store): {setup:.2f} s, not in the ratio below; "
@@ -113,6 +118,13 @@ def main() -> None:
     C.print_ratio("tracked/untracked_on_training_thread",
                   C.median([r["train_s"] / (r["train_s"] - r["tracking_hook_s"]) for r in results["trainlab"]]))
     C.print_ratio("tracked/untracked", tracked / untracked)
+    sysoff = C.median([r["train_s"] + r["tracking_close_s"] for r in results["trainlab-nosysmetrics"]])
+    syson = C.median([r["train_s"] + r["tracking_close_s"] for r in results["trainlab"]])
+    thread = [r["system_thread_cpu_s"] / r["train_s"] for r in results["trainlab"]]
+    print(f"system metrics: their sampling thread used median {100 * C.median(thread):.3f}% of training time "
+          f"in CPU ({C.spread([100 * t for t in thread])} %)")
+    C.print_ratio("system_metrics_on/off", syson / sysoff)   # training + closing the run
+    C.print_ratio("system_metrics_thread_cpu/training", C.median(thread))
 
 
 if __name__ == "__main__":

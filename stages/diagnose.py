@@ -10,7 +10,7 @@ import click
 
 @click.command(help=__doc__)
 @click.argument("run_id")
-@click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db).")
+@click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or the project's mlflow.db).")
 @click.option("--num-classes", type=click.IntRange(min=2), default=None,
               help="Number of classes (chance level); read from the run's params when it has them.")
 @click.option("--log/--no-log", default=False, help="Attach diagnosis.md and a tag to the run.")

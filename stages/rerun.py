@@ -16,7 +16,7 @@ import click
 
 @click.command(help=__doc__)
 @click.argument("run_id")
-@click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db).")
+@click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or the project's mlflow.db).")
 @click.option("--in-place", is_flag=True, default=False,
               help="Rerun only the stage, in this checkout (clean, at the recorded commit), without a worktree.")
 @click.option("--register", is_flag=True, default=False,

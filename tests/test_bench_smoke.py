@@ -22,7 +22,7 @@ LAST_RATIO = {
     "engine_overhead": ("trainlab/lightning" if importlib.util.find_spec("lightning") is not None
                         else "trainlab/handwritten"),
     "step_overhead": "trainlab_step/handwritten_step",
-    "tracking_cost": "tracked/untracked",
+    "tracking_cost": "system_metrics_thread_cpu/training",
     "precision": None,   # names auto's resolved choice; checked below
     "startup": "noop_dvc_repro/target",
     "search_throughput": "2_workers/1_worker trials_per_min",

@@ -69,19 +69,30 @@ def test_ui_shows_the_runs_and_their_metric_charts(ui: Server, prepared_project:
     exp, pretrain = experiment_id(client), only_run(prepared_project, "pretrain")
     run_id = pretrain.info.run_id
 
-    runs_page = chromium(tmp_path, "runs", f"{ui.uri}/#/experiments/{exp}/runs?{MODEL_TRAINING}", "--dump-dom")
+    # Wide: the table draws only the columns in view (Run name, Created, Dataset, Duration, Source, ...).
+    runs_page = chromium(tmp_path, "runs", f"{ui.uri}/#/experiments/{exp}/runs?{MODEL_TRAINING}",
+                         "--window-size=2400,900", "--dump-dom")
     # The runs table links the run by id under its name.
     assert re.search(rf'href="#/experiments/{exp}/runs/{run_id}"><span[^>]*>pretrain</span>', runs_page), \
         runs_page[-2000:]
     assert re.search(r">prepare</span>", runs_page)
+    # MLflow's own lineage columns, not "-": Dataset (the splits read, with digest) and Source.
+    # ("Created by" is not among the table's default columns; tests/test_mlflow_lineage.py reads mlflow.user.)
+    assert re.search(r">mnist1d-source-train \([0-9a-f]{36}\)<", runs_page)
+    assert re.search(r">trainlab pretrain</span>", runs_page)
 
     run_url = f"{ui.uri}/#/experiments/{exp}/runs/{run_id}/model-metrics?{MODEL_TRAINING}"
     # A tall window: the charts are drawn only once scrolled into view.
     charts = chromium(tmp_path, "charts", run_url, "--window-size=1400,6000", "--dump-dom")
     assert "js-plotly-plot" in charts
-    missing = [key for key in pretrain.data.metrics if f'title="{key}"' not in charts
+    training_keys = [key for key in pretrain.data.metrics if not key.startswith("system/")]
+    missing = [key for key in training_keys if f'title="{key}"' not in charts
                or f"pretrain ({key})" not in charts]   # a chart card per metric, with the run in its legend
     assert not missing, missing
+    # System metrics have their own tab.
+    system = chromium(tmp_path, "system", run_url.replace("/model-metrics?", "/system-metrics?"),
+                      "--window-size=1400,3000", "--dump-dom")
+    assert 'title="system/cpu_utilization_percentage"' in system
 
     screenshot = tmp_path / "mlflow-run-page.png"
     chromium(tmp_path, "shot", run_url, "--window-size=1400,1200", f"--screenshot={screenshot}")

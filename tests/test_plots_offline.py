@@ -220,3 +220,53 @@ def test_config_key_is_default_for_show_and_diff(repo):
     _run(["git", *git_id, "commit", "-qm", "plots"], repo)
     _dvc(repo, "plots", "diff", "HEAD", "-o", "out_diff")
     _assert_offline(repo / "out_diff" / "index.html")
+
+
+# The project's own dvc.yaml: six declared panels, laid out by DVC two per row.
+PROJECT_WIDTH, PROJECT_HEIGHT = 1000, 1200
+PANEL_ROWS = [(0, 385), (390, 775), (780, 1160)]
+PANEL_COLS = [(0, 470), (470, 950)]
+
+
+def test_project_plots_draw_exactly_the_declared_panels(tmp_path):
+    """`dvc plots show` on the project's dvc.yaml: six panels, five line charts and one heatmap."""
+    import yaml
+
+    from test_plots_declared import write_reports
+
+    root = tmp_path / "project"
+    root.mkdir()
+    _run(["git", "init", "-q"], root)
+    _dvc(root, "init", "-q")
+    shutil.copy(REPO_ROOT / "dvc.yaml", root / "dvc.yaml")
+    write_reports(root)
+    _dvc(root, "plots", "show", "--html-template", str(TEMPLATE), "-o", "out")
+    html = root / "out" / "index.html"
+    _assert_offline_template(html)
+    declared = [next(iter(p)) for p in yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["plots"]]
+    ids = re.findall(r'<div id = "([^"]+)"', html.read_text(encoding="utf-8"))
+    assert ids == [re.sub(r"[^A-Za-z0-9]", "_", name) for name in declared]
+
+    png = tmp_path / "project_plots.png"
+    chromium = _chromium()
+    with tempfile.TemporaryDirectory() as profile:
+        done = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={png}",
+                               f"--window-size={PROJECT_WIDTH},{PROJECT_HEIGHT}", "--virtual-time-budget=5000",
+                               html.resolve().as_uri()], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and png.is_file(), done.stdout[-2000:] + done.stderr[-2000:]
+    if os.environ.get("TRAINLAB_TEST_ARTIFACTS"):
+        shutil.copy(png, Path(os.environ["TRAINLAB_TEST_ARTIFACTS"]) / png.name)
+    image = _read_rgb(png)
+    boxes = [(left, top, right, bottom) for top, bottom in PANEL_ROWS for left, right in PANEL_COLS]
+    stats = [_pixel_stats(image, box) for box in boxes]
+    confusion = declared.index("test confusion (champion)")
+    for i, (name, (non_white, coloured)) in enumerate(zip(declared, stats)):
+        if i == confusion:
+            assert coloured > 20000, f"{name}: no heatmap ({non_white}, {coloured}): {png}"
+        else:   # axes, grid and two purple curves; a filled heatmap would colour far more
+            assert non_white > 5000 and 300 < coloured < 15000, f"{name}: not a line chart ({non_white}, {coloured}): {png}"
+
+
+def _assert_offline_template(html: Path) -> None:
+    text = html.read_text(encoding="utf-8")
+    assert not REMOTE_SCRIPT.search(text) and "vega-embed@" in text, f"offline template not used: {html}"

@@ -15,7 +15,7 @@ from trainlab.config import load_params
 
 
 def timing(key: str) -> bool:
-    return "time" in key or "per_s" in key
+    return "time" in key or "per_s" in key or key.startswith("system/")   # clock-driven: differ every run
 
 
 def compared_keys(metrics: dict[str, float]) -> list[str]:

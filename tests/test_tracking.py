@@ -30,8 +30,8 @@ from trainlab.config import flatten, load_params, params_hash
 from trainlab.diagnose import FINDING_NAMES
 from trainlab.models import load_model
 
-PER_STEP = ("train/loss", "lr", "grad_norm")
-PER_EPOCH = ("val/loss", "val/acc", "epoch/train_loss")
+PER_STEP = ("train/step_loss", "lr", "grad_norm")
+PER_EPOCH = ("val/loss", "val/acc", "train/loss", "train/acc", "epoch/lr")   # step = epoch, 1-based
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,15 +170,17 @@ def test_pretrain_metrics_have_explicit_steps(prepared_project: Path) -> None:
     for key in PER_STEP:
         assert steps_of(client, run_id, key) == list(range(epochs * steps_per_epoch)), key
     for key in PER_EPOCH:
-        assert steps_of(client, run_id, key) == list(range(epochs)), key
+        assert steps_of(client, run_id, key) == list(range(1, epochs + 1)), key
     curves = json.loads((prepared_project / "reports/pretrain/curves.json").read_text())
     assert history(client, run_id, "val/loss") == [row["val_loss"] for row in curves]
-    assert history(client, run_id, "epoch/train_loss") == [row["train_loss"] for row in curves]
+    assert [row["epoch"] for row in curves] == list(range(1, epochs + 1))   # DVC's axis is MLflow's
+    assert history(client, run_id, "train/loss") == [row["train_loss"] for row in curves]
     assert history(client, run_id, "val/acc") == [row["val_acc"] for row in curves]
     dvc_metrics = json.loads((prepared_project / "reports/pretrain/metrics.json").read_text())
     latest = client.get_run(run_id).data.metrics
     assert latest["final/val/acc"] == dvc_metrics["val/acc"]
     assert latest["final/steps"] == dvc_metrics["steps"] == epochs * steps_per_epoch
+    assert latest["final/best_epoch"] in steps_of(client, run_id, "val/loss")
 
 
 def test_pretrain_artifacts(prepared_project: Path, tmp_path: Path) -> None:

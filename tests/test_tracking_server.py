@@ -110,7 +110,7 @@ def test_stage_runs_through_the_server(server: Server, served_project: Path, tmp
     for key in PER_STEP:
         assert steps_of(client, run_id, key) == list(range(steps)), key
     for key in PER_EPOCH:
-        assert steps_of(client, run_id, key) == list(range(resolved.pretrain.epochs)), key
+        assert steps_of(client, run_id, key) == list(range(1, resolved.pretrain.epochs + 1)), key
 
     assert {"model/pretrained.pt", "plots/curves.png", "diagnosis.md", "config/params.yaml",
             "config/resolved_params.json", "environment/requirements.txt"} <= artifact_paths(client, run_id)

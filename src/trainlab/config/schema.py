@@ -422,9 +422,10 @@ class SelectionConfig(Section):
 
 
 class TrackingConfig(Section):
-    uri: TrackingUri | None = None   # null = MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
+    uri: TrackingUri | None = None   # null = MLFLOW_TRACKING_URI, else the project root's sqlite:///mlflow.db
     experiment: ExperimentName = "trainlab"
     log_models: bool = True
+    system_metrics: bool = True      # MLflow's CPU/memory/disk/network/GPU samples, every 10 s
 
 
 # ------------------------------------------------------------------------------ root

@@ -89,7 +89,7 @@ class EarlyStopping(Hook):
         if self.cfg.enabled and self.bad_epochs >= self.cfg.patience:
             state.should_stop = True
             state.stop_reason = (f"early stopping: {self.cfg.monitor} did not improve for "
-                                 f"{self.bad_epochs} epochs (best at epoch {self.best_epoch})")
+                                 f"{self.bad_epochs} epochs (best at epoch {self.best_epoch + 1})")
 
     def on_fit_end(self, state: LoopState) -> None:
         if self.cfg.enabled:

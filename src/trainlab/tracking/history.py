@@ -9,13 +9,12 @@ from trainlab.errors import UserError
 
 def client_for(uri: str | None):
     """An MlflowClient for `uri`, MLFLOW_TRACKING_URI, or the project's sqlite store."""
-    from pathlib import Path
-
     from mlflow.tracking import MlflowClient
 
     from trainlab.tracking.run import check_reachable
+    from trainlab.tracking.store_location import default_store_uri
 
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_store_uri()
     check_reachable(uri)
     return MlflowClient(uri)
 
@@ -36,4 +35,6 @@ def fetch_curves(client, run_id: str) -> dict[str, list[tuple[int, float]]]:
     for key in run.data.metrics:
         history = client.get_metric_history(run_id, key)
         curves[key] = [(m.step, m.value) for m in sorted(history, key=lambda m: (m.step, m.timestamp))]
-    return curves
+    from trainlab.tracking.epoch_axis import from_mlflow
+
+    return from_mlflow(curves, run.data.tags)

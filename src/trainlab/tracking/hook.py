@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from trainlab.engine import Hook, LoopState, MetricRows
+from trainlab.tracking.epoch_axis import epoch_metrics, step_rows
 from trainlab.tracking.run import StageRun
 
 
@@ -18,8 +19,9 @@ class TrackingHook(Hook):
                            "torch.threads": __import__("torch").get_num_threads()})
 
     def on_metrics(self, state: LoopState, rows: MetricRows) -> None:
-        self.run.log_metric_rows(rows)
+        self.run.log_metric_rows(step_rows(rows))
 
     def on_epoch_end(self, state: LoopState, metrics: dict[str, float]) -> None:
-        self.run.log_metrics(metrics, step=state.epoch)
+        # Epoch N at step N (1-based, as DVC's curves), train/loss beside val/loss: epoch_axis.py.
+        self.run.log_metrics(*epoch_metrics(metrics, state.epoch))
         self.run.flush()   # one log_batch per epoch keeps the UI's curves live

@@ -168,8 +168,8 @@ def find_rerun(client, recorded: RecordedRun):
 
 
 def is_timing(key: str) -> bool:
-    """Wall-clock metrics (epoch/time_s, epoch/samples_per_s) differ on every run."""
-    return "time" in key or "per_s" in key
+    """Wall-clock metrics (epoch/time_s, epoch/samples_per_s) and MLflow's system/* samples differ on every run."""
+    return "time" in key or "per_s" in key or key.startswith("system/")
 
 
 def compare_metrics(original: dict[str, float], rerun: dict[str, float]) -> Comparison:

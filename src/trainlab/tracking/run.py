@@ -17,6 +17,8 @@ from typing import Any, Mapping
 
 from trainlab.config import Params, flatten, params_hash
 from trainlab.errors import TrackingUnavailable, TrainingDiverged, UserError
+from trainlab.tracking.epoch_axis import EPOCH_AXIS, EPOCH_AXIS_TAG
+from trainlab.tracking.mlflow_fields import SystemMetrics, source_tags, split_datasets
 from trainlab.tracking.lineage import environment_freeze, git_state, pipeline_run_id, versions
 from trainlab.processes import pid_alive
 from trainlab.tracking.store import SpaceReserve, Uninterrupted, as_fault, sqlite_store_lock, store_faults
@@ -26,14 +28,16 @@ FLUSH_AT = 1000                                  # MLflow's log_batch limit per 
 RERUN_ENV = "TRAINLAB_RERUN_OF"                  # run id a `trainlab rerun` reproduces
 
 
-def resolve_uri(params: Params, root: Path = Path(".")) -> str:
-    """params.tracking.uri, else MLFLOW_TRACKING_URI, else the embedded sqlite store."""
+def resolve_uri(params: Params, root: Path | None = None) -> str:
+    """params.tracking.uri, else MLFLOW_TRACKING_URI, else the project's sqlite store (store_location)."""
     if params.tracking.uri:
         return params.tracking.uri
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
-    return f"sqlite:///{(root / 'mlflow.db').resolve()}"
+    from trainlab.tracking.store_location import default_store_uri
+
+    return default_store_uri(root)
 
 
 def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
@@ -68,6 +72,7 @@ class StageRun:
         self._owns_reserve = False
         self._buffer: list = []
         self._logged: set[tuple[str, int]] = set()   # (key, step) already sent, for backfill
+        self._system: SystemMetrics | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> "StageRun":
@@ -110,6 +115,10 @@ class StageRun:
             self._log_params()
             if self.parent_run_id is None:
                 self.log_standard_artifacts(self.params_file)   # every stage run: config and environment
+                if self.inputs:   # the stage reads the prepared data: its splits as MLflow datasets
+                    self.client.log_inputs(self.run_id, datasets=split_datasets(self.stage))
+                if self.params.tracking.system_metrics:   # one monitor per process: the top-level run's
+                    self._system = SystemMetrics(self.run_id, uri)
         except BaseException as err:   # the run exists: close it FAILED/KILLED, not left RUNNING
             self.__exit__(type(err), err, err.__traceback__)
             raise
@@ -138,6 +147,9 @@ class StageRun:
                 if exc is not None:
                     self.set_tags({"trainlab.error": f"{exc_type.__name__}: {exc}"[:4000]})
             try:
+                if self._system is not None:
+                    self._system, system = None, self._system
+                    system.stop()
                 self.flush()
             finally:
                 self.client.set_terminated(self.run_id, status=status)
@@ -179,11 +191,13 @@ class StageRun:
             "trainlab.pid": str(os.getpid()),
             "trainlab.host": socket.gethostname(),
             "trainlab.cwd": str(Path.cwd()),
+            EPOCH_AXIS_TAG: EPOCH_AXIS,
             **git_state(),
             **versions(),
             **{f"input.{name}.sha256": digest for name, digest in self.inputs.items()},
             **self.extra_tags,
         }
+        tags.update(source_tags(self.stage, tags.get("git.commit", "")))
         if os.environ.get("DVC_EXP_NAME"):
             tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
         if os.environ.get(RERUN_ENV):   # set by `trainlab rerun` for the runs it starts
@@ -221,7 +235,9 @@ class StageRun:
 
     def backfill(self, curves: Mapping[str, list[tuple[int, float]]]) -> int:
         """Log the points of `curves` this run has not seen: the part before a resume."""
-        missing = [(k, v, s) for k, points in curves.items() for s, v in points if (k, s) not in self._logged]
+        from trainlab.tracking.epoch_axis import curve_rows
+
+        missing = [(k, v, s) for k, v, s in curve_rows(curves) if (k, s) not in self._logged]
         self.log_metric_rows(missing)
         return len(missing)
 
