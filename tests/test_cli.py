@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, clean_env, small_params, trainlab, write_params
+from trainlab.testing import ROOT, clean_env, small_params, trainlab, write_params
 from trainlab import __version__
 from trainlab.cli import COMMANDS
 

@@ -12,7 +12,7 @@ import yaml
 from mnist1d.data import get_dataset_args
 from pydantic import ValidationError
 
-from conftest import ROOT, set_dotted
+from trainlab.testing import ROOT, set_dotted
 from trainlab.config import Params, flatten, load_params, params_hash, validate, with_overrides
 from trainlab.config.schema import SourceConfig
 from trainlab.errors import ParamsError

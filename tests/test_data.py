@@ -16,7 +16,7 @@ import pytest
 from mnist1d.data import get_dataset_args, make_dataset
 from sklearn.datasets import load_digits
 
-from conftest import small_params
+from trainlab.testing import small_params
 from trainlab.config import validate
 from trainlab.config.schema import DataConfig, FileConfig
 from trainlab.data import load_split, read_manifest, task_info

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from conftest import make_project, small_params, trainlab
+from trainlab.testing import make_project, small_params, trainlab
 from test_engine import max_diff, signal_data, tiny_model, train_spec, trainer_cfg, weights
 from trainlab.engine import fit, setup_runtime, teardown_runtime
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT
+from trainlab.testing import ROOT
 from trainlab.diagnose import (
     FINDING_NAMES,
     Finding,

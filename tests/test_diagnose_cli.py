@@ -8,7 +8,7 @@ import pytest
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from conftest import trainlab
+from trainlab.testing import trainlab
 from test_diagnose import OVERFIT_MIN_EPOCH, overfit_run
 
 # what a Keras History callback logs for the engine's curves, one point per epoch

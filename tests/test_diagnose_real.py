@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from mnist1d.data import get_dataset_args, make_dataset
 
-from conftest import small_params
+from trainlab.testing import small_params
 from trainlab.config import validate
 from trainlab.diagnose import diagnose
 from trainlab.engine import TrainData, fit, seed_everything

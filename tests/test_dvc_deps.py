@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from conftest import ROOT
+from trainlab.testing import ROOT
 from trainlab import stage_deps
 from trainlab.stage_deps import as_deps, closure, differences, imported_names
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BIN, make_project, run
+from trainlab.testing import BIN, make_project, run
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import copy_project, trainlab
+from trainlab.testing import copy_project, trainlab
 from trainlab import paths
 from trainlab.config.schema import ModelConfig
 from trainlab.ensemble import Ensemble, fit_weights, load_any, load_ensemble, member_from_blob, save_ensemble

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import copy_project, trainlab
+from trainlab.testing import copy_project, trainlab
 from trainlab import paths
 from trainlab.data import load_split, task_info
 from trainlab.ensemble import load_any

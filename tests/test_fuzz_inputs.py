@@ -26,7 +26,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, copy_project, small_params, write_params
+from trainlab.testing import ROOT, copy_project, small_params, write_params
 from test_reliability_inputs import Outcome, console, invoke, without_tracking_uri
 from trainlab.config import load_params
 from trainlab.config.schema import ModelConfig

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import make_project, small_params, trainlab
+from trainlab.testing import make_project, small_params, trainlab
 from trainlab import paths
 from trainlab.engine.budget import resolve_budget
 from trainlab.calibration import apply_temperature, expected_calibration_error, fit_temperature, log_softmax

@@ -12,7 +12,7 @@ import pytest
 from mnist1d.data import get_dataset_args, make_dataset
 from sklearn.datasets import load_digits
 
-from conftest import BIN, run, small_params, trainlab, write_params
+from trainlab.testing import BIN, run, small_params, trainlab, write_params
 from trainlab.data import load_split
 
 pytestmark = pytest.mark.slow

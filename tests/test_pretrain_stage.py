@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import BIN, run
+from trainlab.testing import BIN, run
 from trainlab.config.schema import LossConfig
 from trainlab.data import load_split
 from trainlab.engine import Runtime, TrainData, evaluate

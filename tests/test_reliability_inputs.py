@@ -29,7 +29,7 @@ import yaml
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, copy_project, small_params, trainlab, write_params
+from trainlab.testing import ROOT, copy_project, small_params, trainlab, write_params
 from trainlab.cli import cli
 from trainlab.config import load_params
 from trainlab.config.schema import Params

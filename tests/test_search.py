@@ -22,7 +22,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from conftest import BIN, ROOT, clean_env, copy_project, small_params, trainlab, write_params
+from trainlab.testing import BIN, ROOT, clean_env, copy_project, small_params, trainlab, write_params
 from trainlab.config import validate
 from trainlab.config.schema import SpaceParam
 from trainlab.search import grid

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import trainlab
+from trainlab.testing import trainlab
 from test_search import TINY_SPACE, new_project, search_params
 from trainlab.config import validate
 from trainlab.errors import ParamsError

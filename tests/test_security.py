@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT
+from trainlab.testing import ROOT
 from test_engine import signal_data, tiny_model, train_spec, trainer_cfg
 from trainlab.engine import Checkpointing, fit
 from trainlab.ensemble import Ensemble, save_ensemble

@@ -25,7 +25,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 import trainlab
-from conftest import BIN, ROOT, copy_project, run, trainlab as trainlab_cli
+from trainlab.testing import BIN, ROOT, copy_project, run, trainlab as trainlab_cli
 from trainlab.config import flatten, load_params, params_hash
 from trainlab.diagnose import FINDING_NAMES
 from trainlab.models import load_model

@@ -22,7 +22,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import BIN, clean_env, copy_project, make_project, trainlab, write_params
+from trainlab.testing import BIN, clean_env, copy_project, make_project, trainlab, write_params
 from test_tracking import PER_EPOCH, PER_STEP, artifact_paths, download, steps_of
 from trainlab.config import flatten, load_params
 from trainlab.engine.checkpoint import load_resume

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import copy_project, small_params, trainlab, write_params
+from trainlab.testing import copy_project, small_params, trainlab, write_params
 from trainlab import paths
 from trainlab.config import load_params
 from trainlab.data import load_split

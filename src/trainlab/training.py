@@ -133,8 +133,7 @@ def _fit(params: Params, spec: TrainSpec, model: Classifier, groups, train: Trai
         result = fit(model, train, val, spec, params.trainer, seed=params.seed, groups=groups,
                      hooks=[recorder, *hooks, checkpointing, *_test_hooks()], runtime=runtime, label=label)
     except TrainingDiverged as err:
-        err.curves, err.num_classes = recorder.curves, info.num_classes
-        raise
+        raise TrainingDiverged(str(err), recorder.curves, info.num_classes) from None
     return TrainedModel(model, result, info, recorder.curves, [checkpointing])
 
 

@@ -10,7 +10,9 @@ from trainlab import paths
 from trainlab.config import Params, with_overrides
 from trainlab.data.prepared import sha256_file
 from trainlab.engine import Hook, LoopState
+from trainlab.errors import TrainingDiverged
 from trainlab.models import save_model
+from trainlab.outputs import publish_divergence
 from trainlab.reporting import summary_metrics
 from trainlab.search.space import suggest
 from trainlab.selection import model_meta
@@ -58,6 +60,9 @@ def run_trial(trial: optuna.Trial, slot: int, study_name: str, params: Params, p
         try:
             trained = finetune(config, paths.PRETRAINED, resume_name=resume_name, label=f"trial {slot}",
                                hooks=[PruningHook(trial, params.search.metric), *run.training_hooks()])
+        except TrainingDiverged as err:
+            publish_divergence(run, err)   # the study goes on (search.loop tells it FAIL)
+            raise
         except optuna.TrialPruned as err:
             pruned = err
             run.set_tags({"optuna.state": "PRUNED"})

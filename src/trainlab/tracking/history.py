@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import os
 
+from trainlab import paths
 from trainlab.errors import UserError
 
 
 def client_for(uri: str | None):
     """An MlflowClient for `uri`, MLFLOW_TRACKING_URI, or the project's sqlite store."""
-    from pathlib import Path
-
     from mlflow.tracking import MlflowClient
 
     from trainlab.tracking.run import check_reachable
 
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.MLFLOW_DB.resolve()}"
     check_reachable(uri)
     return MlflowClient(uri)
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from trainlab.engine import Hook, LoopState, MetricRows
-from trainlab.tracking.run import StageRun
+from typing import TYPE_CHECKING
+
+from trainlab.engine.hooks import Hook, LoopState, MetricRows
+
+if TYPE_CHECKING:   # for the annotation only: run.py imports this module (training_hooks)
+    from trainlab.tracking.run import StageRun
 
 
 class TrackingHook(Hook):
