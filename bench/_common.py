@@ -152,7 +152,7 @@ def output(cmd: Sequence[str], cwd: Path, timeout: float = 600, **extra_env: str
 
 # ------------------------------------------------------------------------- projects
 # Projects are made the tests' way (trainlab.testing): the one way to make them.
-from trainlab.testing import copy_project, make_project, set_dotted, trainlab, write_params  # noqa: E402
+from trainlab.testing import copy_project, make_project, set_dotted, trainlab, write_params  # noqa: E402,F401 (the benchmarks use them as C.make_project etc.)
 
 
 def real_params(**overrides: Any) -> dict:

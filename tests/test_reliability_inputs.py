@@ -618,7 +618,7 @@ def test_divergence_exits_3_and_keeps_earlier_outputs(prepared_project: Path, tm
     blob = torch.load(checkpoint, map_location="cpu", weights_only=True)
     assert blob["counters"]["epoch"] == epoch - 1 and blob["counters"]["step"] == (epoch - 1) * steps_per_epoch
     # The weights kept are the best epoch's (by a finite val/loss; at this lr they are poor ones).
-    best = next(h for h in blob["hooks"] if "best_state" in h)
+    best = blob["best"]
     assert best["best_epoch"] == 0 and np.isfinite(blob["history"][0]["val/loss"])
     assert best["best_state"].keys() == blob["model"].keys()
     for key, tensor in blob["model"].items():

@@ -79,7 +79,7 @@ def steps_per_epoch(project: Path, task: str, batch_size: int) -> int:
 
 def resume_counters(path: Path) -> dict:
     blob = torch.load(path, map_location="cpu", weights_only=True)   # plain data: loadable safely
-    assert blob["format"] == "trainlab.resume/1"
+    assert blob["format"] == "trainlab.resume/2"
     return blob["counters"]
 
 

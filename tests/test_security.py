@@ -174,10 +174,10 @@ def test_every_checkpoint_kind_loads_as_plain_data_with_weights_only(prepared_pr
                   [read_checkpoint(model_file)] * 2, ["a", "b"])
     resume_file = tmp_path / "resume.pt"
     fit(tiny_model(), signal_data(64, 0), signal_data(32, 1), train_spec(1), trainer_cfg(), seed=0,
-        hooks=[Checkpointing(resume_file, "fingerprint")])
+        checkpointing=Checkpointing(resume_file, "fingerprint"))
 
     expected = {model_file: "trainlab.model/1", ensemble_file: "trainlab.ensemble/1",
-                resume_file: "trainlab.resume/1"}
+                resume_file: "trainlab.resume/2"}
     for path, kind in expected.items():
         blob = torch.load(path, map_location="cpu", weights_only=True)
         assert blob["format"] == kind, path

@@ -131,7 +131,8 @@ def _fit(params: Params, spec: TrainSpec, model: Classifier, groups, train: Trai
     recorder = CurveRecorder()
     try:
         result = fit(model, train, val, spec, params.trainer, seed=params.seed, groups=groups,
-                     hooks=[recorder, *hooks, checkpointing, *_test_hooks()], runtime=runtime, label=label)
+                     hooks=[recorder, *hooks, *_test_hooks()], checkpointing=checkpointing, runtime=runtime,
+                     label=label)
     except TrainingDiverged as err:
         raise TrainingDiverged(str(err), recorder.curves, info.num_classes) from None
     return TrainedModel(model, result, info, recorder.curves, [checkpointing])

@@ -1,7 +1,7 @@
 """Resume checkpoints: everything needed to continue a killed run and end bit-identical.
 
 A checkpoint holds model, optimizer, schedule, scaler, RNG states, the step counters,
-every hook's state (early stopping's best weights included) and a fingerprint of the
+the best epoch so far (its weights included), every hook's state by name and a fingerprint of the
 configuration. It is written atomically and read with `weights_only=True`, so it
 holds only tensors and primitives and never unpickles arbitrary objects.
 """
@@ -21,7 +21,7 @@ from trainlab.engine.hooks import Hook, LoopState
 from trainlab.errors import CheckpointError
 from trainlab.io import check_archive, load_error_line, torch_save
 
-FORMAT = "trainlab.resume/1"
+FORMAT = "trainlab.resume/2"   # /2: hook states keyed by name, the best-so-far apart
 
 
 class Checkpointing(Hook):
@@ -44,10 +44,10 @@ class Checkpointing(Hook):
         if not self.path.is_file():
             return
         blob = load_resume(self.path)
-        if blob.get("fingerprint") != self.fingerprint:
+        if blob["format"] != FORMAT or blob.get("fingerprint") != self.fingerprint:
             if state.runtime.is_main:
-                print(f"note: {self.path} was made with other params or data; starting afresh",
-                      file=sys.stderr)
+                why = "an older trainlab" if blob["format"] != FORMAT else "other params or data"
+                print(f"note: {self.path} was made with {why}; starting afresh", file=sys.stderr)
             return
         restore(state, blob)
         self.resumed_from = state.step
@@ -99,7 +99,8 @@ def snapshot(state: LoopState, fingerprint: str, epoch_done: bool = False) -> di
                      "should_stop": state.should_stop, "stop_reason": state.stop_reason},
         "history": state.history,
         "epoch_sums": {} if epoch_done else state.epoch_sums,
-        "hooks": [hook.state_dict() for hook in state.hooks],
+        "best": state.best.state_dict(),
+        "hooks": state.hooks.state_dict(),
         "rng": {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -119,8 +120,8 @@ def restore(state: LoopState, blob: dict[str, Any]) -> None:
     state.epoch, state.step, state.step_in_epoch = counters["epoch"], counters["step"], counters["step_in_epoch"]
     state.should_stop, state.stop_reason = counters["should_stop"], counters["stop_reason"]
     state.history, state.epoch_sums = list(blob["history"]), dict(blob["epoch_sums"])
-    for hook, hook_state in zip(state.hooks, blob["hooks"]):
-        hook.load_state_dict(hook_state)
+    state.best.load_state_dict(blob["best"])
+    state.hooks.load_state_dict(blob["hooks"])
     rng = blob["rng"]
     torch.set_rng_state(rng["torch"])
     if rng["cuda"] and torch.cuda.is_available():
@@ -144,6 +145,7 @@ def load_resume(path: Path) -> dict[str, Any]:
     except Exception as err:   # torch raises several types for damaged zip/pickle data
         raise CheckpointError(f"{path}: corrupt resume checkpoint ({load_error_line(err)[:160]}); "
                               f"delete it to start the stage afresh") from None
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+    # An earlier format is still recognised, so that the run starts afresh instead of failing.
+    if not isinstance(blob, dict) or not str(blob.get("format", "")).startswith("trainlab.resume/"):
         raise CheckpointError(f"{path}: not a trainlab resume checkpoint; delete it to start afresh")
     return blob
