@@ -57,7 +57,7 @@ class StageRun:
 
     def __init__(self, stage: str, params: Params, inputs: Mapping[str, str] | None = None,
                  parent_run_id: str | None = None, run_name: str | None = None,
-                 extra_tags: Mapping[str, str] | None = None, params_file: str | Path = "params.yaml"):
+                 extra_tags: Mapping[str, str] | None = None, params_file: str | Path = paths.PARAMS):
         self.stage, self.params = stage, params
         self.params_file = Path(params_file)
         self.inputs = dict(inputs or {})
@@ -298,7 +298,7 @@ class StageRun:
 
         return [TrackingHook(self)]
 
-    def log_standard_artifacts(self, params_file: Path = Path("params.yaml")) -> None:
+    def log_standard_artifacts(self, params_file: Path = paths.PARAMS) -> None:
         """params.yaml as given, the resolved config, and the Python environment."""
         if params_file.is_file():
             self.log_artifact(params_file, "config")
