@@ -196,7 +196,7 @@ def small_params(**overrides: Any) -> dict:
 def prepare_data(directory: Path, params: dict) -> Path:
     """Write params.yaml and data/prepared (the prepare step, in-process) into `directory`."""
     from trainlab.config import params_hash, validate
-    from trainlab.data.prepare import prepare
+    from trainlab.data.build import prepare
 
     directory.mkdir(parents=True, exist_ok=True)
     write_params(directory, params)

@@ -82,7 +82,7 @@ def command(params_path: str) -> None:
 
 def transfer_metrics(tuned, baselines) -> dict:
     """What pretraining bought: gain over scratch, and over a linear probe, on val accuracy."""
-    from trainlab.reporting import summary_metrics
+    from trainlab.learning_curves import summary_metrics
 
     best = summary_metrics(tuned.result)["val/acc"]
     metrics = {}

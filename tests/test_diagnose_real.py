@@ -21,7 +21,7 @@ from trainlab.diagnose import diagnose
 from trainlab.engine import TrainData, fit, seed_everything
 from trainlab.errors import TrainingDiverged
 from trainlab.models import build_model
-from trainlab.reporting import CurveRecorder
+from trainlab.learning_curves import CurveRecorder
 
 CLASSES = 10
 

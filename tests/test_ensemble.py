@@ -15,7 +15,7 @@ from torch import nn
 from trainlab.testing import copy_project, trainlab
 from trainlab import paths
 from trainlab.config.schema import ModelConfig
-from trainlab.ensemble import Ensemble, fit_weights, load_any, load_ensemble, save_ensemble
+from trainlab.ensemble.combine import Ensemble, fit_weights, load_any, load_ensemble, save_ensemble
 from trainlab.models import Classifier, build_model, model_from_blob, read_checkpoint, save_model
 
 

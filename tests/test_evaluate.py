@@ -14,7 +14,7 @@ import torch
 from trainlab.testing import copy_project, trainlab
 from trainlab import paths
 from trainlab.data import load_split, task_info
-from trainlab.ensemble import load_any
+from trainlab.ensemble.combine import load_any
 from trainlab.calibration import apply_temperature
 from trainlab.evaluation import ModelScore, choose_best, expected_calibration_error
 from trainlab.selection import HeldOut

@@ -18,7 +18,7 @@ import torch
 from trainlab.testing import ROOT
 from test_engine import signal_data, tiny_model, train_spec, trainer_cfg
 from trainlab.engine import Checkpointing, fit
-from trainlab.ensemble import Ensemble, save_ensemble
+from trainlab.ensemble.combine import Ensemble, save_ensemble
 from trainlab.errors import CheckpointError
 from trainlab.models import load_model, read_checkpoint
 

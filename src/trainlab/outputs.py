@@ -1,6 +1,6 @@
 """What a training leaves behind: model file, metrics.json, curves, diagnosis.md.
 
-This is the one module that writes a training stage's outputs (through `reporting` and
+This is the one module that writes a training stage's outputs (through `learning_curves` and
 `models`). It returns what the stage then hands to its tracking run: metrics, tags and
 the paths of the files to attach (`StageRun.record_training`). A diverged training is
 diagnosed here too, by the stage that trained it (`except TrainingDiverged`).
@@ -16,7 +16,7 @@ from trainlab.config import Params
 from trainlab.errors import TrainingDiverged
 from trainlab.io import write_text
 from trainlab.models import save_model
-from trainlab.reporting import Curves, DiagnosisReport, diagnose_training, write_training_reports
+from trainlab.learning_curves import Curves, DiagnosisReport, diagnose_training, write_training_reports
 from trainlab.selection import model_meta, selection_metrics
 from trainlab.training import TrainedModel
 

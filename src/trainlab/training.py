@@ -20,7 +20,7 @@ from trainlab.engine import (Checkpointing, FitResult, Hook, ParamGroup, Runtime
 from trainlab.errors import TrainingDiverged
 from trainlab.models import Classifier, build_model
 from trainlab.pretext import reconstruction_spec, reconstruction_task
-from trainlab.reporting import CurveRecorder, Curves
+from trainlab.learning_curves import CurveRecorder, Curves
 from trainlab.selection import (EpochPredictions, HeldOut, StopAfter, choose_epoch, concat, pooled_per_epoch,
                                 predict_probs, stratified_folds, subset, uses_cv)
 

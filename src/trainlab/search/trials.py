@@ -13,7 +13,7 @@ from trainlab.engine import Hook, LoopState
 from trainlab.errors import TrainingDiverged
 from trainlab.models import save_model
 from trainlab.outputs import publish_divergence
-from trainlab.reporting import summary_metrics
+from trainlab.learning_curves import summary_metrics
 from trainlab.search.space import suggest
 from trainlab.selection import model_meta
 from trainlab.tracking import StageRun

@@ -19,7 +19,7 @@ from trainlab import paths
 from trainlab.calibration import apply_temperature, fit_temperature
 from trainlab.config import Params
 from trainlab.data import load_split
-from trainlab.ensemble import Ensemble, combine, fit_weights, greedy_selection, save_ensemble
+from trainlab.ensemble.combine import Ensemble, combine, fit_weights, greedy_selection, save_ensemble
 from trainlab.errors import DataError
 from trainlab.models import model_from_blob, read_checkpoint
 from trainlab.selection import HeldOut, predict_probs
