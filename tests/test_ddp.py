@@ -16,9 +16,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from trainlab.testing import make_project, small_params, trainlab
-from test_engine import max_diff, signal_data, tiny_model, train_spec, trainer_cfg, weights
 from trainlab.engine import fit, setup_runtime, teardown_runtime
+from trainlab.testing import make_project, small_params, trainlab
+
+from helpers.engine import max_diff, signal_data, tiny_model, train_spec, trainer_cfg, weights
 
 # 249 samples in batches of 32: the last global batch (25) splits unevenly, 13/12, over two
 # ranks; each rank's loss is weighted by its share of the global batch, so it still matches.

@@ -9,7 +9,8 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from trainlab.testing import trainlab
-from test_diagnose import OVERFIT_MIN_EPOCH, overfit_run
+
+from helpers.diagnose import OVERFIT_MIN_EPOCH, overfit_run
 
 # what a Keras History callback logs for the engine's curves, one point per epoch
 KERAS_NAMES = {"epoch/train_loss": "loss", "val/loss": "val_loss",

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import yaml
 
-from trainlab.testing import ROOT
 from trainlab import stage_deps
 from trainlab.stage_deps import as_deps, closure, differences, imported_names
+from trainlab.testing import ROOT
 
 SRC = ROOT / "src" / "trainlab"
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_engine import Recorder, assert_same_weights, signal_data, tiny_model, train_spec, trainer_cfg, weights
 from trainlab.engine import Checkpointing, FitResult, Hook, LoopState, fit
 from trainlab.errors import CheckpointError
+
+from helpers.engine import Recorder, assert_same_weights, signal_data, tiny_model, train_spec, trainer_cfg, weights
 
 TRAIN, VAL = signal_data(256, 0), signal_data(64, 1)     # 8 steps per epoch at batch 32
 STEPS_PER_EPOCH, EPOCHS, EVERY = 8, 4, 3

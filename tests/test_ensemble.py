@@ -12,11 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-from trainlab.testing import copy_project, trainlab
 from trainlab import paths
 from trainlab.config.schema import ModelConfig
 from trainlab.ensemble.combine import Ensemble, fit_weights, load_any, load_ensemble, save_ensemble
 from trainlab.models import Classifier, build_model, model_from_blob, read_checkpoint, save_model
+from trainlab.testing import copy_project, trainlab
 
 
 class FixedLogits(nn.Module):

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from trainlab.testing import BIN, clean_env
-from test_tracking import client_of, experiment_id, only_run
-from test_tracking_server import Server, free_port, wait_healthy
+
+from helpers.tracking import client_of, experiment_id, only_run
+from helpers.tracking_server import Server, free_port, wait_healthy
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

@@ -13,17 +13,17 @@ import pandas as pd
 import pytest
 import torch
 
-from trainlab.testing import make_project, small_params, trainlab
 from trainlab import paths
-from trainlab.engine.budget import resolve_budget
 from trainlab.calibration import apply_temperature, expected_calibration_error, fit_temperature, log_softmax
 from trainlab.config import validate
 from trainlab.config.schema import FileConfig
 from trainlab.data.build import build_splits
 from trainlab.data.user_file import load_user_data
 from trainlab.diagnose import diagnose
+from trainlab.engine.budget import resolve_budget
 from trainlab.ensemble.combine import greedy_selection
 from trainlab.selection import HeldOut, stratified_folds
+from trainlab.testing import make_project, small_params, trainlab
 
 
 def shipped_params(**overrides):

@@ -30,7 +30,8 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from trainlab.testing import BIN, clean_env, copy_project, make_project, run, small_params, trainlab, write_params
-from test_search import by_slot, only_study, search_params, wait_for
+
+from helpers.search import by_slot, only_study, search_params, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainlab.testing import ROOT
-from test_engine import signal_data, tiny_model, train_spec, trainer_cfg
 from trainlab.engine import Checkpointing, fit
 from trainlab.ensemble.combine import Ensemble, save_ensemble
 from trainlab.errors import CheckpointError
 from trainlab.models import load_model, read_checkpoint
+from trainlab.testing import ROOT
+
+from helpers.engine import signal_data, tiny_model, train_spec, trainer_cfg
 
 CODE = sorted([*(ROOT / "src").rglob("*.py"), *(ROOT / "stages").rglob("*.py")])
 SAFE_YAML_LOADERS = {"SafeLoader", "CSafeLoader", "yaml.SafeLoader", "yaml.CSafeLoader",

@@ -24,56 +24,18 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-import trainlab
-from trainlab.testing import BIN, ROOT, copy_project, run, trainlab as trainlab_cli
 from trainlab.config import flatten, load_params, params_hash
 from trainlab.diagnose import FINDING_NAMES
 from trainlab.models import load_model
+from trainlab.testing import BIN, ROOT, copy_project, run, trainlab as trainlab_cli
+import trainlab
 
-PER_STEP = ("train/loss", "lr", "grad_norm")
-PER_EPOCH = ("val/loss", "val/acc", "epoch/train_loss")
-
-
-# ---------------------------------------------------------------------------------------------
-# helpers
-# ---------------------------------------------------------------------------------------------
-def client_of(project: Path) -> MlflowClient:
-    return MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
-
-
-def experiment_id(client: MlflowClient) -> str:
-    return client.get_experiment_by_name("trainlab").experiment_id
-
-
-def stage_runs(client: MlflowClient, stage: str) -> list:
-    """Runs of `stage`, newest first."""
-    return client.search_runs([experiment_id(client)], filter_string=f"tags.`trainlab.stage` = '{stage}'",
-                              order_by=["attributes.start_time DESC"])
-
-
-def only_run(project: Path, stage: str):
-    runs = stage_runs(client_of(project), stage)
-    assert len(runs) == 1, [r.info.run_name for r in runs]
-    return runs[0]
-
-
-def steps_of(client: MlflowClient, run_id: str, key: str) -> list[int]:
-    return sorted(m.step for m in client.get_metric_history(run_id, key))
+from helpers.tracking import (PER_EPOCH, PER_STEP, artifact_paths, client_of, download, experiment_id, only_run,
+                              stage_runs, steps_of)
 
 
 def history(client: MlflowClient, run_id: str, key: str) -> list[float]:
     return [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
-
-
-def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
-    found = set()
-    for item in client.list_artifacts(run_id, path):
-        found |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
-    return found
-
-
-def download(client: MlflowClient, run_id: str, path: str, tmp_path: Path) -> Path:
-    return Path(client.download_artifacts(run_id, path, str(tmp_path)))
 
 
 def closed_port() -> int:
