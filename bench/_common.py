@@ -184,7 +184,7 @@ def workload_params(args: Any, **overrides: Any) -> dict:
 
 
 def small_params(**overrides: Any) -> dict:
-    """conftest's shrunk params (tiny model and data) plus dotted-key overrides."""
+    """trainlab.testing's shrunk params (tiny model and data) plus dotted-key overrides."""
     from trainlab import testing
 
     params = testing.small_params()
