@@ -276,3 +276,17 @@ def test_dvc_written_paths_follow_dvc_yaml() -> None:
     assert "sub/params.yaml" not in written and not any(p.startswith("sub/src") for p in written)
     assert changed_files(" M a.txt\0R  new.txt\0old.txt\0 D reports/x.json\0") == [
         "a.txt", "new.txt", "old.txt", "reports/x.json"]
+
+
+def test_null_run_stands_in_for_every_logging_call_but_not_for_a_typo() -> None:
+    from trainlab.tracking import NullRun, StageRun
+
+    run = NullRun()
+    run.log_metrics({"val/loss": 1.0}, step=0)
+    run.record_training({"val/acc": 1.0}, 1, {"trainlab.diagnosis": "healthy"}, [])
+    assert run.backfill({"train/loss": [(0, 1.0)]}) == 0 and run.training_hooks() == []
+    with pytest.raises(AttributeError):
+        run.log_metirc({"val/loss": 1.0}, step=0)
+    # Only model registration is missing: evaluate registers, and never runs as a DDP replica.
+    public = {name for name in vars(StageRun) if not name.startswith("_")}
+    assert public - set(dir(NullRun)) == {"register_model"}
