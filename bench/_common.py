@@ -7,7 +7,6 @@ Every benchmark prints the machine it ran on first and its ratio line last
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import json
 import os
 import platform
@@ -92,7 +91,9 @@ def table(rows: list[list[Any]], header: list[str]) -> str:
 # ------------------------------------------------------------------- child processes
 def env(**extra: str) -> dict[str, str]:
     """A clean environment: this venv first, no inherited MLflow/DVC settings."""
-    return _conftest().clean_env(**extra)
+    from trainlab.testing import clean_env
+
+    return clean_env(**extra)
 
 
 def run_child(args: Sequence[str], cwd: Path | None = None, timeout: float = 3600,
@@ -150,27 +151,17 @@ def output(cmd: Sequence[str], cwd: Path, timeout: float = 600, **extra_env: str
 
 
 # ------------------------------------------------------------------------- projects
-_CONFTEST = None
-
-
-def _conftest():
-    """tests/conftest.py as a module: its make_project/small_params are the one way to make projects."""
-    global _CONFTEST
-    if _CONFTEST is None:
-        spec = importlib.util.spec_from_file_location("trainlab_tests_conftest", ROOT / "tests" / "conftest.py")
-        _CONFTEST = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(_CONFTEST)
-    return _CONFTEST
+# Projects are made the tests' way (trainlab.testing): the one way to make them.
+from trainlab.testing import copy_project, make_project, set_dotted, trainlab, write_params  # noqa: E402,F401 (the benchmarks use them as C.make_project etc.)
 
 
 def real_params(**overrides: Any) -> dict:
     """The project's params.yaml (unshrunk) with dotted-key overrides."""
     import yaml
 
-    conf = _conftest()
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for key, value in overrides.items():
-        conf.set_dotted(params, key, value)
+        set_dotted(params, key, value)
     return params
 
 
@@ -193,34 +184,19 @@ def workload_params(args: Any, **overrides: Any) -> dict:
 
 
 def small_params(**overrides: Any) -> dict:
-    """conftest's shrunk params (tiny model and data) plus dotted-key overrides."""
-    conf = _conftest()
-    params = conf.small_params()
+    """trainlab.testing's shrunk params (tiny model and data) plus dotted-key overrides."""
+    from trainlab import testing
+
+    params = testing.small_params()
     for key, value in overrides.items():
-        conf.set_dotted(params, key, value)
+        set_dotted(params, key, value)
     return params
-
-
-def make_project(directory: Path, params: dict) -> Path:
-    return _conftest().make_project(directory, params)
-
-
-def copy_project(source: Path, target: Path) -> Path:
-    return _conftest().copy_project(source, target)
-
-
-def write_params(directory: Path, params: dict) -> Path:
-    return _conftest().write_params(directory, params)
-
-
-def trainlab(args: list[str], cwd: Path, **extra_env: str):
-    return _conftest().trainlab(args, cwd, **extra_env)
 
 
 def prepare_data(directory: Path, params: dict) -> Path:
     """Write params.yaml and data/prepared (the prepare step, in-process) into `directory`."""
     from trainlab.config import params_hash, validate
-    from trainlab.data.prepare import prepare
+    from trainlab.data.build import prepare
 
     directory.mkdir(parents=True, exist_ok=True)
     write_params(directory, params)

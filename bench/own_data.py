@@ -2,7 +2,7 @@
 
 For every dataset of the zoo (bench/zoo/README.md: four sklearn sets, three time-series
 sets from tslearn's and aeon's wheels, MNIST-1D at 100, 400 and all labels) this builds a
-throwaway project (tests/conftest.py's make_project: dvc.yaml, src/, stages/, git and DVC
+throwaway project (trainlab.testing's make_project: dvc.yaml, src/, stages/, git and DVC
 initialised), writes params.yaml **as shipped** with only `data.*` keys changed, runs the
 whole `dvc repro` with MLflow tracking into that project, and reads back:
 

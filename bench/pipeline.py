@@ -9,7 +9,7 @@ holds DVC's hashing and caching of its outputs. Target: the whole repro <= 10 mi
 
     .venv/bin/python bench/pipeline.py
     .venv/bin/python bench/pipeline.py --threads 1  # the same with 1 torch thread (robust to load)
-    .venv/bin/python bench/pipeline.py --quick      # conftest's shrunk params
+    .venv/bin/python bench/pipeline.py --quick      # trainlab.testing's shrunk params
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="shrunk params (tests/conftest.py's SMALL)")
+    parser.add_argument("--quick", action="store_true", help="shrunk params (trainlab.testing's SMALL)")
     parser.add_argument("--source", default=str(C.ROOT), help="repository to clone (default: this one)")
     parser.add_argument("--threads", type=int, default=None,
                         help="set trainer.threads in the clone's params.yaml (default: keep the committed value)")
@@ -90,7 +90,7 @@ def main() -> None:
             params["trainer"]["threads"] = args.threads
             C.write_params(clone, params)
         print(f"# cloned {args.source} at {commit} in {clone_s:.1f} s; params: "
-              f"{'conftest SMALL (quick)' if args.quick else 'the committed params.yaml'}"
+              f"{'trainlab.testing SMALL (quick)' if args.quick else 'the committed params.yaml'}"
               f"{f', trainer.threads set to {args.threads}' if args.threads else ''}", flush=True)
         stages, total, output = repro(clone)
         status = C.output([str(C.BIN / "dvc"), "status"], clone, PYTHONPATH=f"{clone / 'src'}:{clone}")

@@ -1,6 +1,6 @@
 """Search trials per minute with one worker and with two, on this machine's cores.
 
-A tiny project (tests/conftest.py's make_project, shrunk params) is prepared and
+A tiny project (trainlab.testing's make_project, shrunk params) is prepared and
 pretrained once; then, per repetition and interleaved, a fresh copy of it runs
 `trainlab search` with search.workers 1 and with 2, the same n_trials, pruning off (so
 both run the same work), trainer.threads = the core count (the runner gives each
@@ -81,7 +81,7 @@ def main() -> None:
         base = C.make_project(Path(tmp) / "base", C.small_params(**search, **{"search.workers": 1}))
         C.trainlab(["prepare"], base)
         C.trainlab(["pretrain"], base)
-        print(f"# {args.trials} trials of {args.epochs} finetune epochs (conftest's small model and data), "
+        print(f"# {args.trials} trials of {args.epochs} finetune epochs (trainlab.testing's small model and data), "
               f"pruner none, trainer.threads {cores}, {args.repeats} repetition(s), fresh project copy each",
               flush=True)
         rows: dict[int, list[dict]] = {1: [], 2: []}

@@ -1,7 +1,7 @@
 """How long the commands people type most take to answer: `trainlab --help`, a no-op `dvc repro`.
 
 `trainlab --help` is timed as a whole process (median of 10). The no-op `dvc repro`
-runs in a throwaway project (tests/conftest.py's make_project, params shrunk so the
+runs in a throwaway project (trainlab.testing's make_project, params shrunk so the
 first, real `dvc repro` takes a minute or two) whose pipeline is already up to date:
 it only checks hashes and prints "up to date" (median of 5). Targets: 0.5 s and 2 s;
 the ratios printed are measured wall time / target (<= 1 meets it). Each command's CPU
@@ -24,7 +24,7 @@ import _common as C  # noqa: E402
 HELP_TARGET_S = 0.5
 REPRO_TARGET_S = 2.0
 
-# On top of conftest's SMALL: the first repro only has to make the pipeline up to date.
+# On top of trainlab.testing's SMALL: the first repro only has to make the pipeline up to date.
 TINY = {"finetune.compare_scratch": False, "finetune.linear_probe": False, "search.n_trials": 1,
         "search.top_k": 1, "ensemble.top_k": 1, "finetune.epochs": 1, "search.epochs": 1,
         "pretrain.epochs": 1, "data.source.num_samples": 1000}

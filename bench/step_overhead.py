@@ -45,7 +45,8 @@ def steppers(project: Path, threads: int):
     from trainlab.config import load_params
     from trainlab.engine.budget import resolve_budget
     from trainlab.engine import ParamGroup, Schedule, build_optimizer, setup_runtime
-    from trainlab.engine.hooks import EarlyStopping, LoopState
+    from trainlab.engine.hooks import BestSoFar, Hooks, LoopState
+    from trainlab.engine.loop import DivergenceCheck
     from trainlab.engine.losses import build_loss
     from trainlab.engine.steps import StepRecorder, train_step
     from trainlab.models import build_model
@@ -69,9 +70,9 @@ def steppers(project: Path, threads: int):
                               eps=spec.optimizer.eps, weight_decay=spec.optimizer.weight_decay)
     optimizer = build_optimizer([ParamGroup("all", list(trainlab_model.parameters()))], spec.optimizer, batch)
     state = LoopState(trainlab_model, optimizer, Schedule(spec.schedule, steps_per_epoch, spec.epochs),
-                      runtime.grad_scaler(), runtime, spec, trainer, params.seed, steps_per_epoch)
-    state.hooks = []
-    recorder, early, loss_fn = StepRecorder(state, trainlab_model), EarlyStopping(spec.early_stopping), build_loss(spec.loss)
+                      runtime.grad_scaler(), runtime, spec, trainer, params.seed, steps_per_epoch,
+                      BestSoFar(spec.early_stopping), Hooks([]))
+    recorder, divergence, loss_fn = StepRecorder(state, trainlab_model), DivergenceCheck(state), build_loss(spec.loss)
 
     def hand(index):
         loss = F.cross_entropy(hand_model(x[index]), y[index])
@@ -84,7 +85,8 @@ def steppers(project: Path, threads: int):
         train_step(state, trainlab_model, [(x.index_select(0, index), y.index_select(0, index))], len(index),
                    loss_fn, recorder)
         state.step += 1
-        recorder.maybe_flush(early)
+        if recorder.due():   # as fit() does: the hooks (none here) get the rows, then the divergence check
+            divergence.check(recorder.flush())
 
     return hand, trainlab, len(y), batch
 

@@ -14,7 +14,7 @@ from stages.options import params_option
 def command(params_path: str) -> None:
     from trainlab import paths
     from trainlab.config import load_params
-    from trainlab.ensemble_stage import build_ensemble
+    from trainlab.ensemble.assemble import build_ensemble
     from trainlab.io import require_writable, write_json
     from trainlab.tracking import StageRun
     from trainlab.training import data_hashes

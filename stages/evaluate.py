@@ -18,7 +18,7 @@ def command(params_path: str) -> None:
     from trainlab import paths
     from trainlab.config import load_params
     from trainlab.data import load_split, task_info
-    from trainlab.ensemble import load_any
+    from trainlab.ensemble.combine import load_any
     from trainlab.errors import DataError
     from trainlab.evaluation import (Calibrated, choose_best, confusion_rows, evaluate_all, flat_metrics,
                                      plot_confusion, plot_reliability, reliability_table)

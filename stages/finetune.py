@@ -23,7 +23,8 @@ def command(params_path: str) -> None:
     from trainlab.engine import setup_runtime, teardown_runtime
     from trainlab.launch import relaunch_if_needed
     from trainlab.tracking import open_stage_run
-    from trainlab.tracking.publish import publish_training
+    from trainlab.errors import TrainingDiverged
+    from trainlab.outputs import publish_divergence, publish_training
     from trainlab.training import data_hashes, finish, load_task
     from trainlab.transfer import finetune, linear_probe, train_scratch
 
@@ -37,19 +38,31 @@ def command(params_path: str) -> None:
     try:
         with open_stage_run("finetune", params, runtime.is_main, inputs=data_hashes(),
                             params_file=params_path) as run:
-            tuned = finetune(params, paths.PRETRAINED, hooks=run.training_hooks(), runtime=runtime, data=data)
+            try:
+                tuned = finetune(params, paths.PRETRAINED, hooks=run.training_hooks(), runtime=runtime, data=data)
+            except TrainingDiverged as err:
+                publish_divergence(run, err)
+                raise
             baselines = {}
             if params.finetune.compare_scratch:
                 with run.child("finetune/scratch") as child:
-                    baselines["scratch"] = train_scratch(params, hooks=child.training_hooks(),
-                                                         runtime=runtime, data=data)
+                    try:
+                        baselines["scratch"] = train_scratch(params, hooks=child.training_hooks(),
+                                                             runtime=runtime, data=data)
+                    except TrainingDiverged as err:
+                        publish_divergence(child, err)   # on the baseline's run, not also its parent's
+                        raise
                     if runtime.is_main:
                         publish_training(child, baselines["scratch"], params, paths.SCRATCH,
                                          paths.BASELINES / "scratch")
             if params.finetune.linear_probe:
                 with run.child("finetune/probe") as child:
-                    baselines["probe"] = linear_probe(params, paths.PRETRAINED, hooks=child.training_hooks(),
-                                                      runtime=runtime, data=data)
+                    try:
+                        baselines["probe"] = linear_probe(params, paths.PRETRAINED, hooks=child.training_hooks(),
+                                                          runtime=runtime, data=data)
+                    except TrainingDiverged as err:
+                        publish_divergence(child, err)
+                        raise
                     if runtime.is_main:
                         publish_training(child, baselines["probe"], params, None, paths.BASELINES / "probe")
             if runtime.is_main:
@@ -69,7 +82,7 @@ def command(params_path: str) -> None:
 
 def transfer_metrics(tuned, baselines) -> dict:
     """What pretraining bought: gain over scratch, and over a linear probe, on val accuracy."""
-    from trainlab.reporting import summary_metrics
+    from trainlab.learning_curves import summary_metrics
 
     best = summary_metrics(tuned.result)["val/acc"]
     metrics = {}

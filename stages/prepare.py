@@ -10,7 +10,7 @@ from stages.options import params_option
 def command(params_path: str) -> None:
     from trainlab import paths
     from trainlab.config import load_params, params_hash
-    from trainlab.data.prepare import prepare, summarize
+    from trainlab.data.build import prepare, summarize
     from trainlab.io import write_json
     from trainlab.tracking import StageRun
 

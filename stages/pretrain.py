@@ -21,7 +21,8 @@ def command(params_path: str) -> None:
     from trainlab.engine import setup_runtime, teardown_runtime
     from trainlab.launch import relaunch_if_needed
     from trainlab.tracking import open_stage_run
-    from trainlab.tracking.publish import publish_training
+    from trainlab.errors import TrainingDiverged
+    from trainlab.outputs import publish_divergence, publish_training
     from trainlab.training import data_hashes, finish, train_task
 
     params = load_params(params_path)
@@ -33,8 +34,12 @@ def command(params_path: str) -> None:
     try:
         with open_stage_run("pretrain", params, runtime.is_main, inputs=data_hashes(),
                             params_file=params_path) as run:
-            trained = train_task(params, params.pretrain, "source", resume_name="pretrain",
-                                 hooks=run.training_hooks(), runtime=runtime, label="pretrain")
+            try:
+                trained = train_task(params, params.pretrain, "source", resume_name="pretrain",
+                                     hooks=run.training_hooks(), runtime=runtime, label="pretrain")
+            except TrainingDiverged as err:
+                publish_divergence(run, err)
+                raise
             if runtime.is_main:
                 publish_training(run, trained, params, paths.PRETRAINED, paths.stage_reports("pretrain"))
                 finish(trained)

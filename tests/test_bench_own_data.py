@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import BIN, ROOT, run
+from trainlab.testing import BIN, ROOT, run
 
 BENCH = ROOT / "bench"
 ZOO = BENCH / "zoo"

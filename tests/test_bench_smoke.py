@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from conftest import BIN, ROOT, run
+from trainlab.testing import BIN, ROOT, run
 
 RATIO = re.compile(r"^ratio (?P<name>\S.*) = (?P<value>-?\d+\.\d+)$")
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, clean_env, small_params, trainlab, write_params
 from trainlab import __version__
 from trainlab.cli import COMMANDS
+from trainlab.testing import ROOT, clean_env, small_params, trainlab, write_params
 
 # (name, how to break the shrunk params, text the error line must contain)
 BAD_PARAMS = [

@@ -12,10 +12,10 @@ import yaml
 from mnist1d.data import get_dataset_args
 from pydantic import ValidationError
 
-from conftest import ROOT, set_dotted
 from trainlab.config import Params, flatten, load_params, params_hash, validate, with_overrides
 from trainlab.config.schema import SourceConfig
 from trainlab.errors import ParamsError
+from trainlab.testing import ROOT, set_dotted
 
 REAL = yaml.safe_load((ROOT / "params.yaml").read_text())
 

@@ -16,16 +16,16 @@ import pytest
 from mnist1d.data import get_dataset_args, make_dataset
 from sklearn.datasets import load_digits
 
-from conftest import small_params
 from trainlab.config import validate
 from trainlab.config.schema import DataConfig, FileConfig
 from trainlab.data import load_split, read_manifest, task_info
-from trainlab.data.prepare import build_splits, prepare, summarize
+from trainlab.data.build import build_splits, prepare, summarize
 from trainlab.data.prepared import write_prepared
 from trainlab.data.sources import Arrays, RawData, load_raw, relabel
 from trainlab.data.splits import stratified_split, stratified_subset
 from trainlab.data.user_file import load_user_data
 from trainlab.errors import DataError
+from trainlab.testing import small_params
 
 
 def rows(x: np.ndarray) -> set[bytes]:

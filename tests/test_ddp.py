@@ -9,29 +9,19 @@ up to float summation order. The CLI test runs the real `trainlab pretrain` with
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
-from conftest import make_project, small_params, trainlab
-from test_engine import max_diff, signal_data, tiny_model, train_spec, trainer_cfg, weights
 from trainlab.engine import fit, setup_runtime, teardown_runtime
+from trainlab.testing import make_project, small_params, trainlab
 
-# 249 samples in batches of 32: the last global batch (25) splits unevenly, 13/12, over two
-# ranks; each rank's loss is weighted by its share of the global batch, so it still matches.
-TRAIN, VAL = signal_data(249, 0), signal_data(61, 1)   # an odd val split: ranks evaluate 31 + 30
-SPEC = train_spec(3, optimizer={"name": "adamw", "lr": 0.01, "weight_decay": 0.01},
-                  schedule={"name": "cosine", "warmup_epochs": 1})
+from helpers.distributed import SPEC, TRAIN, VAL, free_port
+from helpers.engine import max_diff, tiny_model, trainer_cfg, weights
+
 GRAD_ACCUMS = (1, 2)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _train(grad_accum: int, devices: int, runtime=None) -> tuple[dict, list]:
@@ -57,7 +47,7 @@ def _worker(rank: int, world_size: int, port: int, out: str) -> None:
 
 def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
     out = tmp_path / "rank0.pt"
-    mp.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
     distributed = torch.load(out, weights_only=True)
 
     for accum in GRAD_ACCUMS:

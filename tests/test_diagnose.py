@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT
 from trainlab.diagnose import (
     FINDING_NAMES,
     Finding,
@@ -19,28 +18,16 @@ from trainlab.diagnose import (
     render_markdown,
     summary,
 )
+from trainlab.testing import ROOT
 
-EPOCHS = 30
+from helpers.diagnose import EPOCHS, OVERFIT_MIN_EPOCH, noisy, overfit_run, pts
+
 STEPS_PER_EPOCH = 40
-
-
-# ---------------------------------------------------------------------------------------------
-# synthetic run builders
-# ---------------------------------------------------------------------------------------------
-def pts(values, steps=None) -> list[tuple[int, float]]:
-    """(step, value) pairs like MLflow's metric history."""
-    steps = range(len(values)) if steps is None else steps
-    return [(int(s), float(v)) for s, v in zip(steps, values, strict=True)]
 
 
 def cosine(base: float, n: int) -> np.ndarray:
     """lr at the end of each of n epochs/steps of a cosine schedule."""
     return base * 0.5 * (1 + np.cos(np.pi * (np.arange(n) + 1) / n))
-
-
-def noisy(rng, y, rel: float) -> np.ndarray:
-    """Multiplicative gaussian noise: epoch means wobble in proportion to their level."""
-    return np.asarray(y) * (1 + rel * rng.standard_normal(len(y)))
 
 
 def step_loss(rng, epoch_curve, spe: int = STEPS_PER_EPOCH, batch_noise: float = 0.08) -> list:
@@ -84,28 +71,6 @@ def healthy_run(seed: int = 0, epochs: int = EPOCHS) -> dict:
             scale * np.exp(rng.normal(0, 0.3, len(layer_steps))), layer_steps
         )
     return curves
-
-
-OVERFIT_MIN_EPOCH = 8
-
-
-def overfit_run(seed: int = 0) -> dict:
-    """Train loss decays to ~0; val loss U-shaped with its minimum at epoch 8 of 30."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(EPOCHS, dtype=float)
-    m = OVERFIT_MIN_EPOCH
-    down = 0.45 + 1.85 * (np.exp(-t / 2.5) - np.exp(-m / 2.5)) / (1 - np.exp(-m / 2.5))
-    up = 0.45 + 0.02 * (t - m) + 0.0015 * (t - m) ** 2
-    val = np.where(t <= m, down, up)
-    assert int(np.argmin(val)) == m  # the constructed truth
-    train = 0.005 + 2.3 * np.exp(-(t + 0.5) / 3.5)
-    return {
-        "epoch/train_loss": pts(noisy(rng, train, 0.02)),
-        "val/loss": pts(noisy(rng, val, 0.03)),
-        "epoch/train_acc": pts(1.0 - 0.9 * np.exp(-(t + 0.5) / 3.5)),
-        "val/acc": pts(0.86 - 0.76 * np.exp(-(t + 1) / 2.5) + 0.005 * rng.standard_normal(EPOCHS)),
-        "epoch/lr": pts(np.full(EPOCHS, 1e-3)),
-    }
 
 
 def underfit_run(

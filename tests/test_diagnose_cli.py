@@ -8,8 +8,9 @@ import pytest
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from conftest import trainlab
-from test_diagnose import OVERFIT_MIN_EPOCH, overfit_run
+from trainlab.testing import trainlab
+
+from helpers.diagnose import OVERFIT_MIN_EPOCH, overfit_run
 
 # what a Keras History callback logs for the engine's curves, one point per epoch
 KERAS_NAMES = {"epoch/train_loss": "loss", "val/loss": "val_loss",

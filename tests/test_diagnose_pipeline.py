@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, make_project, run, small_params
+from trainlab.testing import BIN, make_project, run, small_params
 
 pytestmark = pytest.mark.slow
 

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 from mnist1d.data import get_dataset_args, make_dataset
 
-from conftest import small_params
 from trainlab.config import validate
 from trainlab.diagnose import diagnose
 from trainlab.engine import TrainData, fit, seed_everything
 from trainlab.errors import TrainingDiverged
+from trainlab.learning_curves import CurveRecorder
 from trainlab.models import build_model
-from trainlab.reporting import CurveRecorder
+from trainlab.testing import small_params
 
 CLASSES = 10
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import yaml
 
-from conftest import ROOT
 from trainlab import stage_deps
 from trainlab.stage_deps import as_deps, closure, differences, imported_names
+from trainlab.testing import ROOT
 
 SRC = ROOT / "src" / "trainlab"
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
@@ -35,7 +35,7 @@ def test_each_stage_runs_the_command_the_closure_starts_from() -> None:
 
 
 def test_removing_an_imported_file_from_dvc_yaml_fails_the_check(tmp_path: Path) -> None:
-    for stage, dep in [("evaluate", "src/trainlab/ensemble.py"), ("finetune", "src/trainlab/training.py"),
+    for stage, dep in [("evaluate", "src/trainlab/ensemble/combine.py"), ("finetune", "src/trainlab/training.py"),
                        ("pretrain", "src/trainlab/models")]:
         edited = yaml.safe_load((ROOT / "dvc.yaml").read_text())
         edited["stages"][stage]["deps"].remove(dep)
@@ -46,22 +46,22 @@ def test_removing_an_imported_file_from_dvc_yaml_fails_the_check(tmp_path: Path)
 
 def test_a_dep_the_stage_does_not_import_fails_the_check_too(tmp_path: Path) -> None:
     edited = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-    edited["stages"]["pretrain"]["deps"].append("src/trainlab/ensemble.py")
+    edited["stages"]["pretrain"]["deps"].append("src/trainlab/ensemble/combine.py")
     path = tmp_path / "dvc.yaml"
     path.write_text(yaml.safe_dump(edited, sort_keys=False))
-    assert differences(path) == {"pretrain": ([], ["src/trainlab/ensemble.py"])}
+    assert differences(path) == {"pretrain": ([], ["src/trainlab/ensemble/combine.py"])}
 
 
 def test_deps_are_precise_per_stage() -> None:
     # Editing ensemble.py reruns ensemble and evaluate only; search code only search.
     uses = {name: closure(name) for name in DVC_YAML["stages"]}
-    assert {n for n, files in uses.items() if SRC / "ensemble.py" in files} == {"ensemble", "evaluate"}
+    assert {n for n, files in uses.items() if SRC / "ensemble" / "combine.py" in files} == {"ensemble", "evaluate"}
     assert {n for n, files in uses.items() if SRC / "search" / "study.py" in files} == {"search"}
     assert all(SRC / "stage_deps.py" not in files for files in uses.values())
     # A folder is listed whole only when the stage imports every module in it.
     assert "src/trainlab/data" in as_deps(uses["prepare"])
     assert "src/trainlab/data" not in as_deps(uses["pretrain"])
-    assert "src/trainlab/data/prepare.py" not in as_deps(uses["pretrain"])
+    assert "src/trainlab/data/build.py" not in as_deps(uses["pretrain"])
 
 
 def test_imports_inside_functions_and_relative_imports_count(tmp_path: Path) -> None:
@@ -71,12 +71,12 @@ def test_imports_inside_functions_and_relative_imports_count(tmp_path: Path) -> 
                       "from . import sibling\n"
                       "from ..config import load\n"
                       "def later():\n"
-                      "    from trainlab.ensemble import load_any\n"
+                      "    from trainlab.ensemble.combine import load_any\n"
                       "    import trainlab.models.store\n"
                       "RELAUNCH = [sys.executable, '-m', 'trainlab', 'pretrain']\n")
     names = imported_names(module, "trainlab.pkg.mod")
     assert {"os", "trainlab.paths", "trainlab.pkg.sibling", "trainlab.config.load",
-            "trainlab.ensemble", "trainlab.models.store", "trainlab.__main__"} <= names
+            "trainlab.ensemble.combine", "trainlab.models.store", "trainlab.__main__"} <= names
 
 
 def test_the_ddp_relaunch_counts_as_code_the_stage_runs() -> None:
@@ -110,7 +110,7 @@ def test_the_command_prints_the_deps_and_checks_them() -> None:
 
 def test_write_puts_the_closure_into_dvc_yaml_and_keeps_the_rest(tmp_path: Path) -> None:
     text = (ROOT / "dvc.yaml").read_text()
-    broken = text.replace("      - src/trainlab/ensemble.py\n", "", 1)
+    broken = text.replace("      - src/trainlab/ensemble/combine.py\n", "", 1)
     assert broken != text
     copy = tmp_path / "dvc.yaml"
     copy.write_text(broken)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import BIN, make_project, run
+from trainlab.testing import BIN, make_project, run
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BIN, make_project, run
+from trainlab.testing import BIN, make_project, run
 
 pytestmark = pytest.mark.slow
 
@@ -96,10 +96,10 @@ def test_only_what_can_change_a_result_reruns_a_stage(reproduced: Path) -> None:
     assert json.loads(dvc(["status", "--json"], reproduced).stdout) == {}
     shutil.rmtree(cache)
     # Code reruns exactly the stages that import it.
-    ensemble_py = reproduced / "src/trainlab/ensemble.py"
+    ensemble_py = reproduced / "src/trainlab/ensemble/combine.py"
     ensemble_py.write_text(ensemble_py.read_text() + "\n# an edit\n")
     assert would_run(reproduced) == ["ensemble", "evaluate"]
-    git(["checkout", "src/trainlab/ensemble.py"], reproduced)
+    git(["checkout", "src/trainlab/ensemble/combine.py"], reproduced)
     assert would_run(reproduced) == []
 
 

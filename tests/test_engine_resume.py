@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_engine import Recorder, assert_same_weights, signal_data, tiny_model, train_spec, trainer_cfg, weights
 from trainlab.engine import Checkpointing, FitResult, Hook, LoopState, fit
 from trainlab.errors import CheckpointError
+
+from helpers.engine import Recorder, StopAt, assert_same_weights, signal_data, tiny_model, train_spec, trainer_cfg, weights
 
 TRAIN, VAL = signal_data(256, 0), signal_data(64, 1)     # 8 steps per epoch at batch 32
 STEPS_PER_EPOCH, EPOCHS, EVERY = 8, 4, 3
@@ -24,27 +25,12 @@ TRAINER = trainer_cfg(checkpoint_every_steps=EVERY)
 TIMING = ("epoch/time_s", "epoch/samples_per_s")
 
 
-class StopAt(Hook):
-    """Simulates Ctrl-C at the end of an epoch or of a step (None: never)."""
-
-    def __init__(self, epoch: int | None = None, step: int | None = None) -> None:
-        self.epoch, self.step = epoch, step
-
-    def on_step_end(self, state: LoopState) -> None:
-        if state.step == self.step:
-            raise KeyboardInterrupt
-
-    def on_epoch_end(self, state: LoopState, metrics: dict[str, float]) -> None:
-        if state.epoch == self.epoch:
-            raise KeyboardInterrupt
-
-
 def model_for(init_seed: int = 0) -> torch.nn.Module:
     return tiny_model("cnn1d", seed=init_seed, batchnorm=True, dropout=0.2)
 
 
-def train(model: torch.nn.Module, *hooks: Hook, spec=SPEC) -> FitResult:
-    return fit(model, TRAIN, VAL, spec, TRAINER, seed=0, hooks=list(hooks))
+def train(model: torch.nn.Module, *hooks: Hook, spec=SPEC, checkpointing: Checkpointing | None = None) -> FitResult:
+    return fit(model, TRAIN, VAL, spec, TRAINER, seed=0, hooks=list(hooks), checkpointing=checkpointing)
 
 
 def history(result: FitResult) -> list[dict[str, float]]:
@@ -64,7 +50,7 @@ def interrupt(path: Path, stop: StopAt, fingerprint: str = "fp", spec=SPEC, ever
     """Run until `stop` raises KeyboardInterrupt, checkpointing to `path` (each epoch, every `every` steps)."""
     recorder = Recorder()
     with pytest.raises(KeyboardInterrupt):
-        train(model_for(), stop, recorder, Checkpointing(path, fingerprint, every), spec=spec)
+        train(model_for(), stop, recorder, spec=spec, checkpointing=Checkpointing(path, fingerprint, every))
     assert path.is_file()
     return recorder
 
@@ -72,7 +58,7 @@ def interrupt(path: Path, stop: StopAt, fingerprint: str = "fp", spec=SPEC, ever
 def resume(path: Path, fingerprint: str = "fp") -> tuple[torch.nn.Module, FitResult, Checkpointing]:
     # A different initialisation: whatever the rerun ends with must come from the checkpoint.
     model, checkpointing = model_for(init_seed=1), Checkpointing(path, fingerprint, EVERY)
-    result = train(model, StopAt(), Recorder(), checkpointing)
+    result = train(model, StopAt(), Recorder(), checkpointing=checkpointing)
     return model, result, checkpointing
 
 
@@ -132,11 +118,48 @@ def test_checkpoint_with_another_fingerprint_is_ignored(tmp_path: Path, capsys) 
     assert torch.load(path, map_location="cpu", weights_only=True)["fingerprint"] == "fp"
 
 
+class EpochCount(Hook):
+    """A hook with state: how many epoch ends it has seen (kept in the checkpoint)."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def on_epoch_end(self, state: LoopState, metrics: dict[str, float]) -> None:
+        self.seen += 1
+
+    def state_dict(self) -> dict:
+        return {"seen": self.seen}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seen = state["seen"]
+
+
+def test_hook_states_are_restored_by_name_not_position(tmp_path: Path) -> None:
+    path = tmp_path / "resume.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train(model_for(), StopAt(epoch=2), EpochCount(), checkpointing=Checkpointing(path, "fp"))
+    assert torch.load(path, weights_only=True)["hooks"]["EpochCount"] == {"seen": 2}
+    # The rerun has one more hook in front (as DDP rank 0 has tracking): the count still resumes.
+    counter = EpochCount()
+    train(model_for(), Recorder(), counter, StopAt(), checkpointing=Checkpointing(path, "fp"))
+    assert counter.seen == EPOCHS
+
+
+def test_checkpoint_of_an_older_format_is_ignored(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "resume.pt"
+    interrupt(path, StopAt(epoch=1))
+    blob = torch.load(path, weights_only=True)
+    torch.save({**blob, "format": "trainlab.resume/1"}, path)
+    _, result, _ = resume(path)
+    assert result.resumed_from_step is None
+    assert "made with an older trainlab; starting afresh" in capsys.readouterr().err
+
+
 def _payload_that_writes(marker: Path):
     class Evil:
         def __reduce__(self):
             return (open, (str(marker), "w"))
-    return {"format": "trainlab.resume/1", "model": Evil()}
+    return {"format": "trainlab.resume/2", "model": Evil()}
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "not_a_checkpoint", "unsafe_pickle"])

@@ -12,11 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import copy_project, trainlab
 from trainlab import paths
 from trainlab.config.schema import ModelConfig
-from trainlab.ensemble import Ensemble, fit_weights, load_any, load_ensemble, member_from_blob, save_ensemble
-from trainlab.models import Classifier, build_model, read_checkpoint, save_model
+from trainlab.ensemble.combine import Ensemble, fit_weights, load_any, load_ensemble, save_ensemble
+from trainlab.models import Classifier, build_model, model_from_blob, read_checkpoint, save_model
+from trainlab.testing import copy_project, trainlab
 
 
 class FixedLogits(nn.Module):
@@ -141,7 +141,7 @@ def test_save_load_round_trip(tmp_path: Path, method: str) -> None:
         save_model(path, model, cfg, (40,), [f"c{i}" for i in range(5)])
         files.append(path)
         blobs.append(read_checkpoint(path))
-    members = [member_from_blob(blob, str(path)) for blob, path in zip(blobs, files)]
+    members = [model_from_blob(blob, str(path)).eval() for blob, path in zip(blobs, files)]
     weights = torch.tensor([0.5, 0.3, 0.2]) if method == "weighted" else torch.ones(3)
     ensemble = Ensemble(members, weights, method).eval()
     save_ensemble(tmp_path / "ensemble.pt", ensemble, blobs, ["a", "b", "c"])

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import copy_project, trainlab
 from trainlab import paths
-from trainlab.data import load_split, task_info
-from trainlab.ensemble import load_any
 from trainlab.calibration import apply_temperature
+from trainlab.data import load_split, task_info
+from trainlab.ensemble.combine import load_any
 from trainlab.evaluation import ModelScore, choose_best, expected_calibration_error
 from trainlab.selection import HeldOut
+from trainlab.testing import copy_project, trainlab
 
 MODELS = ("finetuned", "scratch", "best_trial", "ensemble")
 FILES = {"finetuned": paths.FINETUNED, "scratch": paths.SCRATCH, "best_trial": paths.SEARCH_MODELS / "top1.pt",

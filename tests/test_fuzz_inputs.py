@@ -26,11 +26,12 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, copy_project, small_params, write_params
-from test_reliability_inputs import Outcome, console, invoke, without_tracking_uri
 from trainlab.config import load_params
 from trainlab.config.schema import ModelConfig
 from trainlab.models import build_model
+from trainlab.testing import ROOT, copy_project, small_params, write_params
+
+from helpers.console import Outcome, console, invoke, without_tracking_uri
 
 SEED = 18
 REAL_TEXT = (ROOT / "params.yaml").read_text()

@@ -20,8 +20,9 @@ import torch
 # (setup_runtime sets it too, but too late if another test touched cuBLAS first).
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
-from test_engine import (
+from helpers.engine import (
     Recorder,
+    StopAt,
     assert_same_weights,
     max_diff,
     signal_data,
@@ -30,7 +31,6 @@ from test_engine import (
     trainer_cfg,
     weights,
 )
-from test_engine_resume import StopAt
 from trainlab.engine import Checkpointing, Hook, LoopState, TrainData, fit
 from trainlab.engine.batches import BatchSource, epoch_order, step_plan, to_device
 
@@ -146,7 +146,7 @@ def test_resume_mid_epoch_on_cuda_is_bit_identical(tmp_path: Path) -> None:
 TORCHRUN_CHILD = """
 import os, sys
 import torch, torch.distributed as dist
-from test_engine import signal_data, tiny_model, train_spec, trainer_cfg, weights
+from helpers.engine import signal_data, tiny_model, train_spec, trainer_cfg, weights
 from trainlab.engine import fit, setup_runtime, teardown_runtime
 
 torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))

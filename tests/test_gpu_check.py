@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import torch
 
-from conftest import BIN, ROOT, run
+from trainlab.testing import BIN, ROOT, run
 
 # Never imported by the engine, the models, the config schema, tests/test_gpu.py or bench/gpu.py.
 HEAVY = {"mlflow", "optuna", "dvc", "click", "sklearn", "yaml", "pandas"}
@@ -17,7 +17,7 @@ IMPORTS = """
 import importlib.util, json, sys
 import trainlab.engine, trainlab.models, trainlab.config, trainlab.launch
 sys.path.insert(0, "tests")
-import conftest, test_gpu   # what `pytest tests/test_gpu.py` imports (with test_engine, test_engine_resume)
+import conftest, test_gpu   # what `pytest tests/test_gpu.py` imports (with tests/helpers/engine.py)
 spec = importlib.util.spec_from_file_location("bench_gpu", "bench/gpu.py")
 spec.loader.exec_module(importlib.util.module_from_spec(spec))
 print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))

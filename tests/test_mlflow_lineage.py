@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from conftest import run, trainlab
+from trainlab.testing import run, trainlab
 from trainlab.config import load_params
 from trainlab.tracking import StageRun
 from trainlab.tracking.epoch_axis import from_mlflow

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, clean_env
-from test_tracking import client_of, experiment_id, only_run
-from test_tracking_server import Server, free_port, wait_healthy
+from trainlab.testing import BIN, clean_env
+
+from helpers.tracking import client_of, experiment_id, only_run
+from helpers.tracking_server import Server, free_port, wait_healthy
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_engine import LENGTH, signal_data, train_spec, trainer_cfg, weights
 from trainlab.config.schema import ModelConfig
 from trainlab.engine import fit
 from trainlab.errors import CheckpointError, ParamsError
 from trainlab.models import build_model, load_model, load_state, resolve_frozen, save_model, set_frozen
+
+from helpers.engine import LENGTH, signal_data, train_spec, trainer_cfg, weights
 
 SHAPES = {"logreg": (40,), "mlp": (40,), "cnn1d": (40,), "resnet1d": (40,), "cnn2d": (8, 8), "resnet2d": (8, 8)}
 CHANNELS_FIRST = {"cnn1d": (2, 40), "resnet1d": (2, 40), "cnn2d": (3, 8, 8), "resnet2d": (3, 8, 8)}

@@ -5,7 +5,6 @@ members, and temperature-scaled probabilities."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,17 +12,16 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import make_project, small_params, trainlab
 from trainlab import paths
-from trainlab.engine.budget import resolve_budget
 from trainlab.calibration import apply_temperature, expected_calibration_error, fit_temperature, log_softmax
 from trainlab.config import validate
-from trainlab.config.schema import FileConfig
-from trainlab.data.prepare import build_splits
+from trainlab.data.build import build_splits
 from trainlab.data.user_file import load_user_data
 from trainlab.diagnose import diagnose
-from trainlab.ensemble import greedy_selection
+from trainlab.engine.budget import resolve_budget
+from trainlab.ensemble.combine import greedy_selection
 from trainlab.selection import HeldOut, stratified_folds
+from trainlab.testing import make_project, small_params, trainlab
 
 
 def shipped_params(**overrides):
@@ -146,7 +144,7 @@ def test_greedy_selection_never_loses_to_its_best_member_and_drops_noise() -> No
 
 
 def test_ensemble_stage_drops_a_chance_level_member(tmp_path: Path, monkeypatch) -> None:
-    from trainlab.ensemble_stage import build_ensemble
+    from trainlab.ensemble.assemble import build_ensemble
     from trainlab.models import build_model, save_model
 
     params = shipped_params(model__arch="mlp", ensemble__top_k=2, ensemble__include_finetuned=True)

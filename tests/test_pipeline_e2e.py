@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, run
+from trainlab.testing import BIN, run
 
 STAGES = ("prepare", "pretrain", "finetune", "search", "ensemble", "evaluate")
 # Keys every stage's metrics file must hold (a stable subset; see each stage).

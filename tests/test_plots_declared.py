@@ -10,7 +10,9 @@ from pathlib import Path
 
 import yaml
 
-from conftest import BIN, ROOT, run
+from trainlab.testing import BIN, ROOT, run
+
+from helpers.plots import write_reports
 
 
 def marks(spec) -> set[str]:
@@ -26,20 +28,6 @@ def marks(spec) -> set[str]:
         for item in spec:
             found |= marks(item)
     return found
-
-
-def write_reports(root: Path) -> None:
-    """Tiny files with the columns the stages write (reporting.py, evaluation.py)."""
-    curves = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "train_acc": 1 - 1 / (e + 1),
-               "val_acc": 0.9 - 1 / (e + 2)} for e in (1, 2, 3)]
-    for stage in ("pretrain", "finetune"):
-        (root / f"reports/{stage}").mkdir(parents=True)
-        (root / f"reports/{stage}/curves.json").write_text(json.dumps(curves))
-    (root / "reports/evaluate").mkdir(parents=True)
-    reliability = [{"confidence": c, "accuracy": c - 0.05, "count": 3, "model": "ensemble"} for c in (0.5, 0.7, 0.9)]
-    (root / "reports/evaluate/reliability.json").write_text(json.dumps(reliability))
-    confusion = [{"actual": str(a), "predicted": str(p)} for a in range(3) for p in range(3)]
-    (root / "reports/evaluate/confusion.json").write_text(json.dumps(confusion))
 
 
 def test_plots_show_draws_each_declared_plot_once_with_its_template(tmp_path: Path) -> None:

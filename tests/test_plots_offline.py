@@ -232,7 +232,7 @@ def test_project_plots_draw_exactly_the_declared_panels(tmp_path):
     """`dvc plots show` on the project's dvc.yaml: six panels, five line charts and one heatmap."""
     import yaml
 
-    from test_plots_declared import write_reports
+    from helpers.plots import write_reports
 
     root = tmp_path / "project"
     root.mkdir()

@@ -12,8 +12,8 @@ import pytest
 from mnist1d.data import get_dataset_args, make_dataset
 from sklearn.datasets import load_digits
 
-from conftest import BIN, run, small_params, trainlab, write_params
 from trainlab.data import load_split
+from trainlab.testing import BIN, run, small_params, trainlab, write_params
 
 pytestmark = pytest.mark.slow
 

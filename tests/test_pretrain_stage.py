@@ -9,12 +9,12 @@ import pytest
 import torch
 import yaml
 
-from conftest import BIN, run
 from trainlab.config.schema import LossConfig
 from trainlab.data import load_split
 from trainlab.engine import Runtime, TrainData, evaluate
 from trainlab.engine.losses import build_loss
 from trainlab.models import load_model
+from trainlab.testing import BIN, run
 
 
 @pytest.mark.slow

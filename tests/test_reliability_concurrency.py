@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import BIN, clean_env, copy_project, small_params, trainlab, write_params
-from test_search import TINY_SPACE
 from trainlab.models import load_model
+from trainlab.testing import BIN, clean_env, copy_project, small_params, trainlab, write_params
+
+from helpers.search import TINY_SPACE
 
 pytestmark = pytest.mark.slow
 

@@ -24,9 +24,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import BIN, clean_env, copy_project, run, small_params, trainlab, write_params
-from test_reliability_inputs import Outcome, error_line
 from trainlab.io import atomic_path, staging_dir, write_text
+from trainlab.testing import BIN, clean_env, copy_project, run, small_params, trainlab, write_params
+
+from helpers.console import Outcome, error_line
 
 RESOURCE = 4   # ResourceUnavailable.exit_code
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import inspect
 import json
 import random
 import re
@@ -26,54 +25,20 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, copy_project, small_params, trainlab, write_params
-from trainlab.cli import cli
 from trainlab.config import load_params
 from trainlab.config.schema import Params
 from trainlab.engine import Hook
 from trainlab.errors import CheckpointError
 from trainlab.models import build_model, read_checkpoint, save_model
+from trainlab.testing import ROOT, copy_project, small_params, write_params
+
+from helpers.console import console, error_line, invoke, without_tracking_uri
 
 REAL_TEXT = (ROOT / "params.yaml").read_text()
 REAL = yaml.safe_load(REAL_TEXT)
 PIPELINE = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-
-
-# ------------------------------------------------------------------------------- helpers
-@dataclass(frozen=True)
-class Outcome:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-
-def invoke(args: list[str]) -> Outcome:
-    """The `trainlab` Click group in this process (the fast path): stdout and stderr apart."""
-    separate = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner).parameters else {}
-    result = CliRunner(**separate).invoke(cli, args, catch_exceptions=True)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(f"trainlab {' '.join(args)} raised {result.exception!r}\n{result.stderr}")
-    return Outcome(result.exit_code, result.stdout, result.stderr)
-
-
-def console(args: list[str], cwd: Path, **env: str) -> Outcome:
-    """The real console script in a subprocess."""
-    done = trainlab(args, cwd, check=False, **env)
-    return Outcome(done.returncode, done.stdout, done.stderr)
-
-
-def error_line(outcome: Outcome, exit_code: int = 2) -> str:
-    """The one `error:` line of a failed stage; fails on a traceback, a second error line or another exit code."""
-    said = outcome.stdout + outcome.stderr
-    assert outcome.exit_code == exit_code, f"exit {outcome.exit_code}\n{said[-3000:]}"
-    assert "Traceback" not in said, said[-3000:]
-    lines = [line for line in outcome.stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1 and lines[-1] == errors[0], outcome.stderr[-3000:]
-    return errors[0]
 
 
 def sha256(path: Path) -> str:
@@ -102,13 +67,6 @@ def assert_failed_run(project: Path, stage: str, error: str, uri: str | None = N
     assert runs[0].info.status == "FAILED", runs[0].info.status
     assert runs[0].data.tags["trainlab.error"].endswith(error.removeprefix("error: ")), runs[0].data.tags
     assert not [r for r in runs if r.info.status == "RUNNING"]
-
-
-def without_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No MLFLOW_TRACKING_URI during the test, and its original state after it: an in-process
-    stage calls mlflow.set_tracking_uri, which sets the variable for the whole process."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "unset")   # records the original for the undo
-    monkeypatch.delenv("MLFLOW_TRACKING_URI")
 
 
 @pytest.fixture
@@ -618,7 +576,7 @@ def test_divergence_exits_3_and_keeps_earlier_outputs(prepared_project: Path, tm
     blob = torch.load(checkpoint, map_location="cpu", weights_only=True)
     assert blob["counters"]["epoch"] == epoch - 1 and blob["counters"]["step"] == (epoch - 1) * steps_per_epoch
     # The weights kept are the best epoch's (by a finite val/loss; at this lr they are poor ones).
-    best = next(h for h in blob["hooks"] if "best_state" in h)
+    best = blob["best"]
     assert best["best_epoch"] == 0 and np.isfinite(blob["history"][0]["val/loss"])
     assert best["best_state"].keys() == blob["model"].keys()
     for key, tensor in blob["model"].items():

@@ -29,8 +29,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from conftest import BIN, clean_env, copy_project, make_project, run, small_params, trainlab, write_params
-from test_search import by_slot, only_study, search_params, wait_for
+from trainlab.testing import BIN, clean_env, copy_project, make_project, run, small_params, trainlab, write_params
+
+from helpers.search import by_slot, only_study, search_params, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +80,7 @@ def steps_per_epoch(project: Path, task: str, batch_size: int) -> int:
 
 def resume_counters(path: Path) -> dict:
     blob = torch.load(path, map_location="cpu", weights_only=True)   # plain data: loadable safely
-    assert blob["format"] == "trainlab.resume/1"
+    assert blob["format"] == "trainlab.resume/2"
     return blob["counters"]
 
 

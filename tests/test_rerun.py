@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import copy_project, run, small_params, trainlab, write_params
-from test_tracking import client_of, experiment_id, only_run, steps_of
 from trainlab.config import load_params
+from trainlab.testing import copy_project, run, small_params, trainlab, write_params
+
+from helpers.tracking import client_of, experiment_id, only_run, steps_of
 
 
 def timing(key: str) -> bool:

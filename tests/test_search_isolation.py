@@ -19,10 +19,11 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from conftest import BIN, clean_env, copy_project, trainlab, write_params
-from test_search import by_slot, journal, mlflow_runs, new_project, search_params, studies, wait_for
 from trainlab.models import load_model
 from trainlab.search.identity import code_hash
+from trainlab.testing import BIN, clean_env, copy_project, trainlab, write_params
+
+from helpers.search import by_slot, journal, mlflow_runs, new_project, search_params, studies, wait_for
 
 STUDY_LINE = re.compile(r"^search: study (\S+) in \.trainlab/search/study\.journal$", re.MULTILINE)
 

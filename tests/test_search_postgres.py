@@ -21,7 +21,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import BIN, clean_env, copy_project, small_params, write_params
+from trainlab.testing import BIN, clean_env, copy_project, small_params, write_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

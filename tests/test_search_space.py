@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import trainlab
-from test_search import TINY_SPACE, new_project, search_params
 from trainlab.config import validate
 from trainlab.errors import ParamsError
+from trainlab.testing import trainlab
+
+from helpers.search import TINY_SPACE, new_project, search_params
 
 RANGE = {"type": "float", "low": 1.0e-3, "high": 1.0e-2}
 ACCEPTED = ("finetune.* (not compare_scratch, linear_probe; not epochs while search.epochs is set), "

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from conftest import BIN, clean_env, trainlab
-from test_search import by_slot, counted, killed, metrics, new_project, only_study, search_params, wait_for
+from trainlab.testing import BIN, clean_env, trainlab
+
+from helpers.search import by_slot, counted, killed, metrics, new_project, only_study, search_params, wait_for
 
 
 def gone(pid: int) -> bool:

@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT
-from test_engine import signal_data, tiny_model, train_spec, trainer_cfg
 from trainlab.engine import Checkpointing, fit
-from trainlab.ensemble import Ensemble, save_ensemble
+from trainlab.ensemble.combine import Ensemble, save_ensemble
 from trainlab.errors import CheckpointError
 from trainlab.models import load_model, read_checkpoint
+from trainlab.testing import ROOT
+
+from helpers.engine import signal_data, tiny_model, train_spec, trainer_cfg
 
 CODE = sorted([*(ROOT / "src").rglob("*.py"), *(ROOT / "stages").rglob("*.py")])
 SAFE_YAML_LOADERS = {"SafeLoader", "CSafeLoader", "yaml.SafeLoader", "yaml.CSafeLoader",
@@ -174,10 +175,10 @@ def test_every_checkpoint_kind_loads_as_plain_data_with_weights_only(prepared_pr
                   [read_checkpoint(model_file)] * 2, ["a", "b"])
     resume_file = tmp_path / "resume.pt"
     fit(tiny_model(), signal_data(64, 0), signal_data(32, 1), train_spec(1), trainer_cfg(), seed=0,
-        hooks=[Checkpointing(resume_file, "fingerprint")])
+        checkpointing=Checkpointing(resume_file, "fingerprint"))
 
     expected = {model_file: "trainlab.model/1", ensemble_file: "trainlab.ensemble/1",
-                resume_file: "trainlab.resume/1"}
+                resume_file: "trainlab.resume/2"}
     for path, kind in expected.items():
         blob = torch.load(path, map_location="cpu", weights_only=True)
         assert blob["format"] == kind, path

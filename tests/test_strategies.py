@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 from pathlib import Path
 
 import pytest
@@ -25,12 +24,12 @@ import torch
 import torch.multiprocessing as mp
 import yaml
 
-from conftest import BIN, make_project, run, small_params
-from test_ddp import SPEC as DDP_SPEC, TRAIN as DDP_TRAIN, VAL as DDP_VAL, _free_port
-from test_engine import assert_same_weights, max_diff, signal_data, tiny_model, train_spec, trainer_cfg, weights
-from test_engine_resume import StopAt
 from trainlab.engine import Checkpointing, fit, setup_runtime, teardown_runtime
 from trainlab.errors import ParamsError
+from trainlab.testing import BIN, make_project, run, small_params
+
+from helpers.distributed import SPEC as DDP_SPEC, TRAIN as DDP_TRAIN, VAL as DDP_VAL, free_port
+from helpers.engine import StopAt, assert_same_weights, max_diff, signal_data, tiny_model, train_spec, trainer_cfg, weights
 
 STRATEGIES = ("fsdp", "pipeline")
 GRAD_ACCUMS = (2,)   # micro-batches, and an uneven last batch (249 = 7 x 32 + 25)
@@ -118,7 +117,7 @@ def _single_checkpoint(path: Path) -> None:
 def test_fsdp_and_pipeline_match_one_process_and_resume_from_any_checkpoint(tmp_path: Path) -> None:
     for strategy in STRATEGIES:
         _single_checkpoint(tmp_path / f"single-{strategy}.pt")
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     results = torch.load(tmp_path / "results.pt", weights_only=True)
 
     single_resume = _resume_model()

@@ -24,56 +24,18 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-import trainlab
-from conftest import BIN, ROOT, copy_project, run, trainlab as trainlab_cli
 from trainlab.config import flatten, load_params, params_hash
 from trainlab.diagnose import FINDING_NAMES
 from trainlab.models import load_model
+from trainlab.testing import BIN, ROOT, copy_project, run, trainlab as trainlab_cli
+import trainlab
 
-PER_STEP = ("train/step_loss", "lr", "grad_norm")
-PER_EPOCH = ("val/loss", "val/acc", "train/loss", "train/acc", "epoch/lr")   # step = epoch, 1-based
-
-
-# ---------------------------------------------------------------------------------------------
-# helpers
-# ---------------------------------------------------------------------------------------------
-def client_of(project: Path) -> MlflowClient:
-    return MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
-
-
-def experiment_id(client: MlflowClient) -> str:
-    return client.get_experiment_by_name("trainlab").experiment_id
-
-
-def stage_runs(client: MlflowClient, stage: str) -> list:
-    """Runs of `stage`, newest first."""
-    return client.search_runs([experiment_id(client)], filter_string=f"tags.`trainlab.stage` = '{stage}'",
-                              order_by=["attributes.start_time DESC"])
-
-
-def only_run(project: Path, stage: str):
-    runs = stage_runs(client_of(project), stage)
-    assert len(runs) == 1, [r.info.run_name for r in runs]
-    return runs[0]
-
-
-def steps_of(client: MlflowClient, run_id: str, key: str) -> list[int]:
-    return sorted(m.step for m in client.get_metric_history(run_id, key))
+from helpers.tracking import (PER_EPOCH, PER_STEP, artifact_paths, client_of, download, experiment_id, only_run,
+                              stage_runs, steps_of)
 
 
 def history(client: MlflowClient, run_id: str, key: str) -> list[float]:
     return [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
-
-
-def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
-    found = set()
-    for item in client.list_artifacts(run_id, path):
-        found |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
-    return found
-
-
-def download(client: MlflowClient, run_id: str, path: str, tmp_path: Path) -> Path:
-    return Path(client.download_artifacts(run_id, path, str(tmp_path)))
 
 
 def closed_port() -> int:
@@ -316,3 +278,17 @@ def test_dvc_written_paths_follow_dvc_yaml() -> None:
     assert "sub/params.yaml" not in written and not any(p.startswith("sub/src") for p in written)
     assert changed_files(" M a.txt\0R  new.txt\0old.txt\0 D reports/x.json\0") == [
         "a.txt", "new.txt", "old.txt", "reports/x.json"]
+
+
+def test_null_run_stands_in_for_every_logging_call_but_not_for_a_typo() -> None:
+    from trainlab.tracking import NullRun, StageRun
+
+    run = NullRun()
+    run.log_metrics({"val/loss": 1.0}, step=0)
+    run.record_training({"val/acc": 1.0}, 1, {"trainlab.diagnosis": "healthy"}, [])
+    assert run.backfill({"train/loss": [(0, 1.0)]}) == 0 and run.training_hooks() == []
+    with pytest.raises(AttributeError):
+        run.log_metirc({"val/loss": 1.0}, step=0)
+    # Only model registration is missing: evaluate registers, and never runs as a DDP replica.
+    public = {name for name in vars(StageRun) if not name.startswith("_")}
+    assert public - set(dir(NullRun)) == {"register_model"}

@@ -6,15 +6,9 @@ it (tests in a module run in file order).
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
 import subprocess
 import threading
-import time
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,45 +16,13 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import BIN, clean_env, copy_project, make_project, trainlab, write_params
-from test_tracking import PER_EPOCH, PER_STEP, artifact_paths, download, steps_of
 from trainlab.config import flatten, load_params
 from trainlab.engine.checkpoint import load_resume
 from trainlab.models import load_model
+from trainlab.testing import BIN, clean_env, copy_project, make_project, trainlab, write_params
 
-pytestmark = pytest.mark.slow
-
-
-@dataclass
-class Server:
-    uri: str
-    process: subprocess.Popen
-
-    def kill(self) -> None:
-        """SIGKILL the server's whole process group (the CLI, uvicorn and its worker)."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_healthy(server: Server, log: Path, limit_s: float = 300) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise AssertionError(f"mlflow server exited {server.process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{server.uri}/health", timeout=5) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
-    raise AssertionError(f"mlflow server not healthy after {limit_s} s:\n{log.read_text()[-3000:]}")
+from helpers.tracking import PER_EPOCH, PER_STEP, artifact_paths, download, steps_of
+from helpers.tracking_server import Server, free_port, wait_healthy
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +42,8 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         yield running
     finally:
         running.kill()
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,13 @@ import pytest
 import torch
 import yaml
 
-from conftest import copy_project, small_params, trainlab, write_params
 from trainlab import paths
 from trainlab.config import load_params
 from trainlab.data import load_split
 from trainlab.engine import Hook, LoopState
 from trainlab.errors import CheckpointError
 from trainlab.models import load_model, read_checkpoint, resolve_frozen
+from trainlab.testing import copy_project, small_params, trainlab, write_params
 from trainlab.training import finish
 from trainlab.transfer import finetune, load_pretrained
 

@@ -27,10 +27,12 @@ class TrainingDiverged(UserError):
     """The loss became NaN or infinite; the message names the step and the likely cause."""
 
     exit_code = 3
-    # Set by trainlab.training when fit() raises: the curves up to the blow-up, so the
-    # stage's run can still be diagnosed (cleared once it has been).
-    curves: dict | None = None
-    num_classes: int | None = None
+
+    def __init__(self, message: str, curves: dict | None = None, num_classes: int | None = None):
+        super().__init__(message)
+        # trainlab.training re-raises fit()'s error with the curves up to the blow-up, so
+        # the stage that trained the model can still diagnose it (see trainlab.outputs).
+        self.curves, self.num_classes = curves, num_classes
 
 
 class ResourceUnavailable(UserError):

@@ -18,7 +18,7 @@ import torch
 from trainlab import paths
 from trainlab.data import load_split, task_info
 from trainlab.calibration import apply_temperature, expected_calibration_error, probs_nll, reliability_rows
-from trainlab.ensemble import load_any, load_ensemble, member_probabilities
+from trainlab.ensemble.combine import load_any, load_ensemble, member_probabilities
 from trainlab.selection import HeldOut
 
 

@@ -1,7 +1,7 @@
 """Self-supervised pretraining when a dataset brings no labelled corpus: masked reconstruction.
 
 Without `data.file.source_path`, the source task holds the target train pool's inputs
-and no labels (see `trainlab.data.prepare`). The backbone then learns to fill in masked
+and no labels (see `trainlab.data.build`). The backbone then learns to fill in masked
 values: every input is shown in a few views with a random quarter of its values zeroed,
 and the head regresses the whole unmasked input (mean squared error). Fine-tuning keeps
 the backbone and replaces this head, so no label outside the budget, and no validation

@@ -12,7 +12,7 @@ does a module a command line in the code starts with `-m` (the DDP relaunch).
     python -m trainlab.stage_deps --write    # rewrite the code deps in dvc.yaml (comments kept)
 
 A package folder is listed whole when the stage imports every module in it, else file
-by file: precise, so editing `ensemble.py` reruns ensemble and evaluate, not pretrain.
+by file: precise, so editing `ensemble/combine.py` reruns ensemble and evaluate, not pretrain.
 tests/test_dvc_deps.py runs the check.
 """
 

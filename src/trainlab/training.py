@@ -20,7 +20,7 @@ from trainlab.engine import (Checkpointing, FitResult, Hook, ParamGroup, Runtime
 from trainlab.errors import TrainingDiverged
 from trainlab.models import Classifier, build_model
 from trainlab.pretext import reconstruction_spec, reconstruction_task
-from trainlab.reporting import CurveRecorder, Curves
+from trainlab.learning_curves import CurveRecorder, Curves
 from trainlab.selection import (EpochPredictions, HeldOut, StopAfter, choose_epoch, concat, pooled_per_epoch,
                                 predict_probs, stratified_folds, subset, uses_cv)
 
@@ -134,10 +134,10 @@ def _fit(params: Params, spec: TrainSpec, model: Classifier, groups, train: Trai
     recorder = CurveRecorder()
     try:
         result = fit(model, train, val, spec, params.trainer, seed=params.seed, groups=groups,
-                     hooks=[recorder, *hooks, checkpointing, *_test_hooks()], runtime=runtime, label=label)
+                     hooks=[recorder, *hooks, *_test_hooks()], checkpointing=checkpointing, runtime=runtime,
+                     label=label)
     except TrainingDiverged as err:
-        err.curves, err.num_classes = recorder.curves, info.num_classes
-        raise
+        raise TrainingDiverged(str(err), recorder.curves, info.num_classes) from None
     return TrainedModel(model, result, info, recorder.curves, [checkpointing])
 
 

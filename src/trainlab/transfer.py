@@ -15,7 +15,7 @@ from trainlab.config import Params
 from trainlab.config.schema import FinetuneConfig
 from trainlab.engine import Hook, LoopState, ParamGroup, Runtime, TrainData, seed_everything
 from trainlab.errors import CheckpointError
-from trainlab.models import Classifier, build_model, load_state, read_checkpoint, resolve_frozen, set_frozen
+from trainlab.models import Classifier, model_from_blob, read_checkpoint, resolve_frozen, set_frozen
 from trainlab.training import TrainedModel, load_task, train_task
 
 
@@ -28,9 +28,7 @@ def load_pretrained(params: Params, path: Path, input_shape: tuple[int, ...], nu
         raise CheckpointError(f"{path}: pretrained on inputs of shape {blob.get('input_shape')}, "
                               f"but the target data has shape {list(input_shape)}")
     seed_everything(params.seed)   # the new head's initial weights are seeded
-    model = build_model(params.model, input_shape, num_classes)
-    load_state(model, blob["state_dict"], str(path), skip_prefixes=("head.",))
-    return model
+    return model_from_blob(blob, str(path), params.model, num_classes)
 
 
 class GradualUnfreeze(Hook):

@@ -6,28 +6,11 @@ source (pretraining) corpus, as float32 features and integer labels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from trainlab.config.schema import DataConfig, FileConfig
+from trainlab.data.arrays import Arrays, RawData, check_finite
 from trainlab.errors import DataError
-
-
-@dataclass(frozen=True)
-class Arrays:
-    x: np.ndarray   # float32, shape (n, *input_shape)
-    y: np.ndarray   # int64 class indices
-
-
-@dataclass(frozen=True)
-class RawData:
-    target_train: Arrays
-    target_test: Arrays
-    source: Arrays | None     # None: no separate corpus; pretraining uses unlabelled target inputs
-    target_classes: list[str]
-    source_classes: list[str]
-    input_shape: tuple[int, ...]
 
 
 def load_raw(cfg: DataConfig) -> RawData:
@@ -117,14 +100,6 @@ def _digits(cfg: DataConfig) -> RawData:
         source_classes=[str(c) for c in sorted(src)],
         input_shape=(8, 8),
     )
-
-
-def check_finite(x: np.ndarray, what: str) -> None:
-    """Refuse NaN or infinite feature values, naming the first bad sample."""
-    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
-    if bad.any():
-        raise DataError(f"{what}: {int(bad.sum())} sample(s) contain NaN or infinite values "
-                        f"(first at row {int(np.flatnonzero(bad)[0])})")
 
 
 __all__ = ["Arrays", "FileConfig", "RawData", "check_finite", "load_raw", "relabel"]

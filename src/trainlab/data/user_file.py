@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from trainlab.config.schema import FileConfig
-from trainlab.data.sources import Arrays, RawData, check_finite
+from trainlab.data.arrays import Arrays, RawData, check_finite
 from trainlab.data.splits import stratified_split
 from trainlab.errors import DataError
 

@@ -6,7 +6,7 @@
 
 from .core import diagnose
 from .curves import ALIASES, canonicalize
-from .report import FINDING_NAMES, Finding, render_markdown, summary
+from .findings import FINDING_NAMES, Finding, render_markdown, summary
 
 __all__ = [
     "ALIASES",

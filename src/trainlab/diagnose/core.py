@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from . import fit, rules, stability
+from . import fit_quality, rules, stability
 from .curves import STAGE, CurveDict, Curves, canonicalize
-from .report import Finding, sort_findings
+from .findings import Finding, sort_findings
 
 
 def diagnose(
@@ -20,7 +20,7 @@ def diagnose(
     validation split that selected the epoch, lets a split too small to select be named.
     """
     findings = _findings(canonicalize(curves), num_classes)
-    small = fit.small_validation(val_samples)
+    small = fit_quality.small_validation(val_samples)
     if small is not None:
         # A val curve of a few samples moves by whole samples: an "overfitting" read off it is noise.
         findings = sort_findings([small, *(f for f in findings if f.name not in ("overfitting", "healthy"))])
@@ -36,7 +36,7 @@ def _findings(c: CurveDict, num_classes: int | None) -> list[Finding]:
     found = [div, *grads] if div else [*grads, *_shape_findings(c, num_classes, bool(grads))]
     if found:
         return sort_findings(found)
-    verdict = fit.healthy(c, num_classes)
+    verdict = fit_quality.healthy(c, num_classes)
     if verdict is not None:
         return [verdict]
     return [
@@ -57,7 +57,7 @@ def _shape_findings(c: CurveDict, num_classes: int | None, grad_problem: bool) -
     low = None if high else rules.lr_too_low(c, num_classes)
     init = None if high else rules.poor_initialization(c, num_classes, allow_flat=low is None)
     premature = rules.premature_lr_decay(c, num_classes)
-    over = fit.overfitting(c, num_classes)
+    over = fit_quality.overfitting(c, num_classes)
     causes = [f for f in (high, low, init, premature) if f]
-    under = None if causes or grad_problem else fit.underfitting(c, num_classes)
+    under = None if causes or grad_problem else fit_quality.underfitting(c, num_classes)
     return [f for f in (*causes, over, under) if f]

@@ -32,7 +32,7 @@ from .curves import (
     tail,
     train_loss,
 )
-from .report import Finding
+from .findings import Finding
 
 # --- lr_too_high -------------------------------------------------------------------------------
 # "Early" = the first 30% of the run: a too-high lr shows before any schedule has decayed it.

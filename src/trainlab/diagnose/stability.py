@@ -28,7 +28,7 @@ from .curves import (
     train_loss,
     value_at,
 )
-from .report import Finding
+from .findings import Finding
 
 # A train loss that ends above 3x its own (smoothed) minimum and above where it started has blown
 # up: batch noise and a late lr bump move a smoothed loss by tens of percent, never threefold.

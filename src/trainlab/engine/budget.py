@@ -41,7 +41,7 @@ def resolve_budget(spec: TrainSpec, trainer: TrainerConfig, n_train: int) -> Bud
         needed = math.ceil(rule.min_steps / steps_per_epoch)
         epochs = min(rule.max_epochs, max(rule.min_epochs, needed))
         why = (f"at least {rule.min_steps} optimizer steps" if needed > rule.min_epochs
-               else f"auto.min_epochs")
+               else "auto.min_epochs")
         notes.append(f"{epochs} epochs of {steps_per_epoch} steps ({why})")
     resolved = spec.model_copy(update={"epochs": epochs, "batch_size": batch})
     return Budget(resolved, ("budget: " + ", ".join(notes)) if notes else "")

@@ -1,7 +1,7 @@
 """Resume checkpoints: everything needed to continue a killed run and end bit-identical.
 
 A checkpoint holds model, optimizer, schedule, scaler, RNG states, the step counters,
-every hook's state (early stopping's best weights included) and a fingerprint of the
+the best epoch so far (its weights included), every hook's state by name and a fingerprint of the
 configuration. It is written atomically and read with `weights_only=True`, so it
 holds only tensors and primitives and never unpickles arbitrary objects.
 """
@@ -22,7 +22,7 @@ from trainlab.engine.parallel import gathered_state, load_gathered_state, strate
 from trainlab.errors import CheckpointError
 from trainlab.io import check_archive, load_error_line, torch_save
 
-FORMAT = "trainlab.resume/1"
+FORMAT = "trainlab.resume/2"   # /2: hook states keyed by name, the best-so-far apart
 
 
 class Checkpointing(Hook):
@@ -45,10 +45,10 @@ class Checkpointing(Hook):
         if not self.path.is_file():
             return
         blob = load_resume(self.path)
-        if blob.get("fingerprint") != self.fingerprint:
+        if blob["format"] != FORMAT or blob.get("fingerprint") != self.fingerprint:
             if state.runtime.is_main:
-                print(f"note: {self.path} was made with other params or data; starting afresh",
-                      file=sys.stderr)
+                why = "an older trainlab" if blob["format"] != FORMAT else "other params or data"
+                print(f"note: {self.path} was made with {why}; starting afresh", file=sys.stderr)
             return
         restore(state, blob)
         self.resumed_from = state.step
@@ -92,7 +92,7 @@ def snapshot(state: LoopState, fingerprint: str, epoch_done: bool = False) -> di
     the single-process format whatever `trainer.strategy` (None off rank 0 under fsdp
     and pipeline, where every rank takes part in gathering them).
     """
-    model, optimizer, hooks = gathered_state(state)
+    model, optimizer, best, hooks = gathered_state(state)
     np_state = np.random.get_state()
     epoch, step_in_epoch = (state.epoch + 1, 0) if epoch_done else (state.epoch, state.step_in_epoch)
     return {
@@ -106,6 +106,7 @@ def snapshot(state: LoopState, fingerprint: str, epoch_done: bool = False) -> di
                      "should_stop": state.should_stop, "stop_reason": state.stop_reason},
         "history": state.history,
         "epoch_sums": {} if epoch_done else state.epoch_sums,
+        "best": best,
         "hooks": hooks,
         "rng": {
             "torch": torch.get_rng_state(),
@@ -118,7 +119,7 @@ def snapshot(state: LoopState, fingerprint: str, epoch_done: bool = False) -> di
 
 def restore(state: LoopState, blob: dict[str, Any]) -> None:
     """Put a checkpoint back into the loop state (the inverse of `snapshot`)."""
-    load_gathered_state(state, blob["model"], blob["optimizer"], blob["hooks"])
+    load_gathered_state(state, blob["model"], blob["optimizer"], blob["best"], blob["hooks"])
     state.schedule.load_state_dict(blob["schedule"])
     state.scaler.load_state_dict(blob["scaler"])
     counters = blob["counters"]
@@ -148,6 +149,7 @@ def load_resume(path: Path) -> dict[str, Any]:
     except Exception as err:   # torch raises several types for damaged zip/pickle data
         raise CheckpointError(f"{path}: corrupt resume checkpoint ({load_error_line(err)[:160]}); "
                               f"delete it to start the stage afresh") from None
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+    # An earlier format is still recognised, so that the run starts afresh instead of failing.
+    if not isinstance(blob, dict) or not str(blob.get("format", "")).startswith("trainlab.resume/"):
         raise CheckpointError(f"{path}: not a trainlab resume checkpoint; delete it to start afresh")
     return blob

@@ -1,8 +1,9 @@
-"""The loop's state and its hooks: the fixed points where early stopping, checkpoints,
-tracking, progress, pruning and diagnosis plug into `fit()`.
+"""The loop's state and its hooks: the fixed points where checkpoints, tracking, progress,
+pruning and diagnosis plug into `fit()`, plus the best-so-far tracker the loop owns.
 
-A hook is an object with these five methods (all optional, see `Hook`); the loop
-calls them in list order, so hooks that change the state run before those that save it.
+A hook is an object with these six methods (all optional, see `Hook`). `fit()` calls
+them through one `Hooks` list, in list order with checkpointing last, so hooks that
+change the state run before the one that saves it; every event reaches every rank.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -36,7 +37,8 @@ class LoopState:
     trainer: TrainerConfig
     seed: int
     steps_per_epoch: int
-    hooks: list["Hook"] = field(default_factory=list)
+    best: "BestSoFar | None" = None  # the best epoch so far and its weights (owned by fit())
+    hooks: "Hooks | None" = None
     epoch: int = 0                  # the epoch running (0-based)
     step: int = 0                   # optimizer steps completed, over all epochs
     step_in_epoch: int = 0          # optimizer steps completed in this epoch
@@ -47,7 +49,14 @@ class LoopState:
 
 
 class Hook:
-    """Base class: override what you need. Hooks never own the loop, they observe it."""
+    """Base class: override what you need. Hooks never own the loop, they observe it.
+
+    A hook with state (`state_dict`) has it saved in resume checkpoints under its `name`.
+    """
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
 
     def on_fit_start(self, state: LoopState) -> None: ...
     def on_epoch_start(self, state: LoopState) -> None: ...
@@ -63,11 +72,66 @@ class Hook:
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-class EarlyStopping(Hook):
-    """Stop after `patience` epochs without improvement; always remember the best weights.
+class Hooks(Hook):
+    """A fit's hooks in call order, checkpointing last: each event is one typed method that
+    calls it on every hook. Hook states are saved and restored by name, so a rank with one
+    more hook than the others (rank 0's tracking) restores the same states."""
 
-    When enabled, the best epoch's weights are restored at the end even if the run
-    never stopped early. On divergence the loop restores them whether enabled or not.
+    def __init__(self, hooks: Sequence[Hook], checkpointing: Hook | None = None):
+        # Checkpointing saves every other hook's state, so it runs after all of them.
+        self.hooks = [*hooks, *([checkpointing] if checkpointing is not None else [])]
+
+    def on_fit_start(self, state: LoopState) -> None:
+        for hook in self.hooks:
+            hook.on_fit_start(state)
+
+    def on_epoch_start(self, state: LoopState) -> None:
+        for hook in self.hooks:
+            hook.on_epoch_start(state)
+
+    def on_step_end(self, state: LoopState) -> None:
+        for hook in self.hooks:
+            hook.on_step_end(state)
+
+    def on_metrics(self, state: LoopState, rows: MetricRows) -> None:
+        for hook in self.hooks:
+            hook.on_metrics(state, rows)
+
+    def on_epoch_end(self, state: LoopState, metrics: dict[str, float]) -> None:
+        for hook in self.hooks:
+            hook.on_epoch_end(state, metrics)
+
+    def on_fit_end(self, state: LoopState) -> None:
+        for hook in self.hooks:
+            hook.on_fit_end(state)
+
+    def keyed(self) -> dict[str, Hook]:
+        """Each hook under its name; a repeated name gets '#2', '#3' in list order."""
+        keyed: dict[str, Hook] = {}
+        for hook in self.hooks:
+            key, n = hook.name, 1
+            while key in keyed:
+                n += 1
+                key = f"{hook.name}#{n}"
+            keyed[key] = hook
+        return keyed
+
+    def state_dict(self) -> dict[str, Any]:
+        return {key: hook.state_dict() for key, hook in self.keyed().items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        # A hook the checkpoint does not name (added since, or another rank's) starts fresh.
+        for key, hook in self.keyed().items():
+            if key in state:
+                hook.load_state_dict(state[key])
+
+
+class BestSoFar:
+    """The best epoch by the early-stopping monitor and its weights; stops after `patience`
+    epochs without improvement when early stopping is enabled.
+
+    `fit()` owns it: with early stopping enabled the run ends on the best epoch's weights
+    even if it never stopped early, and a diverged run falls back to them in any case.
     """
 
     def __init__(self, cfg: EarlyStoppingConfig):
@@ -78,7 +142,8 @@ class EarlyStopping(Hook):
         self.bad_epochs = 0
         self.best_state: dict[str, torch.Tensor] | None = None
 
-    def on_epoch_end(self, state: LoopState, metrics: dict[str, float]) -> None:
+    def update(self, state: LoopState, metrics: dict[str, float]) -> None:
+        """Called at each epoch end, before the hooks see it (they may read should_stop)."""
         value = metrics.get(self.cfg.monitor, math.nan)
         score = value if self.lower_is_better else -value
         if math.isfinite(score) and score < self.best - self.cfg.min_delta:
@@ -90,10 +155,6 @@ class EarlyStopping(Hook):
             state.should_stop = True
             state.stop_reason = (f"early stopping: {self.cfg.monitor} did not improve for "
                                  f"{self.bad_epochs} epochs (best at epoch {self.best_epoch + 1})")
-
-    def on_fit_end(self, state: LoopState) -> None:
-        if self.cfg.enabled:
-            self.restore_best(state.model)
 
     def restore_best(self, model: torch.nn.Module) -> None:
         if self.best_state is not None:

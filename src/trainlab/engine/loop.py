@@ -7,11 +7,16 @@
             for micro-batch in step:   (gradient accumulation; DDP syncs on the last)
                 forward under autocast, loss, backward (scaled for fp16)
             unscale, clip, optimizer step, lr for the next step
-            on_step_end                (every log_every_steps: on_metrics, divergence check)
+            every log_every_steps:     on_metrics, then the divergence check
+            on_step_end
         evaluate on val without autograd
-        on_epoch_end                   (early stopping, tracking, pruning, checkpoint)
-        stop if a hook asked to
-    on_fit_end                         (restore the best weights)
+        best-so-far update             (early stopping may ask to stop)
+        on_epoch_end                   (tracking, pruning, checkpoint last)
+        stop if asked to
+    restore the best weights           (when early stopping is enabled)
+    on_fit_end
+
+Every event reaches every hook on every rank, through one typed `Hooks` list.
 """
 
 from __future__ import annotations
@@ -26,15 +31,19 @@ import torch
 from trainlab.config.schema import TrainerConfig, TrainSpec
 from trainlab.engine.budget import resolve_budget
 from trainlab.engine.batches import BatchSource, TrainData, epoch_order, step_plan, to_device
-from trainlab.engine.hooks import EarlyStopping, Hook, LoopState, Progress
+from trainlab.engine.checkpoint import Checkpointing
+from trainlab.engine.hooks import BestSoFar, Hook, Hooks, LoopState, Progress
 from trainlab.engine.losses import LossFn, build_loss, correct_count
 from trainlab.engine.optim import ParamGroup, Schedule, build_optimizer
 from trainlab.engine.parallel import Parallel, data_shard
 from trainlab.engine.runtime import Runtime, all_reduce_sum, seed_everything, setup_runtime
-from trainlab.engine.steps import StepRecorder, train_step
+from trainlab.engine.steps import Flushed, StepRecorder, train_step
 from trainlab.errors import ParamsError, TrainingDiverged
 
 EVAL_BATCH = 1024
+# fp16's GradScaler skips steps whose gradients overflow and lowers the scale; a few
+# skips in a row are normal, this many means the loss itself has diverged.
+MAX_CONSECUTIVE_SKIPS = 20
 
 
 @dataclass
@@ -50,9 +59,12 @@ class FitResult:
 
 
 def fit(model: torch.nn.Module, train: TrainData, val: TrainData, spec: TrainSpec, trainer: TrainerConfig,
-        *, seed: int, hooks: Sequence[Hook] = (), groups: list[ParamGroup] | None = None,
-        runtime: Runtime | None = None, label: str = "train") -> FitResult:
-    """Train `model` in place on `train`, validate on `val` every epoch; returns the history."""
+        *, seed: int, hooks: Sequence[Hook] = (), checkpointing: Checkpointing | None = None,
+        groups: list[ParamGroup] | None = None, runtime: Runtime | None = None,
+        label: str = "train") -> FitResult:
+    """Train `model` in place on `train`, validate on `val` every epoch; returns the history.
+
+    `checkpointing` (resume at start, save at epoch ends) runs after every other hook."""
     runtime = runtime or setup_runtime(trainer)
     spec = resolve_budget(spec, trainer, len(train)).spec   # `auto` epochs/batch size -> numbers
     seed_everything(seed)
@@ -70,21 +82,19 @@ def fit(model: torch.nn.Module, train: TrainData, val: TrainData, spec: TrainSpe
     parallel = Parallel(model, trainer, spec, runtime)   # ddp, fsdp or pipeline: engine/parallel.py
     optimizer = build_optimizer(parallel.groups(groups or [ParamGroup("all", list(model.parameters()))]),
                                 spec.optimizer, batch_size)
-    early = EarlyStopping(spec.early_stopping)
-    state = LoopState(parallel.model, optimizer, Schedule(spec.schedule, len(plan), spec.epochs), runtime.grad_scaler(),
-                      runtime, spec, trainer, seed, len(plan))
-    state.hooks = [early, *hooks, Progress(trainer.progress, label)]
-    # Checkpointing saves every other hook's state, so it runs last.
-    state.hooks.sort(key=lambda h: type(h).__name__ == "Checkpointing")
+    best = BestSoFar(spec.early_stopping)
+    state = LoopState(parallel.model, optimizer, Schedule(spec.schedule, len(plan), spec.epochs),
+                      runtime.grad_scaler(), runtime, spec, trainer, seed, len(plan), best,
+                      Hooks([*hooks, Progress(trainer.progress, label)], checkpointing))
     forward_model = parallel.forward
     loss_fn = build_loss(spec.loss)
-    recorder = StepRecorder(state, parallel.model)
+    recorder, divergence = StepRecorder(state, parallel.model), DivergenceCheck(state)
     source = BatchSource(train, runtime.device, trainer.num_workers if use_loader else None)
 
-    _call(state.hooks, "on_fit_start", state)
+    state.hooks.on_fit_start(state)
     resumed_from = state.step if state.step else None
     while state.epoch < spec.epochs and not state.should_stop:
-        _call(state.hooks, "on_epoch_start", state)
+        state.hooks.on_epoch_start(state)
         started = time.perf_counter()
         order = epoch_order(len(train), seed, state.epoch)
         batches = source.epoch(order, plan, state.step_in_epoch, data_rank, data_ranks, trainer.grad_accum)
@@ -92,24 +102,65 @@ def fit(model: torch.nn.Module, train: TrainData, val: TrainData, spec: TrainSpe
             train_step(state, forward_model, micro, global_size, loss_fn, recorder)
             state.step += 1
             state.step_in_epoch += 1
-            recorder.maybe_flush(early)
-            _call(state.hooks, "on_step_end", state)
-        recorder.flush(early)
+            if recorder.due():
+                _flush(state, recorder, divergence)
+            state.hooks.on_step_end(state)
+        _flush(state, recorder, divergence)
         metrics = _epoch_metrics(state, forward_model, val, loss_fn, time.perf_counter() - started)
         state.history.append(metrics)
-        state.schedule.end_epoch(metrics.get(early.cfg.monitor, math.nan), early.lower_is_better)
-        _call(state.hooks, "on_epoch_end", state, metrics)
+        state.schedule.end_epoch(metrics.get(best.cfg.monitor, math.nan), best.lower_is_better)
+        best.update(state, metrics)
+        state.hooks.on_epoch_end(state, metrics)
         state.epoch += 1
         state.step_in_epoch, state.epoch_sums = 0, {}
-    _call(state.hooks, "on_fit_end", state)
+    if best.cfg.enabled:
+        best.restore_best(state.model)   # under fsdp the sharded module; finish() copies it back
+    state.hooks.on_fit_end(state)
     parallel.finish()
-    return FitResult(state.history, early.best_epoch, early.best_value, early.cfg.monitor,
+    return FitResult(state.history, best.best_epoch, best.best_value, best.cfg.monitor,
                      state.stop_reason or "completed all epochs", state.step, runtime.precision, resumed_from)
 
 
-def _call(hooks: list[Hook], event: str, *args) -> None:
-    for hook in hooks:
-        getattr(hook, event)(*args)
+def _flush(state: LoopState, recorder: StepRecorder, divergence: "DivergenceCheck") -> None:
+    flushed = recorder.flush()
+    if flushed is not None:
+        state.hooks.on_metrics(state, flushed.rows)   # first: the curves keep the steps up to a NaN
+        divergence.check(flushed)
+
+
+class DivergenceCheck:
+    """Raises TrainingDiverged on a NaN/inf loss, after falling back to the best weights so far."""
+
+    def __init__(self, state: LoopState):
+        self.state = state
+        self.tolerant = state.scaler.is_enabled()   # fp16 loss scaling skips overflowing steps
+        self.consecutive_bad = 0
+
+    def check(self, flushed: Flushed) -> None:
+        for step, loss, lr in zip(flushed.steps, flushed.losses, flushed.lrs):
+            if math.isfinite(loss):
+                self.consecutive_bad = 0
+                continue
+            self.consecutive_bad += 1
+            if self.tolerant and self.consecutive_bad < MAX_CONSECUTIVE_SKIPS:
+                continue
+            self.state.best.restore_best(self.state.model)
+            raise TrainingDiverged(_divergence_message(self.state, step, loss, lr))
+
+
+def _divergence_message(state: LoopState, step: int, loss: float, lr: float) -> str:
+    if state.runtime.precision == "fp16" and not state.scaler.is_enabled():
+        cause = "fp16 overflow without loss scaling"
+    elif lr >= 0.1 or state.step < 3 * state.steps_per_epoch:
+        cause = ("the learning rate is likely too high (lower the stage's optimizer.lr, add "
+                 "schedule.warmup_epochs or set trainer.clip_grad_norm)")
+    else:
+        cause = ("numerical instability (check inputs for extreme values, lower the stage's "
+                 "optimizer.lr, set trainer.clip_grad_norm)")
+    best = state.best
+    kept = (f"kept the best weights (epoch {best.best_epoch + 1})" if best.best_state is not None
+            else "no epoch finished, no weights kept")
+    return f"training diverged: loss became {loss} at step {step} (epoch {state.epoch + 1}, lr {lr:.3g}); {cause}; {kept}"
 
 
 def _check_compatible(spec: TrainSpec, trainer: TrainerConfig, runtime: Runtime) -> None:

@@ -183,10 +183,9 @@ def full_value(value: Any) -> Any:
 
 
 # ------------------------------------------------------------------ checkpoint contents
-def gathered_state(state) -> tuple[dict | None, dict | None, list | None]:
-    """(model, optimizer, hook states) in the single-process format, on rank 0; None elsewhere.
-
-    A collective under fsdp and pipeline: every rank must call it.
+def gathered_state(state) -> tuple[dict | None, dict | None, dict | None, dict | None]:
+    """(model, optimizer, best-so-far, hook states) in the single-process format, on rank 0;
+    None elsewhere. A collective under fsdp and pipeline: every rank must call it.
     """
     runtime, strategy = state.runtime, strategy_of(state.trainer, state.runtime)
     if strategy == "fsdp":
@@ -197,17 +196,18 @@ def gathered_state(state) -> tuple[dict | None, dict | None, list | None]:
         model = get_model_state_dict(state.model, options=options)
         optim = get_optimizer_state_dict(state.model, state.optimizer, options=options)
         optim = _indexed(optim) if runtime.is_main else None   # cpu_offload: rank 0 alone gets it
-        hooks = full_value([hook.state_dict() for hook in state.hooks])
+        best, hooks = full_value(state.best.state_dict()), full_value(state.hooks.state_dict())
     elif strategy == "pipeline":
         sync_stages(state.model, runtime)
-        model, hooks = state.model.state_dict(), [hook.state_dict() for hook in state.hooks]
+        model, best, hooks = state.model.state_dict(), state.best.state_dict(), state.hooks.state_dict()
         optim = _gather_optimizer(state, owned_parameters(state.model, runtime))
     else:
-        return state.model.state_dict(), state.optimizer.state_dict(), [h.state_dict() for h in state.hooks]
-    return (model, optim, hooks) if runtime.is_main else (None, None, None)
+        return state.model.state_dict(), state.optimizer.state_dict(), state.best.state_dict(), \
+            state.hooks.state_dict()
+    return (model, optim, best, hooks) if runtime.is_main else (None, None, None, None)
 
 
-def load_gathered_state(state, model: dict, optim: dict, hooks: list) -> None:
+def load_gathered_state(state, model: dict, optim: dict, best: dict, hooks: dict) -> None:
     """Load full (single-process format) states into the loop state, whatever the strategy."""
     if strategy_of(state.trainer, state.runtime) != "fsdp":
         state.model.load_state_dict(model)
@@ -219,9 +219,9 @@ def load_gathered_state(state, model: dict, optim: dict, hooks: list) -> None:
         options = StateDictOptions(full_state_dict=True)
         set_model_state_dict(state.model, model, options=options)
         set_optimizer_state_dict(state.model, state.optimizer, _named(optim, state), options=options)
-        hooks = [_shard_like(state.model, h) for h in hooks]
-    for hook, hook_state in zip(state.hooks, hooks):
-        hook.load_state_dict(hook_state)
+        best, hooks = _shard_like(state.model, best), _shard_like(state.model, hooks)
+    state.best.load_state_dict(best)
+    state.hooks.load_state_dict(hooks)
 
 
 def _indexed(named: dict) -> dict:

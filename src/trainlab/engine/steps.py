@@ -1,4 +1,4 @@
-"""One optimizer step, and the on-device recorder of step metrics.
+"""One optimizer step, and the on-device buffer of step metrics.
 
 Step metrics (loss, grad norm, per-layer grad norms) stay on the device as tensors
 and leave it once every `log_every_steps` in one transfer: calling `.item()` per
@@ -7,20 +7,15 @@ step would force a host-device sync on GPUs and cost Python time on CPUs.
 
 from __future__ import annotations
 
-import math
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 
-from trainlab.engine.hooks import EarlyStopping, LoopState
+from trainlab.engine.hooks import LoopState, MetricRows
 from trainlab.engine.losses import LossFn, correct_count
 from trainlab.engine.parallel import PipelinedModel, data_shard, full_value, grad_norm, no_sync
 from trainlab.engine.runtime import all_reduce_sum
-from trainlab.errors import TrainingDiverged
-
-# fp16's GradScaler skips steps whose gradients overflow and lowers the scale; a few
-# skips in a row are normal, this many means the loss itself has diverged.
-MAX_CONSECUTIVE_SKIPS = 20
 
 
 def train_step(state: LoopState, model: torch.nn.Module, micro: list[tuple[torch.Tensor, torch.Tensor]],
@@ -102,8 +97,18 @@ def _total_norm(model: torch.nn.Module) -> torch.Tensor:
     return torch.nn.utils.get_total_norm(grads)
 
 
+@dataclass
+class Flushed:
+    """Buffered steps as plain floats: the rows hooks see, and what the divergence check reads."""
+
+    rows: MetricRows
+    steps: list[int]
+    losses: list[float]   # averaged over ranks
+    lrs: list[float]
+
+
 class StepRecorder:
-    """Buffers step metrics on the device; flushes them to hooks and checks for divergence."""
+    """Buffers step metrics on the device and hands them over, as floats, when flushed."""
 
     def __init__(self, state: LoopState, model: torch.nn.Module):
         self.state = state
@@ -115,7 +120,6 @@ class StepRecorder:
         self.layer_steps: list[tuple[int, list[str]]] = []
         self.layer_norms: list[torch.Tensor] = []
         self.sums = torch.zeros(3, dtype=torch.float64, device=state.runtime.device)
-        self.consecutive_bad = 0
 
     def record(self, loss: torch.Tensor, correct: torch.Tensor, count: int, lr: float,
                grad_norm: torch.Tensor) -> None:
@@ -140,16 +144,16 @@ class StepRecorder:
         self.layer_steps.append((state.step, list(norms)))
         self.layer_norms.append(torch.stack(list(norms.values())))
 
-    def maybe_flush(self, early: EarlyStopping) -> None:
+    def due(self) -> bool:
+        """Every log_every_steps, and before a step checkpoint (which saves the epoch sums)."""
         trainer, step = self.state.trainer, self.state.step
         checkpoint_due = trainer.checkpoint_every_steps and step % trainer.checkpoint_every_steps == 0
-        if step % trainer.log_every_steps == 0 or checkpoint_due:
-            self.flush(early)
+        return bool(step % trainer.log_every_steps == 0 or checkpoint_due)
 
-    def flush(self, early: EarlyStopping) -> None:
-        """One device->host transfer for all buffered steps; then hooks see plain floats."""
+    def flush(self) -> Flushed | None:
+        """One device->host transfer for all buffered steps (summed into the epoch's sums)."""
         if not self.steps:
-            return
+            return None
         state, runtime = self.state, self.state.runtime
         world = float(data_shard(state.trainer, runtime)[1])   # ranks that each saw part of a batch
         losses = (all_reduce_sum(torch.stack(self.losses), runtime) / world).tolist()
@@ -164,38 +168,7 @@ class StepRecorder:
             rows.append(("loss_scale", state.scaler.get_scale(), self.steps[-1]))
         for (s, names), norms_at in zip(self.layer_steps, [n.tolist() for n in self.layer_norms]):
             rows.extend((f"grad_norm/{name}", value, s) for name, value in zip(names, norms_at))
-        steps, lrs = self.steps, self.lrs
+        flushed = Flushed(rows, self.steps, losses, self.lrs)
         self.steps, self.losses, self.norms, self.lrs = [], [], [], []
         self.layer_steps, self.layer_norms = [], []
-        if runtime.is_main:
-            for hook in state.hooks:
-                hook.on_metrics(state, rows)
-        # Checked after the hooks saw the rows, so the curves keep the steps up to the NaN.
-        self._check_divergence(steps, losses, lrs, early)
-
-    def _check_divergence(self, steps: list[int], losses: list[float], lrs: list[float],
-                          early: EarlyStopping) -> None:
-        tolerant = self.state.scaler.is_enabled()
-        for step, loss, lr in zip(steps, losses, lrs):
-            if math.isfinite(loss):
-                self.consecutive_bad = 0
-                continue
-            self.consecutive_bad += 1
-            if tolerant and self.consecutive_bad < MAX_CONSECUTIVE_SKIPS:
-                continue
-            early.restore_best(self.state.model)
-            raise TrainingDiverged(_divergence_message(self.state, step, loss, lr, early))
-
-
-def _divergence_message(state: LoopState, step: int, loss: float, lr: float, early: EarlyStopping) -> str:
-    if state.runtime.precision == "fp16" and not state.scaler.is_enabled():
-        cause = "fp16 overflow without loss scaling"
-    elif lr >= 0.1 or state.step < 3 * state.steps_per_epoch:
-        cause = ("the learning rate is likely too high (lower the stage's optimizer.lr, add "
-                 "schedule.warmup_epochs or set trainer.clip_grad_norm)")
-    else:
-        cause = ("numerical instability (check inputs for extreme values, lower the stage's "
-                 "optimizer.lr, set trainer.clip_grad_norm)")
-    kept = (f"kept the best weights (epoch {early.best_epoch + 1})" if early.best_state is not None
-            else "no epoch finished, no weights kept")
-    return f"training diverged: loss became {loss} at step {step} (epoch {state.epoch + 1}, lr {lr:.3g}); {cause}; {kept}"
+        return flushed

@@ -1,7 +1,7 @@
 """Models: MLP, 1-D/2-D CNNs and residual nets, each a named-block backbone plus a head."""
 
 from trainlab.models.networks import Classifier, build_model, resolve_frozen, set_frozen
-from trainlab.models.store import load_model, load_state, read_checkpoint, save_model
+from trainlab.models.store import load_model, load_state, model_from_blob, read_checkpoint, save_model
 
-__all__ = ["Classifier", "build_model", "load_model", "load_state", "read_checkpoint",
+__all__ = ["Classifier", "build_model", "load_model", "load_state", "model_from_blob", "read_checkpoint",
            "resolve_frozen", "save_model", "set_frozen"]

@@ -26,6 +26,14 @@ class Classifier(nn.Module):
         self.feature_dim = feature_dim
         self.head = nn.Sequential(OrderedDict(dropout=nn.Dropout(dropout),
                                               linear=nn.Linear(feature_dim, num_classes)))
+        self.frozen_blocks: set[str] = set()   # see set_frozen
+
+    def train(self, mode: bool = True) -> "Classifier":
+        # Frozen blocks stay in eval mode so their batch-norm running statistics do not move.
+        super().train(mode)
+        for name in self.frozen_blocks:
+            self.backbone.get_submodule(name).eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
@@ -203,13 +211,3 @@ def set_frozen(model: Classifier, names: list[str]) -> None:
             param.requires_grad_(name not in model.frozen_blocks)
     model.train(model.training)
 
-
-def _train_keeping_frozen(self: Classifier, mode: bool = True) -> Classifier:
-    # Frozen blocks stay in eval mode so their batch-norm running statistics do not move.
-    nn.Module.train(self, mode)
-    for name in getattr(self, "frozen_blocks", ()):
-        self.backbone.get_submodule(name).eval()
-    return self
-
-
-Classifier.train = _train_keeping_frozen

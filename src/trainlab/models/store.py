@@ -45,11 +45,22 @@ def load_model(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
     blob = read_checkpoint(path)
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a trainlab model file (expected format {FORMAT})")
-    cfg = ModelConfig.model_validate(blob["model"])
-    model = build_model(cfg, tuple(blob["input_shape"]), len(blob["class_names"]))
-    load_state(model, blob["state_dict"], str(path))
-    model.eval()
+    model = model_from_blob(blob, str(path)).eval()
     return model, {k: v for k, v in blob.items() if k != "state_dict"}
+
+
+def model_from_blob(blob: dict[str, Any], source: str, cfg: ModelConfig | None = None,
+                    num_classes: int | None = None) -> Classifier:
+    """The model a model file's contents describe, with its weights (in training mode).
+
+    With `cfg` and `num_classes`: that model instead, the file's backbone weights and a
+    fresh head for `num_classes` classes (transfer); seed first for a reproducible head.
+    """
+    new_head = num_classes is not None
+    cfg = cfg or ModelConfig.model_validate(blob["model"])
+    model = build_model(cfg, tuple(blob["input_shape"]), num_classes if new_head else len(blob["class_names"]))
+    load_state(model, blob["state_dict"], source, skip_prefixes=("head.",) if new_head else ())
+    return model
 
 
 def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,

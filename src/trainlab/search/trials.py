@@ -10,8 +10,10 @@ from trainlab import paths
 from trainlab.config import Params, with_overrides
 from trainlab.data.prepared import sha256_file
 from trainlab.engine import Hook, LoopState
+from trainlab.errors import TrainingDiverged
 from trainlab.models import save_model
-from trainlab.reporting import summary_metrics
+from trainlab.outputs import publish_divergence
+from trainlab.learning_curves import summary_metrics
 from trainlab.search.space import suggest
 from trainlab.selection import model_meta
 from trainlab.tracking import StageRun
@@ -58,6 +60,9 @@ def run_trial(trial: optuna.Trial, slot: int, study_name: str, params: Params, p
         try:
             trained = finetune(config, paths.PRETRAINED, resume_name=resume_name, label=f"trial {slot}",
                                hooks=run.training_hooks(), pruning=PruningHook(trial, params.search.metric))
+        except TrainingDiverged as err:
+            publish_divergence(run, err)   # the study goes on (search.loop tells it FAIL)
+            raise
         except optuna.TrialPruned as err:
             pruned = err
             run.set_tags({"optuna.state": "PRUNED"})

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from trainlab.engine import Hook, LoopState, MetricRows
+from typing import TYPE_CHECKING
+
+from trainlab.engine.hooks import Hook, LoopState, MetricRows
 from trainlab.tracking.epoch_axis import epoch_metrics, step_rows
-from trainlab.tracking.run import StageRun
+
+if TYPE_CHECKING:   # for the annotation only: run.py imports this module (training_hooks)
+    from trainlab.tracking.run import StageRun
 
 
 class TrackingHook(Hook):

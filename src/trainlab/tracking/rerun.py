@@ -28,6 +28,7 @@ from typing import Callable
 
 import yaml
 
+from trainlab import paths
 from trainlab.errors import UserError
 from trainlab.tracking.history import get_run
 from trainlab.tracking.run import RERUN_ENV
@@ -130,7 +131,7 @@ def _rerun_in_worktree(recorded: RecordedRun, repo: Path, env: dict[str, str]) -
     try:
         _git(repo, "worktree", "add", "--detach", str(tree), recorded.commit)
         project = tree / Path.cwd().resolve().relative_to(repo)   # the DVC project may be a subfolder
-        write_params(project / "params.yaml", recorded.params)
+        write_params(project / paths.PARAMS, recorded.params)
         # The recorded commit's code, not this checkout's: its src/ and stages/ come first.
         env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(project / "src"), str(project),
                                                                   env.get("PYTHONPATH")]))}
@@ -149,7 +150,7 @@ def _rerun_in_place(recorded: RecordedRun, repo: Path, env: dict[str, str]) -> N
     if _git(repo, "status", "--porcelain", "--untracked-files=no"):
         raise UserError("--in-place: the working tree has uncommitted changes; commit or stash them first")
     with tempfile.TemporaryDirectory(prefix="trainlab-rerun-") as tmp:
-        params_file = write_params(Path(tmp) / "params.yaml", recorded.params)
+        params_file = write_params(Path(tmp) / paths.PARAMS, recorded.params)
         _run([sys.executable, "-m", "trainlab", recorded.stage, "--params", str(params_file)], Path.cwd(), env,
              f"trainlab {recorded.stage}")
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from trainlab.config import Params, flatten, params_hash
-from trainlab.errors import TrackingUnavailable, TrainingDiverged, UserError
+from trainlab import paths
+from trainlab.errors import TrackingUnavailable, UserError
 from trainlab.tracking.epoch_axis import EPOCH_AXIS, EPOCH_AXIS_TAG
 from trainlab.tracking.mlflow_fields import SystemMetrics, source_tags, split_datasets
 from trainlab.tracking.lineage import environment_freeze, git_state, pipeline_run_id, versions
@@ -60,7 +61,7 @@ class StageRun:
 
     def __init__(self, stage: str, params: Params, inputs: Mapping[str, str] | None = None,
                  parent_run_id: str | None = None, run_name: str | None = None,
-                 extra_tags: Mapping[str, str] | None = None, params_file: str | Path = "params.yaml"):
+                 extra_tags: Mapping[str, str] | None = None, params_file: str | Path = paths.PARAMS):
         self.stage, self.params = stage, params
         self.params_file = Path(params_file)
         self.inputs = dict(inputs or {})
@@ -140,10 +141,6 @@ class StageRun:
         try:
             if exc_type is not None:
                 status = "KILLED" if issubclass(exc_type, (KeyboardInterrupt, SystemExit)) else "FAILED"
-                if isinstance(exc, TrainingDiverged) and exc.curves is not None:
-                    from trainlab.tracking.publish import publish_divergence
-
-                    publish_divergence(self, exc)
                 if exc is not None:
                     self.set_tags({"trainlab.error": f"{exc_type.__name__}: {exc}"[:4000]})
             try:
@@ -255,6 +252,24 @@ class StageRun:
         for start in range(0, len(items), 100):   # MLflow's log_batch limit on tags
             self.client.log_batch(self.run_id, tags=items[start:start + 100])
 
+    def record_training(self, metrics: Mapping[str, Any], step: int, tags: Mapping[str, Any],
+                        artifacts: list[tuple[Path, str | None]],
+                        backfill: Mapping[str, list[tuple[int, float]]] | None = None) -> None:
+        """What a finished training wrote (see trainlab.outputs): its numeric metrics as
+        final/*, its tags, its files as artifacts, and the curves from before a resume."""
+        if backfill is not None:
+            # The run of a resumed stage starts mid-way: give it the curves from before the kill.
+            self.backfill(backfill)
+        self.log_metrics({f"final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)
+        self.set_tags(tags)
+        for path, folder in artifacts:
+            self.log_artifact(path, folder)
+
+    def record_diagnosis(self, markdown: str, findings: list[str]) -> None:
+        """A learning-curve diagnosis made without output files (a diverged training)."""
+        self.log_text(markdown, "diagnosis.md")
+        self.set_tags({"trainlab.diagnosis": ",".join(findings)})
+
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
@@ -299,7 +314,7 @@ class StageRun:
 
         return [TrackingHook(self)]
 
-    def log_standard_artifacts(self, params_file: Path = Path("params.yaml")) -> None:
+    def log_standard_artifacts(self, params_file: Path = paths.PARAMS) -> None:
         """params.yaml as given, the resolved config, and the Python environment."""
         if params_file.is_file():
             self.log_artifact(params_file, "config")
@@ -327,8 +342,15 @@ class NullRun:
     def child(self, *args, **kwargs) -> "NullRun":
         return self
 
-    def __getattr__(self, name: str):
-        return lambda *args, **kwargs: None
+    # Every logging method of StageRun, as a no-op; anything else (a typo) is an AttributeError.
+    def _ignore(self, *args, **kwargs) -> None:
+        return None
+
+    log_metrics = log_metric_rows = flush = set_tags = log_artifact = log_text = log_dict = log_figure = _ignore
+    record_training = record_diagnosis = log_standard_artifacts = _ignore
+
+    def backfill(self, curves) -> int:
+        return 0
 
 
 def open_stage_run(stage: str, params: Params, is_main: bool = True, **kwargs) -> "StageRun | NullRun":

@@ -26,7 +26,7 @@ from .curves import (
     train_loss,
     value_at,
 )
-from .report import Finding
+from .findings import Finding
 
 # --- underfitting ------------------------------------------------------------------------------
 # A small CNN that cannot reach 80% on its own training set is not fitting it ("well below 0.9").

@@ -16,8 +16,7 @@ from torch import nn
 from trainlab.calibration import probs_nll
 from trainlab.errors import CheckpointError
 from trainlab.io import torch_save
-from trainlab.models import Classifier, build_model, load_state, read_checkpoint
-from trainlab.config.schema import ModelConfig
+from trainlab.models import model_from_blob, read_checkpoint
 
 FORMAT = "trainlab.ensemble/1"
 # Tie-break weight for hard voting: far below one vote, so it only orders tied classes.
@@ -117,16 +116,9 @@ def load_ensemble(path: str | Path) -> tuple[Ensemble, dict[str, Any]]:
     blob = read_checkpoint(path)
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a trainlab ensemble file (expected format {FORMAT})")
-    members = [member_from_blob(m, f"{path} member {i}") for i, m in enumerate(blob["members"])]
+    members = [model_from_blob(m, f"{path} member {i}").eval() for i, m in enumerate(blob["members"])]
     ensemble = Ensemble(members, blob["weights"], blob["method"], blob.get("temperatures")).eval()
     return ensemble, {k: v for k, v in blob.items() if k != "members"}
-
-
-def member_from_blob(blob: dict[str, Any], source: str) -> Classifier:
-    cfg = ModelConfig.model_validate(blob["model"])
-    model = build_model(cfg, tuple(blob["input_shape"]), len(blob["class_names"]))
-    load_state(model, blob["state_dict"], source)
-    return model.eval()
 
 
 def load_any(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:

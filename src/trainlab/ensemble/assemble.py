@@ -19,9 +19,9 @@ from trainlab import paths
 from trainlab.calibration import apply_temperature, fit_temperature
 from trainlab.config import Params
 from trainlab.data import load_split
-from trainlab.ensemble import Ensemble, combine, fit_weights, greedy_selection, member_from_blob, save_ensemble
+from trainlab.ensemble.combine import Ensemble, combine, fit_weights, greedy_selection, save_ensemble
 from trainlab.errors import DataError
-from trainlab.models import read_checkpoint
+from trainlab.models import model_from_blob, read_checkpoint
 from trainlab.selection import HeldOut, predict_probs
 
 
@@ -62,7 +62,7 @@ def load_candidates(params: Params) -> list[Candidate]:
             heldout, temperature = HeldOut.from_json(meta["heldout"]), float(meta.get("temperature", 1.0))
         else:   # a model written without held-out predictions: score it on the validation split
             val = load_split(paths.PREPARED, "target", "val")
-            heldout = HeldOut("val", predict_probs(member_from_blob(blob, name), val.x), np.asarray(val.y))
+            heldout = HeldOut("val", predict_probs(model_from_blob(blob, name).eval(), val.x), np.asarray(val.y))
             temperature = 1.0
         calibrated = HeldOut(heldout.kind, apply_temperature(heldout.probs, temperature), heldout.y,
                              heldout.folds)
@@ -102,7 +102,7 @@ def build_ensemble(params: Params) -> BuiltEnsemble:
         weights = np.array([1.0 if c is best_member else 0.0 for c in useful])
         ensemble_probs = best_member.heldout.probs
     kept = [(c, w) for c, w in zip(useful, weights) if w > 0]
-    members = [member_from_blob(c.blob, c.name) for c, _ in kept]
+    members = [model_from_blob(c.blob, c.name).eval() for c, _ in kept]
     ensemble = Ensemble(members, torch.tensor([w for _, w in kept]), params.ensemble.method,
                         torch.tensor([c.temperature for c, _ in kept]))
     temperature = (fit_temperature(np.log(np.clip(ensemble_probs, 1e-12, None)), y)
