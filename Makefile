@@ -13,6 +13,9 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 PYTEST_ARGS ?=
+# Test files run in parallel processes (pytest-xdist), one file per process at a time so a
+# module's shared fixture is built once; auto = one process per CPU core.
+TEST_WORKERS ?= auto
 
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
@@ -41,7 +44,7 @@ repro: setup
 	dvc repro
 
 test: setup system-test-deps
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 clean-state:
 	rm -rf .trainlab mlflow.db mlruns
