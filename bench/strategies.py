@@ -49,7 +49,7 @@ def _setup(strategy: str, params, runtime):
 
     from trainlab.engine import ParamGroup, Schedule, build_optimizer
     from trainlab.engine.batches import micro_batches
-    from trainlab.engine.hooks import EarlyStopping, LoopState
+    from trainlab.engine.hooks import LoopState
     from trainlab.engine.losses import build_loss
     from trainlab.engine.parallel import Parallel, data_shard
     from trainlab.engine.steps import StepRecorder, train_step
@@ -64,7 +64,7 @@ def _setup(strategy: str, params, runtime):
                                 trainer.batch_size)
     state = LoopState(parallel.model, optimizer, Schedule(spec.schedule, 1000, 1), runtime.grad_scaler(), runtime,
                       spec, trainer, params.seed, 1000)
-    recorder, early = StepRecorder(state, parallel.model), EarlyStopping(spec.early_stopping)
+    recorder = StepRecorder(state, parallel.model)
     loss_fn = build_loss(spec.loss)
     rank, ranks = data_shard(trainer, runtime)
 
@@ -72,7 +72,8 @@ def _setup(strategy: str, params, runtime):
         micro = [(x[i], y[i]) for i in micro_batches(order, 0, len(order), rank, ranks, trainer.grad_accum)]
         train_step(state, parallel.forward, micro, len(order), loss_fn, recorder)
         state.step += 1
-        recorder.maybe_flush(early)
+        if recorder.due():   # as fit() does, minus the hooks and the divergence check
+            recorder.flush()
 
     return step
 

@@ -28,7 +28,7 @@ MetricRows = list[tuple[str, float, int]]   # (name, value, step)
 class LoopState:
     """Everything `fit()` mutates; hooks read it and may set `should_stop`."""
 
-    model: torch.nn.Module          # the unwrapped module (never the DDP wrapper)
+    model: torch.nn.Module          # never the DDP wrapper; under fsdp the sharded module
     optimizer: torch.optim.Optimizer
     schedule: Schedule
     scaler: torch.amp.GradScaler
