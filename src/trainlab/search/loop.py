@@ -21,6 +21,7 @@ from trainlab.errors import TrainingDiverged
 from trainlab.search.study import (SURPLUS, ProposalSampler, budget_left, claim_slot, history, open_study,
                                    propose, requeue_interrupted)
 from trainlab.search.trials import run_trial
+from trainlab.tracking.store import signals_held
 
 
 Objective = Callable[[optuna.Trial, int], float]   # (trial, slot) -> value; may raise TrialPruned
@@ -44,8 +45,7 @@ def run_trials(study: optuna.Study, params: Params, objective: Objective) -> Non
         raise TypeError("run_trials: the study must be opened with a ProposalSampler")
     n_trials, started = params.search.n_trials, time.monotonic()
     while budget_left(study, n_trials) > 0 and not _timed_out(started, params.search.timeout_s):
-        trial = study.ask()
-        slot = claim_slot(study, trial)
+        trial, slot = _ask_and_claim(study, n_trials)
         if slot >= n_trials:
             # Another worker started the last trial between our budget check and ask().
             trial.set_user_attr(SURPLUS, True)
@@ -53,6 +53,27 @@ def run_trials(study: optuna.Study, params: Params, objective: Objective) -> Non
             return
         sampler.set_proposal(lambda: propose(params, slot, history(study)))
         _run_and_tell(study, trial, slot, objective)
+
+
+def _ask_and_claim(study: optuna.Study, n_trials: int) -> tuple[optuna.Trial, int]:
+    """A new trial and its slot, with Ctrl-C held until both are written to the study.
+
+    A Ctrl-C between ask() and the claim would leave a RUNNING trial no rerun resumes (its
+    slot half-written, or never re-queued); held, it arrives once the slot is known, and the
+    trial is re-queued like one interrupted while training.
+    """
+    trial = slot = None
+    try:
+        with signals_held():
+            trial = study.ask()
+            slot = claim_slot(study, trial)
+    except KeyboardInterrupt:
+        if trial is not None and slot is not None:
+            if slot < n_trials:
+                requeue_interrupted(study, trial, slot)
+            study.tell(trial, state=TrialState.FAIL)
+        raise
+    return trial, slot
 
 
 def _timed_out(started: float, timeout_s: float | None) -> bool:
