@@ -37,16 +37,22 @@ def running_trial_pids(project: Path) -> set[int]:
             if t.state == TrialState.RUNNING and "pid" in t.user_attrs}
 
 
-@pytest.mark.slow
-def test_sigkill_of_the_search_kills_its_workers_and_the_resume_keeps_the_budget(prepared_project: Path,
-                                                                                 tmp_path: Path) -> None:
-    n_trials = 4
+def start_two_worker_search(prepared_project: Path, tmp_path: Path, n_trials: int):
+    """`trainlab search` with 2 workers in its own process group: (project, process, log file)."""
     params = search_params(search__sampler="random", search__n_trials=n_trials, search__workers=2,
                            search__epochs=15, search__pruner="none", finetune__early_stopping__enabled=False)
     project = new_project(prepared_project, tmp_path / "project", params)
     log = (tmp_path / "search.log").open("w")
     proc = subprocess.Popen([str(BIN / "trainlab"), "search"], cwd=project, env=clean_env(), stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
+    return project, proc, log
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_search_kills_its_workers_and_the_resume_keeps_the_budget(prepared_project: Path,
+                                                                                 tmp_path: Path) -> None:
+    n_trials = 4
+    project, proc, log = start_two_worker_search(prepared_project, tmp_path, n_trials)
     workers: set[int] = set()
     try:
         wait_for(lambda: len(running_trial_pids(project)) == 2, 600, "both workers to run a trial", proc)
@@ -98,12 +104,7 @@ def test_ctrl_c_requeues_both_workers_trials_and_leaves_no_process(prepared_proj
     # Ctrl-C in a terminal signals the whole process group: the search, its fork server and
     # its workers. Each worker must re-queue its running trial before anything exits.
     n_trials = 4
-    params = search_params(search__sampler="random", search__n_trials=n_trials, search__workers=2,
-                           search__epochs=15, search__pruner="none", finetune__early_stopping__enabled=False)
-    project = new_project(prepared_project, tmp_path / "project", params)
-    log = (tmp_path / "search.log").open("w")
-    proc = subprocess.Popen([str(BIN / "trainlab"), "search"], cwd=project, env=clean_env(), stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    project, proc, log = start_two_worker_search(prepared_project, tmp_path, n_trials)
     try:
         wait_for(lambda: len(running_trial_pids(project)) == 2, 600, "both workers to run a trial", proc)
         running = {t.number for t in only_study(project) if t.state == TrialState.RUNNING}
