@@ -26,7 +26,7 @@ def command(params_path: str) -> None:
     from trainlab.errors import TrainingDiverged
     from trainlab.outputs import publish_divergence, publish_training
     from trainlab.training import data_hashes, finish, load_task
-    from trainlab.transfer import finetune, linear_probe, train_scratch
+    from trainlab.transfer import finetune, linear_probe, no_gain_note, train_scratch, transfer_metrics
 
     params = load_params(params_path)
     require_writable(*paths.output_folders("finetune"))   # before the work, not after it
@@ -69,25 +69,11 @@ def command(params_path: str) -> None:
                 paths.BASELINES.mkdir(parents=True, exist_ok=True)   # a DVC output even when empty
                 comparison = transfer_metrics(tuned, baselines)
                 publish_training(run, tuned, params, paths.FINETUNED, reports, extra_metrics=comparison)
-                if comparison.get("transfer/gain", 1.0) <= 0:
-                    click.echo(f"transfer: pretraining did not help: fine-tuned val/acc "
-                               f"{comparison['scratch/val_acc'] + comparison['transfer/gain']:.3f}, from scratch "
-                               f"{comparison['scratch/val_acc']:.3f} (transfer/gain {comparison['transfer/gain']:+.3f}); "
-                               f"evaluate picks whichever model scores best on held-out data")
+                verdict = no_gain_note(comparison)
+                if verdict:
+                    click.echo(verdict)
                 for trained in (tuned, *baselines.values()):
                     finish(trained)
     finally:
         teardown_runtime()
 
-
-def transfer_metrics(tuned, baselines) -> dict:
-    """What pretraining bought: gain over scratch, and over a linear probe, on val accuracy."""
-    from trainlab.learning_curves import summary_metrics
-
-    best = summary_metrics(tuned.result)["val/acc"]
-    metrics = {}
-    for name, trained in baselines.items():
-        acc = summary_metrics(trained.result)["val/acc"]
-        metrics[f"{name}/val_acc"] = acc
-        metrics[f"transfer/gain_over_{name}" if name != "scratch" else "transfer/gain"] = best - acc
-    return metrics

@@ -101,3 +101,25 @@ def _file_id(path: Path) -> str:
     from trainlab.data.prepared import sha256_file
 
     return sha256_file(path) if Path(path).is_file() else "missing"
+
+def transfer_metrics(tuned, baselines) -> dict:
+    """What pretraining bought: gain over scratch, and over a linear probe, on val accuracy."""
+    from trainlab.learning_curves import summary_metrics
+
+    best = summary_metrics(tuned.result)["val/acc"]
+    metrics = {}
+    for name, trained in baselines.items():
+        acc = summary_metrics(trained.result)["val/acc"]
+        metrics[f"{name}/val_acc"] = acc
+        metrics[f"transfer/gain_over_{name}" if name != "scratch" else "transfer/gain"] = best - acc
+    return metrics
+
+
+def no_gain_note(comparison: dict) -> str | None:
+    """The line saying pretraining did not help (transfer/gain <= 0), else None."""
+    if comparison.get("transfer/gain", 1.0) > 0:
+        return None
+    gain, scratch = comparison["transfer/gain"], comparison["scratch/val_acc"]
+    return (f"transfer: pretraining did not help: fine-tuned val/acc {scratch + gain:.3f}, from scratch "
+            f"{scratch:.3f} (transfer/gain {gain:+.3f}); evaluate picks whichever model scores best on "
+            f"held-out data")
