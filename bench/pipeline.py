@@ -2,8 +2,8 @@
 
 `git clone` of this repository (its committed HEAD, not the working tree) into a
 temporary directory, then one `dvc repro` with the committed params.yaml, as a new
-user would run it. The clone's own code runs (PYTHONPATH puts the clone's src/ and
-stages/ ahead of the editable install). Per-stage seconds are the gaps between DVC's
+user would run it. The clone's own code runs (PYTHONPATH puts the clone's src/ ahead of
+the editable install, and `trainlab` loads the stages/ beside the src/ it was imported from). Per-stage seconds are the gaps between DVC's
 "Running stage" lines, timestamped as they are printed, so each stage's figure also
 holds DVC's hashing and caching of its outputs. Target: the whole repro <= 10 min.
 
@@ -76,10 +76,10 @@ def main() -> None:
         C.output(["git", "clone", "-q", args.source, str(clone)], Path(tmp))
         clone_s = time.perf_counter() - started
         commit = C.output(["git", "rev-parse", "--short", "HEAD"], clone).strip()
-        imported = C.output([C.PYTHON, "-c", "import trainlab, stages; print(trainlab.__file__)"], clone,
-                            PYTHONPATH=f"{clone / 'src'}:{clone}").strip()
+        imported = C.output([C.PYTHON, "-c", "from trainlab import cli; print(cli.load_stages_package().__file__)"],
+                            clone, PYTHONPATH=str(clone / "src")).strip()
         if not imported.startswith(str(clone)):
-            raise RuntimeError(f"the clone's code is not the one imported: {imported}")
+            raise RuntimeError(f"the clone's stage commands are not the ones loaded: {imported}")
         if args.quick:
             C.write_params(clone, C.small_params(**{"search.n_trials": 1, "search.top_k": 1, "ensemble.top_k": 1,
                                                     "evaluate.register_model": False}))

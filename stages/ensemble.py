@@ -6,7 +6,7 @@ mean probability) or weighted (weights fitted on the validation split only).
 
 import click
 
-from stages.options import params_option
+from .options import params_option
 
 
 @click.command(help=__doc__)

@@ -9,7 +9,7 @@ under evaluate.alias, temperature-scaled.
 
 import click
 
-from stages.options import params_option
+from .options import params_option
 
 
 @click.command(help=__doc__)

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from stages.options import params_option
+from .options import params_option
 
 
 @click.command(help=__doc__)

@@ -2,7 +2,7 @@
 
 import click
 
-from stages.options import params_option
+from .options import params_option
 
 
 @click.command(help=__doc__)

@@ -11,7 +11,7 @@ models/search/ and the best params and study plots to reports/search/.
 
 import click
 
-from stages.options import params_option
+from .options import params_option
 
 
 @click.command(help=__doc__)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -145,3 +146,38 @@ def test_unknown_command_is_a_usage_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "No such command 'pretrian'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_stage_commands_come_from_the_checkout_of_the_running_library(tmp_path: Path) -> None:
+    """`stages/` is a project folder, not an installed package: a checkout whose src/ is
+    imported (as `trainlab rerun` imports an older commit's) runs its own stage commands."""
+    checkout = tmp_path / "checkout"
+    for tree in ("src", "stages"):
+        shutil.copytree(ROOT / tree, checkout / tree, ignore=shutil.ignore_patterns("__pycache__"))
+    prepare = checkout / "stages" / "prepare.py"
+    prepare.write_text(prepare.read_text().replace('"""', '"""THIS CHECKOUT\'S PREPARE. ', 1))
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = clean_env(PYTHONPATH=str(checkout / "src"))
+    result = subprocess.run([sys.executable, "-m", "trainlab", "prepare", "--help"], cwd=work, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "THIS CHECKOUT'S PREPARE." in result.stdout
+    # Nothing named `stages` is installed into the environment.
+    installed = subprocess.run([sys.executable, "-c", "import stages"], cwd=work, env=clean_env(),
+                               capture_output=True, text=True, timeout=60)
+    assert installed.returncode == 1 and "No module named 'stages'" in installed.stderr
+
+
+def test_a_library_without_its_stages_folder_is_one_line(tmp_path: Path) -> None:
+    checkout = tmp_path / "checkout"
+    shutil.copytree(ROOT / "src", checkout / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    result = subprocess.run([sys.executable, "-m", "trainlab", "prepare"], cwd=work,
+                            env=clean_env(PYTHONPATH=str(checkout / "src")), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: no stages/ folder with the stage commands beside {checkout / 'src'}")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert list(work.iterdir()) == []

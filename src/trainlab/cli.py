@@ -1,29 +1,42 @@
-"""The `trainlab` command: a Click group whose subcommands live in `stages/`.
+"""The `trainlab` command: a Click group whose subcommands live in the project's `stages/`.
 
-Subcommands are imported only when invoked, so `trainlab --help` answers without
-importing torch or mlflow. A `UserError` becomes one line on stderr and its exit
-code (2 for bad input); anything else keeps its traceback, since it is our bug.
+`stages/` is a folder of the project, not an installed package: the subcommands are
+loaded from the `stages/` beside the `src/` this `trainlab` package was imported from,
+so a checkout (a `trainlab rerun` worktree of an older commit included) always runs its
+own stage commands with its own library. They are imported only when invoked, so
+`trainlab --help` answers without importing torch or mlflow. A `UserError` becomes one
+line on stderr and its exit code (2 for bad input); anything else keeps its traceback,
+since it is our bug.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import signal
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import click
 
 from trainlab import __version__
 
-# name -> (module:attribute, one-line help shown by `trainlab --help`)
+# The module name the project's stages/ folder is loaded under (it is never installed).
+STAGES_PACKAGE = "trainlab_stages"
+# The checkout this package was imported from: <checkout>/src/trainlab/cli.py.
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+# name -> (module:attribute in stages/, one-line help shown by `trainlab --help`)
 COMMANDS = {
-    "prepare": ("stages.prepare:command", "Build target/source splits and their manifest in data/prepared."),
-    "pretrain": ("stages.pretrain:command", "Train the model on the source corpus -> models/pretrained.pt."),
-    "finetune": ("stages.finetune:command", "Transfer the pretrained backbone to the target task."),
-    "search": ("stages.search:command", "Hyperparameter search over the finetune config (Optuna)."),
-    "ensemble": ("stages.ensemble:command", "Combine the top-k search models into one ensemble."),
-    "evaluate": ("stages.evaluate:command", "Score every final model on the held-out test split."),
-    "diagnose": ("stages.diagnose:command", "Diagnose the learning curves of any MLflow run."),
-    "rerun": ("stages.rerun:command", "Rerun a recorded MLflow run and compare its metrics."),
+    "prepare": ("prepare:command", "Build target/source splits and their manifest in data/prepared."),
+    "pretrain": ("pretrain:command", "Train the model on the source corpus -> models/pretrained.pt."),
+    "finetune": ("finetune:command", "Transfer the pretrained backbone to the target task."),
+    "search": ("search:command", "Hyperparameter search over the finetune config (Optuna)."),
+    "ensemble": ("ensemble:command", "Combine the top-k search models into one ensemble."),
+    "evaluate": ("evaluate:command", "Score every final model on the held-out test split."),
+    "diagnose": ("diagnose:command", "Diagnose the learning curves of any MLflow run."),
+    "rerun": ("rerun:command", "Rerun a recorded MLflow run and compare its metrics."),
 }
 
 
@@ -37,7 +50,8 @@ class LazyGroup(click.Group):
         if name not in COMMANDS:
             return None
         module_name, attr = COMMANDS[name][0].split(":")
-        return getattr(importlib.import_module(module_name), attr)
+        load_stages_package()
+        return getattr(importlib.import_module(f"{STAGES_PACKAGE}.{module_name}"), attr)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # The group's help lists the one-liners above instead of importing every stage.
@@ -55,6 +69,26 @@ class LazyGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted: the last checkpoint is kept; rerun to resume", err=True)
             ctx.exit(130)
+
+
+def load_stages_package() -> ModuleType:
+    """The project's stages/ folder as the package `trainlab_stages` (loaded once per process)."""
+    from trainlab.errors import UserError
+
+    if STAGES_PACKAGE in sys.modules:
+        return sys.modules[STAGES_PACKAGE]
+    # The checkout of this very package first (an editable install, or PYTHONPATH=<checkout>/src
+    # as `trainlab rerun` sets it); else the project in the working directory.
+    folder = next((f for f in (CHECKOUT / "stages", Path.cwd() / "stages") if (f / "__init__.py").is_file()), None)
+    if folder is None:
+        raise UserError(f"no stages/ folder with the stage commands beside {CHECKOUT / 'src'} or in {Path.cwd()}: "
+                        "run trainlab from its project checkout, installed with `pip install -e .`")
+    spec = importlib.util.spec_from_file_location(STAGES_PACKAGE, folder / "__init__.py",
+                                                  submodule_search_locations=[str(folder)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[STAGES_PACKAGE] = package
+    spec.loader.exec_module(package)
+    return package
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

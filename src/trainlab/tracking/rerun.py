@@ -132,7 +132,8 @@ def _rerun_in_worktree(recorded: RecordedRun, repo: Path, env: dict[str, str]) -
         _git(repo, "worktree", "add", "--detach", str(tree), recorded.commit)
         project = tree / Path.cwd().resolve().relative_to(repo)   # the DVC project may be a subfolder
         write_params(project / paths.PARAMS, recorded.params)
-        # The recorded commit's code, not this checkout's: its src/ and stages/ come first.
+        # The recorded commit's code, not this checkout's: its src/ comes first (trainlab loads
+        # the stages/ beside it; commits before that imported `stages` from the project root).
         env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(project / "src"), str(project),
                                                                   env.get("PYTHONPATH")]))}
         _run([_tool("dvc"), "repro", "--force", recorded.stage], project, env, f"dvc repro {recorded.stage}")
