@@ -12,12 +12,17 @@ import os
 
 import click
 
+# Set by trainlab.launch in the processes it starts for trainer.devices > 1 (STORE_ENV of
+# engine/runtime.py, which imports torch): their parent has already said what it starts.
+RELAUNCHED = "TRAINLAB_DIST_STORE"
+
 
 def started(stage: str) -> None:
     """'[pretrain] starting: Train the model ...', before anything slow."""
     from trainlab.cli import COMMANDS   # click and trainlab's version only: no torch, no MLflow
 
-    if os.environ.get("RANK", "0") == "0":   # once, not once per torchrun process
+    # Once: not again in each process trainer.devices relaunches, nor on torchrun's other ranks.
+    if os.environ.get("RANK", "0") == "0" and RELAUNCHED not in os.environ:
         click.echo(f"[{stage}] starting: {COMMANDS[stage][1]}")   # click.echo flushes: shown at once
 
 

@@ -82,10 +82,10 @@ def test_the_study_is_found_by_the_printed_name(seed0: tuple[Path, str, str]) ->
     call = [line.split(": ", 1)[1] for line in stdout.splitlines() if line.startswith("[search] open the study: ")]
     assert call == [f"optuna.load_study(study_name={name!r}, storage=JournalStorage(JournalFileBackend("
                     f"'.trainlab/search/study.journal')))"]
-    with contextlib.chdir(project):
+    with contextlib.chdir(project):   # the path is relative to the project folder, as printed
         opened = eval(call[0], {"optuna": optuna, "JournalStorage": JournalStorage,
                                 "JournalFileBackend": JournalFileBackend})
-    assert opened.study_name == name and [t.number for t in opened.trials] == [t.number for t in study.trials]
+        assert opened.study_name == name and [t.number for t in opened.trials] == [t.number for t in study.trials]
     # Pruning's input, each trial's val/loss per epoch, is drawn beside the other study plots,
     # as a file and with the search run.
     plot = project / "reports/search/artifacts/intermediate_values.png"

@@ -31,6 +31,20 @@ def test_prepare_says_what_it_starts_before_any_heavy_import(project: Path) -> N
     assert heavy and start < min(heavy), lines[min(heavy)]
 
 
+def test_the_start_line_is_said_once_under_several_processes(capsys, monkeypatch) -> None:
+    from stages.report import started
+    from trainlab.engine.runtime import STORE_ENV
+
+    started("pretrain")
+    monkeypatch.setenv("RANK", "1")   # torchrun's other ranks
+    started("pretrain")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv(STORE_ENV, "/tmp/store")   # rank 0 of the processes trainer.devices relaunches
+    started("pretrain")
+    assert capsys.readouterr().out.splitlines() == [
+        "[pretrain] starting: Train the model on the source corpus -> models/pretrained.pt."]
+
+
 def test_a_stage_ends_with_its_mlflow_run_and_the_files_it_wrote(project: Path) -> None:
     said = trainlab(["prepare"], project).stdout.splitlines()
     store = f"sqlite:///{project / 'mlflow.db'}"
