@@ -83,3 +83,18 @@ def test_the_progress_bar_shows_the_live_loss(capsys) -> None:
     # Each is a step's loss as the engine reported it (4 decimals), the latest at the time.
     assert all(any(abs(v - loss) < 6e-5 for loss in recorded) for v in shown)
     assert len(set(shown)) > 1   # live: it changes as training goes
+
+
+def test_the_files_a_stage_names_are_its_dvc_outputs() -> None:
+    """What `[stage] wrote:` lists covers every out and metrics file dvc.yaml gives the stage, and no more."""
+    import yaml
+
+    from trainlab.paths import stage_outputs
+    from trainlab.testing import ROOT
+
+    for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
+        declared = [Path(next(iter(o)) if isinstance(o, dict) else o)
+                    for o in (*stage.get("outs", []), *stage.get("metrics", []))]
+        named = stage_outputs(name)
+        assert all(any(d == n or n in d.parents for n in named) for d in declared), (name, declared, named)
+        assert all(any(d == n or n in d.parents for d in declared) for n in named), (name, declared, named)
