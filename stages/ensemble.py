@@ -12,6 +12,9 @@ from .options import params_option
 @click.command(help=__doc__)
 @params_option
 def command(params_path: str) -> None:
+    from .report import finished, started
+
+    started("ensemble")   # before the imports below, which take seconds
     from trainlab import paths
     from trainlab.config import load_params
     from trainlab.ensemble.assemble import build_ensemble
@@ -31,3 +34,4 @@ def command(params_path: str) -> None:
             run.log_artifact(paths.ENSEMBLE, "model")
     for key, value in built.metrics.items():
         click.echo(f"{key}: {value:.4f}")
+    finished(run, "ensemble")

@@ -15,6 +15,9 @@ from .options import params_option
 @click.command(help=__doc__)
 @params_option
 def command(params_path: str) -> None:
+    from .report import finished, started
+
+    started("evaluate")   # before the imports below, which take seconds
     from trainlab import paths
     from trainlab.config import load_params
     from trainlab.data import load_split, task_info
@@ -65,3 +68,4 @@ def command(params_path: str) -> None:
     for s in scores:
         click.echo(f"{s.name:<12} {s.test['acc']:>9.4f} {s.test['loss']:>7.4f} {s.test['ece']:>6.3f} "
                    f"{s.test['ece_uncalibrated']:>6.3f} {s.test['f1_macro']:>6.3f}")
+    finished(run, "evaluate")

@@ -17,6 +17,9 @@ from .options import params_option
 @click.command(help=__doc__)
 @params_option
 def command(params_path: str) -> None:
+    from .report import finished, started
+
+    started("finetune")   # before the imports below, which take seconds
     from trainlab import paths
     from trainlab.config import load_params
     from trainlab.io import require_writable
@@ -45,7 +48,7 @@ def command(params_path: str) -> None:
                 raise
             baselines = {}
             if params.finetune.compare_scratch:
-                with run.child("finetune/scratch") as child:
+                with run.child("finetune scratch baseline") as child:
                     try:
                         baselines["scratch"] = train_scratch(params, hooks=child.training_hooks(),
                                                              runtime=runtime, data=data)
@@ -56,7 +59,7 @@ def command(params_path: str) -> None:
                         publish_training(child, baselines["scratch"], params, paths.SCRATCH,
                                          paths.BASELINES / "scratch")
             if params.finetune.linear_probe:
-                with run.child("finetune/probe") as child:
+                with run.child("finetune linear probe") as child:
                     try:
                         baselines["probe"] = linear_probe(params, paths.PRETRAINED, hooks=child.training_hooks(),
                                                           runtime=runtime, data=data)
@@ -74,6 +77,7 @@ def command(params_path: str) -> None:
                     click.echo(verdict)
                 for trained in (tuned, *baselines.values()):
                     finish(trained)
+        finished(run, "finetune")
     finally:
         teardown_runtime()
 

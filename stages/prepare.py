@@ -8,6 +8,9 @@ from .options import params_option
 @click.command(help=__doc__)
 @params_option
 def command(params_path: str) -> None:
+    from .report import finished, started
+
+    started("prepare")   # before the imports below, which take seconds
     from trainlab import paths
     from trainlab.config import load_params, params_hash
     from trainlab.data.build import prepare, summarize
@@ -23,3 +26,4 @@ def command(params_path: str) -> None:
         run.log_artifact(paths.MANIFEST)
     for key, value in metrics.items():
         click.echo(f"{key}: {value}")
+    finished(run, "prepare")

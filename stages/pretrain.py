@@ -15,6 +15,9 @@ from .options import params_option
 @click.command(help=__doc__)
 @params_option
 def command(params_path: str) -> None:
+    from .report import finished, started
+
+    started("pretrain")   # before the imports below, which take seconds
     from trainlab import paths
     from trainlab.config import load_params
     from trainlab.io import require_writable
@@ -43,5 +46,6 @@ def command(params_path: str) -> None:
             if runtime.is_main:
                 publish_training(run, trained, params, paths.PRETRAINED, paths.stage_reports("pretrain"))
                 finish(trained)
+        finished(run, "pretrain")
     finally:
         teardown_runtime()

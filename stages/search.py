@@ -17,9 +17,12 @@ from .options import params_option
 @click.command(help=__doc__)
 @params_option
 def command(params_path: str) -> None:
+    from .report import finished, started
+
+    started("search")   # before the imports below, which take seconds
     from trainlab.config import load_params
     from trainlab.search import check_space, publish_study, publishing, run_search, study_name
-    from trainlab.search.study import storage_label
+    from trainlab.search.study import load_study_call, storage_label
     from trainlab.search.workers import start_worker_server
     from trainlab.tracking import StageRun
     from trainlab.training import data_hashes
@@ -38,6 +41,9 @@ def command(params_path: str) -> None:
                 run.log_artifact(path, "study")
         best = published.best[0]
         run.log_metrics(published.metrics, step=0)
-        run.set_tags({f"best.{key}": value for key, value in best.params.items()})
+        run.set_tags({"optuna.best_slot": published.members[0]["slot"], "optuna.best_trial": best.number,
+                      **{f"best.{key}": value for key, value in best.params.items()}})
         run.log_text(study.trials_dataframe().to_csv(index=False), "study/trials.csv")
     click.echo(f"best {params.search.metric}: {best.value:.4f} with {best.params}")
+    click.echo(f"[search] open the study: {load_study_call(params, name)}")
+    finished(run, "search")

@@ -81,6 +81,11 @@ def test_ui_shows_the_runs_and_their_metric_charts(ui: Server, prepared_project:
     # ("Created by" is not among the table's default columns; tests/test_mlflow_lineage.py reads mlflow.user.)
     assert re.search(r">mnist1d-source-train \([0-9a-f]{36}\)<", runs_page)
     assert re.search(r">trainlab pretrain</span>", runs_page)
+    # The run table as README's MLflow section shows it (docs/mlflow-run-table.png is one of these).
+    table = tmp_path / "mlflow-run-table.png"
+    chromium(tmp_path, "table", f"{ui.uri}/#/experiments/{exp}/runs?{MODEL_TRAINING}", "--window-size=1600,520",
+             "--hide-scrollbars", f"--screenshot={table}")
+    assert table.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and table.stat().st_size > 20_000
 
     run_url = f"{ui.uri}/#/experiments/{exp}/runs/{run_id}/model-metrics?{MODEL_TRAINING}"
     # A tall window: the charts are drawn only once scrolled into view.
@@ -101,4 +106,5 @@ def test_ui_shows_the_runs_and_their_metric_charts(ui: Server, prepared_project:
     if os.environ.get("TRAINLAB_TEST_ARTIFACTS"):
         target = Path(os.environ["TRAINLAB_TEST_ARTIFACTS"])
         target.mkdir(parents=True, exist_ok=True)
-        shutil.copy(screenshot, target / screenshot.name)
+        for shot in (screenshot, table):
+            shutil.copy(shot, target / shot.name)

@@ -215,7 +215,7 @@ def test_sigkill_during_the_scratch_baseline_resumes_finetune_bit_identical(pret
     assert resume_counters(project / ".trainlab/resume/finetune.pt")["step"] == total   # fine-tune done
     assert not (project / "models/finetuned.pt").exists()
     running = [name for name, status in run_statuses(project) if status == "RUNNING"]
-    assert running == ["finetune", "finetune/scratch"]
+    assert running == ["finetune", "finetune scratch baseline"]
 
     result = run([DVC, "repro", "finetune"], project)
     said = result.stdout + result.stderr
@@ -227,9 +227,9 @@ def test_sigkill_during_the_scratch_baseline_resumes_finetune_bit_identical(pret
     assert not list((project / ".trainlab/resume").glob("finetune*.pt"))
     statuses = run_statuses(project)
     assert not [s for s in statuses if s[1] == "RUNNING"]
-    assert ("finetune", "KILLED") in statuses and ("finetune/scratch", "KILLED") in statuses
+    assert ("finetune", "KILLED") in statuses and ("finetune scratch baseline", "KILLED") in statuses
     assert [s for s in statuses if s[1] == "FINISHED" and s[0].startswith("finetune")] == [
-        ("finetune", "FINISHED"), ("finetune/probe", "FINISHED"), ("finetune/scratch", "FINISHED")]
+        ("finetune", "FINISHED"), ("finetune linear probe", "FINISHED"), ("finetune scratch baseline", "FINISHED")]
 
 
 def test_ctrl_c_during_a_search_trial_requeues_it_and_resumes(pretrained: Path, tmp_path: Path) -> None:
@@ -259,9 +259,10 @@ def test_ctrl_c_during_a_search_trial_requeues_it_and_resumes(pretrained: Path, 
     waiting = [t for t in trials if t.state == TrialState.WAITING]
     assert [(t.state, t.user_attrs["slot"]) for t in interrupted] == [(TrialState.FAIL, 1)]
     assert [t.user_attrs["slot"] for t in waiting] == [1]
-    statuses = run_statuses(project)
-    assert [s for s in statuses if s[0] in ("search", "trial-000", "trial-001")] == [
-        ("search", "KILLED"), ("trial-000", "FINISHED"), ("trial-001", "KILLED")]
+    # Trial runs are named "search trial <slot> (<values tried>)".
+    statuses = [(name.split(" (")[0], status) for name, status in run_statuses(project)]
+    assert [s for s in statuses if s[0] in ("search", "search trial 0", "search trial 1")] == [
+        ("search", "KILLED"), ("search trial 0", "FINISHED"), ("search trial 1", "KILLED")]
 
     result = trainlab(["search"], project)
     assert "resuming from .trainlab/resume/search-slot-001.pt" in result.stderr

@@ -80,7 +80,8 @@ def test_sampler_runs_a_study_end_to_end(searched, sampler: str) -> None:
     # The stage's outputs agree with the study.
     best_slot = min(slots, key=lambda s: (slots[s][1], s))   # val/loss: lower is better
     found = metrics(project)
-    assert found["best/slot"] == best_slot and found["best/val/loss"] == slots[best_slot][1]
+    assert "best/slot" not in found and found["best/val/loss"] == slots[best_slot][1]   # bookkeeping: a tag
+    assert search_children(project)[0].data.tags["optuna.best_slot"] == str(best_slot)
     assert found["trials/complete"] == 3 and found["trials/pruned"] == found["trials/failed"] == 0
     best_yaml = yaml.safe_load((project / "reports/search/best_params.yaml").read_text())
     assert best_yaml == slots[best_slot][0]
@@ -94,11 +95,15 @@ def test_trials_are_child_runs_of_the_search_run(searched, sampler: str) -> None
     project = searched(sampler, search_params(search__sampler=sampler))
     parent, children = search_children(project)
     assert parent.info.status == "FINISHED"
-    assert sorted(r.info.run_name for r in children) == ["trial-000", "trial-001", "trial-002"]
+    assert sorted(r.data.tags["optuna.slot"] for r in children) == ["0", "1", "2"]
     assert all(r.info.status == "FINISHED" and r.data.tags["optuna.state"] == "COMPLETE" for r in children)
     slots = by_slot(only_study(project))
     for run in children:
         slot = int(run.data.tags["optuna.slot"])
+        # The run table says what each trial is: its slot and the values it tried.
+        values = slots[slot][0]
+        assert run.info.run_name == (f"search trial {slot} (lr={values[LR]:.3g}, "
+                                     f"dropout={values['model.dropout']:.3g})")
         assert run.data.metrics["final/val/loss"] == pytest.approx(slots[slot][1])
         assert float(run.data.params[LR]) == pytest.approx(slots[slot][0][LR])
 
@@ -181,6 +186,12 @@ def test_median_pruner_prunes_a_bad_trial(searched) -> None:
     _, children = search_children(project)
     states = {r.data.tags["optuna.slot"]: r.data.tags["optuna.state"] for r in children}
     assert states == {"0": "COMPLETE", "1": "COMPLETE", "2": "COMPLETE", "3": "PRUNED"}
+    # Visibly pruned in MLflow, which has no PRUNED status: KILLED (stopped early) and named so.
+    runs = {r.data.tags["optuna.slot"]: r for r in children}
+    assert [runs[s].info.status for s in "0123"] == ["FINISHED", "FINISHED", "FINISHED", "KILLED"]
+    assert runs["3"].info.run_name == "search trial 3 (lr=1e-07) [pruned]"
+    assert runs["3"].data.tags["optuna.pruned"].startswith("pruned at epoch 4 (val/loss=")
+    assert not any(r.info.run_name.endswith("[pruned]") for s, r in runs.items() if s != "3")
 
 
 # --------------------------------------------------------------------------- divergence
@@ -193,7 +204,8 @@ def test_diverging_trial_fails_and_the_study_goes_on(searched) -> None:
     assert [slots[s][2] for s in range(3)] == ["FAIL", "FAIL", "COMPLETE"]
     assert [slots[s][0][LR] for s in range(3)] == [1.0e8, 1.0e8, 3.0e-3]
     found = metrics(project)
-    assert found["trials/failed"] == 2 and found["trials/complete"] == 1 and found["best/slot"] == 2
+    assert found["trials/failed"] == 2 and found["trials/complete"] == 1
+    assert search_children(project)[0].data.tags["optuna.best_slot"] == "2"
     _, children = search_children(project)
     assert {r.data.tags["optuna.slot"]: r.info.status for r in children} == {
         "0": "FAILED", "1": "FAILED", "2": "FINISHED"}
@@ -259,9 +271,10 @@ def test_search_killed_mid_trial_resumes_to_the_same_result(searched, prepared_p
     # MLflow: the dead search run and its dead trial run are marked KILLED, none left RUNNING.
     runs = mlflow_runs(project)
     assert not [r for r in runs if r.info.status == "RUNNING"]
-    statuses = sorted((r.info.run_name, r.info.status) for r in runs if r.data.tags.get("trainlab.stage") == "search")
-    assert statuses == [("search", "FINISHED"), ("search", "KILLED"), ("trial-000", "FINISHED"),
-                        ("trial-001", "FINISHED"), ("trial-001", "KILLED"), ("trial-002", "FINISHED")]
+    statuses = sorted((r.data.tags.get("optuna.slot", "search"), r.info.status) for r in runs
+                      if r.data.tags.get("trainlab.stage") == "search")
+    assert statuses == [("0", "FINISHED"), ("1", "FINISHED"), ("1", "KILLED"), ("2", "FINISHED"),
+                        ("search", "FINISHED"), ("search", "KILLED")]
 
 
 # ---------------------------------------------------------------------------- parallelism

@@ -6,6 +6,7 @@ found by the name the stage prints. All through the real `trainlab search`.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -17,6 +18,8 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from trainlab.models import load_model
@@ -24,6 +27,7 @@ from trainlab.search.identity import code_hash
 from trainlab.testing import BIN, clean_env, copy_project, trainlab, write_params
 
 from helpers.search import by_slot, journal, mlflow_runs, new_project, search_params, studies, wait_for
+from helpers.tracking import artifact_paths, client_of
 
 STUDY_LINE = re.compile(r"^search: study (\S+) in \.trainlab/search/study\.journal$", re.MULTILINE)
 
@@ -51,31 +55,43 @@ def assert_published_from(project: Path, name: str) -> list[dict]:
     assert f"of study {name}:" in best.splitlines()[0]
     assert yaml.safe_load(best) == members[0]["params"]
     metrics = json.loads((project / "reports/search/metrics.json").read_text())
-    assert metrics["best/slot"] == members[0]["slot"] and metrics["best/val/loss"] == members[0]["value"]
+    assert metrics["best/val/loss"] == members[0]["value"]
     trials = studies(project)[name]
     assert members[0]["value"] == min(t.value for t in trials if t.state == TrialState.COMPLETE)
     return members
 
 
 @pytest.fixture(scope="module")
-def seed0(prepared_project: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A project after one search (random, 2 trials, search.seed 0) and that search's stderr."""
+def seed0(prepared_project: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    """A project after one search (random, 2 trials, search.seed 0) and that search's stderr and stdout."""
     params = search_params(search__sampler="random", search__n_trials=2, search__seed=0)
     project = new_project(prepared_project, tmp_path_factory.mktemp("seed0") / "project", params)
-    return project, trainlab(["search"], project).stderr
+    done = trainlab(["search"], project)
+    return project, done.stderr, done.stdout
 
 
-def test_the_study_is_found_by_the_printed_name(seed0: tuple[Path, str]) -> None:
-    project, stderr = seed0
+def test_the_study_is_found_by_the_printed_name(seed0: tuple[Path, str, str]) -> None:
+    project, stderr, stdout = seed0
     name = printed_study(stderr)
     study = optuna.load_study(study_name=name, storage=journal(project))
     assert sorted(int(t.user_attrs["slot"]) for t in study.trials) == [0, 1]
     search = [r for r in mlflow_runs(project) if r.data.tags.get("trainlab.stage") == "search"]
     assert {r.data.tags["optuna.study_name"] for r in search} == {name}   # the search run and its trials
     assert len(search) == 3
-    # Pruning's input, each trial's val/loss per epoch, is drawn beside the other study plots.
+    # The stage ends with the exact call that opens the study: run as printed, it finds it.
+    call = [line.split(": ", 1)[1] for line in stdout.splitlines() if line.startswith("[search] open the study: ")]
+    assert call == [f"optuna.load_study(study_name={name!r}, storage=JournalStorage(JournalFileBackend("
+                    f"'.trainlab/search/study.journal')))"]
+    with contextlib.chdir(project):   # the path is relative to the project folder, as printed
+        opened = eval(call[0], {"optuna": optuna, "JournalStorage": JournalStorage,
+                                "JournalFileBackend": JournalFileBackend})
+        assert opened.study_name == name and [t.number for t in opened.trials] == [t.number for t in study.trials]
+    # Pruning's input, each trial's val/loss per epoch, is drawn beside the other study plots,
+    # as a file and with the search run.
     plot = project / "reports/search/artifacts/intermediate_values.png"
     assert plot.read_bytes().startswith(b"\x89PNG")
+    parent = next(r for r in search if "mlflow.parentRunId" not in r.data.tags)
+    assert "study/intermediate_values.png" in artifact_paths(client_of(project), parent.info.run_id)
     assert_published_from(project, name)
 
 

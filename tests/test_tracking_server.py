@@ -66,7 +66,9 @@ def test_stage_runs_through_the_server(server: Server, served_project: Path, tmp
 
     resolved = load_params(served_project / "params.yaml")
     pretrain = runs["pretrain"]
-    assert pretrain.data.params == {key: str(value) for key, value in flatten(resolved).items()}
+    reads = ("seed", "model", "trainer", "pretrain")   # pretrain's params in dvc.yaml: all it logs
+    assert pretrain.data.params == {key: str(value) for key, value in flatten(resolved).items()
+                                    if key.split(".")[0] in reads}
     assert pretrain.data.tags["dvc.stage"] == "pretrain" and pretrain.data.tags["device"] == "cpu"
 
     run_id = pretrain.info.run_id

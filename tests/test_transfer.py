@@ -235,12 +235,13 @@ def test_finetune_stage_child_runs(finetuned_project: Path) -> None:
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent_id = parents[0].info.run_id
     children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id}
-    assert set(children) == {"finetune/scratch", "finetune/probe"}
+    assert set(children) == {"finetune scratch baseline", "finetune linear probe"}
     assert all(r.info.status == "FINISHED" for r in children.values())
     metrics = json.loads((finetuned_project / "reports/finetune/metrics.json").read_text())
-    assert children["finetune/probe"].data.metrics["final/val/acc"] == pytest.approx(metrics["probe/val_acc"])
-    assert children["finetune/scratch"].data.metrics["final/val/acc"] == pytest.approx(metrics["scratch/val_acc"])
+    assert children["finetune linear probe"].data.metrics["final/val/acc"] == pytest.approx(metrics["probe/val_acc"])
+    assert (children["finetune scratch baseline"].data.metrics["final/val/acc"]
+            == pytest.approx(metrics["scratch/val_acc"]))
     assert parents[0].data.metrics["final/transfer/gain"] == pytest.approx(metrics["transfer/gain"])
     # The saved baseline is what the scratch child run trained.
     assert np.isclose(val_accuracy(finetuned_project / paths.SCRATCH, finetuned_project),
-                      children["finetune/scratch"].data.metrics["final/val/acc"])
+                      children["finetune scratch baseline"].data.metrics["final/val/acc"])

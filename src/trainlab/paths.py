@@ -57,3 +57,11 @@ def output_folders(stage: str) -> list[Path]:
     """Folders a stage writes into, checked to be writable before it does any work."""
     models = {"pretrain": [MODELS, RESUME], "finetune": [MODELS, BASELINES, RESUME], "ensemble": [MODELS]}
     return [*models.get(stage, []), stage_reports(stage)]
+
+
+def stage_outputs(stage: str) -> list[Path]:
+    """What a stage writes, as its `outs` and `metrics` in dvc.yaml name them (a stage's
+    reports folder whole), for the stage's closing line."""
+    models = {"prepare": [PREPARED], "pretrain": [PRETRAINED], "finetune": [FINETUNED, BASELINES],
+              "search": [SEARCH_MODELS], "ensemble": [ENSEMBLE]}
+    return [*models.get(stage, []), stage_reports(stage)]

@@ -81,6 +81,11 @@ class Series:
         """'epoch' for per-epoch metrics, 'step' for per-optimizer-step ones."""
         return "step" if self.name in (STEP_LOSS, STEP_LR, GRAD_NORM, LOSS_SCALE) else "epoch"
 
+    def number(self, i: int) -> int:
+        """The step or epoch at index i as the terminal, DVC's curves and MLflow count them:
+        optimizer steps from 0 as logged, epochs from 1 (the curves here count them from 0)."""
+        return int(self.steps[i]) + (1 if self.unit == "epoch" else 0)
+
 
 def series(curves: CurveDict, name: str, *, finite: bool = True) -> Series | None:
     """The named metric (finite points only unless finite=False), or None when absent/empty."""
@@ -143,6 +148,22 @@ def moving_mean(y: np.ndarray, width: int) -> np.ndarray:
 
 def _count(n: int, frac: float) -> int:
     return max(1, min(n, int(round(frac * n))))
+
+
+def tail_span(s: Series, frac: float = 0.1) -> str:
+    """What `tail(s.values, frac)` takes the median of, in words: 'the last 4 epochs', 'the last epoch'."""
+    n = _count(len(s), frac)
+    return f"the last {s.unit}" if n == 1 else f"the last {n} {s.unit}s"
+
+
+def quoted_loss(s: Series) -> str:
+    """Which loss a finding quotes: the epoch lines print the last epoch's mean train loss over
+    its batches (weights still changing, dropout on) and val loss from an evaluation pass."""
+    if s.name == TRAIN_LOSS:
+        return "train loss (mean over each epoch's batches)"
+    if s.name == STEP_LOSS:
+        return "train loss (per optimizer step)"
+    return "val loss (evaluation pass after each epoch)" if s.name == VAL_LOSS else s.name
 
 
 def head(y: np.ndarray, frac: float = 0.1) -> float:

@@ -61,9 +61,13 @@ def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
 
 
 def summary(findings: Iterable[Finding]) -> dict[str, int]:
-    """One 0/1 `diagnosis/<name>` key per known finding name, all keys always present."""
-    found = {f.name for f in findings}
-    return {f"{SUMMARY_PREFIX}{name}": int(name in found) for name in FINDING_NAMES}
+    """`diagnosis/<name>: 1` for each finding made, in severity order.
+
+    Only the findings made, not a 0 for each of the twelve names: those were twelve mostly-"-"
+    columns of `dvc metrics show` and `dvc exp show`. A change of verdict still shows in
+    `dvc metrics diff`, as a key that appears (`- -> 1`) and one that goes (`1 -> -`).
+    """
+    return {f"{SUMMARY_PREFIX}{f.name}": 1 for f in sort_findings(findings)}
 
 
 def _verdict(findings: list[Finding]) -> str:

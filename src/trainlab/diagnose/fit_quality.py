@@ -21,8 +21,10 @@ from .curves import (
     moving_mean,
     noise_sigma,
     peak_lr,
+    quoted_loss,
     series,
     tail,
+    tail_span,
     train_loss,
     value_at,
 )
@@ -146,11 +148,11 @@ def overfitting(curves: CurveDict, num_classes: int | None = None) -> Finding | 
         or rise <= OVERFIT_NOISE_MULT * noise_sigma(va.values)
     ):
         return None
-    onset = int(va.steps[i_min])
+    onset = va.number(i_min)   # 1-based, as every epoch people see
     tr = series(curves, TRAIN_LOSS)
     tr_text, data = "", {"onset_epoch": onset, "best_val_loss": best, "final_val_loss": end}
     if tr is not None and len(tr) >= 3:
-        tr_on, tr_end = value_at(tr, onset), tail(tr.values, 0.1)
+        tr_on, tr_end = value_at(tr, int(va.steps[i_min])), tail(tr.values, 0.1)
         if tr_end >= tr_on:
             return None  # train loss not falling: not memorisation (instability, data shift)
         tr_text = f" while {tr.name} kept falling ({fmt(tr_on)} -> {fmt(tr_end)})"
@@ -162,16 +164,21 @@ def overfitting(curves: CurveDict, num_classes: int | None = None) -> Finding | 
         )
     evidence = (
         f"{VAL_LOSS} bottomed at {fmt(best)} in epoch {onset} and rose to {fmt(end)} by "
-        f"epoch {int(va.steps[-1])} (+{rise / best:.0%}){tr_text}."
+        f"epoch {va.number(-1)} (+{rise / best:.0%}){tr_text}."
     )
     suggestion = (
         f"regularise: raise `model.dropout` or `{STAGE}.optimizer.weight_decay`, or use a smaller "
         "model (`model.width`/`model.depth`) or more data (`data.train_samples` for finetune, "
         f"`data.source.num_samples` for pretrain); and keep the weights of epoch {onset}: "
         f"`{STAGE}.early_stopping.enabled: true` with `{STAGE}.early_stopping.patience: 3` "
-        f"restores the best epoch, or set `{STAGE}.epochs: {onset + 1}`."
+        f"restores the best epoch, or set `{STAGE}.epochs: {onset}`."
     )
     return Finding("overfitting", evidence, suggestion, data)
+
+
+def _spans(tr: Series, va: Series) -> str:
+    same = tr.unit == va.unit and len(tr) == len(va)
+    return tail_span(va) if same else f"{tail_span(tr)} and {tail_span(va)}"
 
 
 def healthy(curves: CurveDict, num_classes: int | None = None) -> Finding | None:
@@ -185,13 +192,15 @@ def healthy(curves: CurveDict, num_classes: int | None = None) -> Finding | None
     }
     if tr is not None and va is not None:
         l_tr, l_va = ends["final_train_loss"], ends["final_val_loss"]
+        # Medians over the last epochs, not the last epoch line's figures: say which losses.
         text = (
-            f"train and val loss fell together to {fmt(l_tr)}/{fmt(l_va)} (gap {fmt(l_va - l_tr)})"
+            f"{quoted_loss(tr)} and {quoted_loss(va)} fell together to {fmt(l_tr)}/{fmt(l_va)} "
+            f"(medians of {_spans(tr, va)}; gap {fmt(l_va - l_tr)})"
         )
     else:
         s = tr if tr is not None else va
         text = (
-            f"{s.name} ended at {fmt(tail(s.values))}"
+            f"{quoted_loss(s)} ended at {fmt(tail(s.values))} (median of {tail_span(s)})"
             if s is not None
             else "the curves look normal"
         )

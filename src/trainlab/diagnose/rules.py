@@ -116,7 +116,7 @@ def lr_too_high(curves: CurveDict, num_classes: int | None = None) -> Finding | 
     if rise > HIGH_LR_EARLY_RISE:
         parts.append(
             f"{s.name} rose from {fmt(start)} to {fmt(smooth[i_peak])} by {s.unit} "
-            f"{int(s.steps[i_peak])} (+{rise:.0%})"
+            f"{s.number(i_peak)} (+{rise:.0%})"
         )
     if rough > HIGH_LR_ROUGHNESS:
         parts.append(
@@ -157,7 +157,7 @@ def _early_val_spike(curves: CurveDict, num_classes: int | None) -> tuple[int, f
     i = int(np.argmax(va.values[:n_early]))
     if va.values[i] <= HIGH_LR_VAL_SPIKE * math.log(num_classes):
         return None
-    return int(va.steps[i]), float(va.values[i])
+    return va.number(i), float(va.values[i])
 
 
 def _creeping(y: np.ndarray) -> bool:
@@ -261,7 +261,7 @@ def _chance_plateau(
     ref_text = f"chance ln({num_classes}) = {fmt(ref)}" if has_chance else f"its start {fmt(ref)}"
     data = {
         "plateau_level": level,
-        "plateau_end": int(s.steps[n_plat - 1]),
+        "plateau_end": s.number(n_plat - 1),
         "reference_loss": ref,
         "lr": lr,
     }
@@ -285,13 +285,13 @@ def _chance_plateau(
     evidence = (
         f"{s.name} sat at ~{fmt(level)} ({ref_text}) until {s.unit} {data['plateau_end']} "
         f"({n_plat / len(y):.0%} of the run), then dropped suddenly to {fmt(y[i_drop])} by "
-        f"{s.unit} {int(s.steps[i_drop])}."
+        f"{s.unit} {s.number(i_drop)}."
     )
     return Finding(
         "poor_initialization",
         evidence,
         _INIT_SUGGESTION + ".",
-        {**data, "drop_step": int(s.steps[i_drop]), "kind": "stuck_then_drop"},
+        {**data, "drop_step": s.number(i_drop), "kind": "stuck_then_drop"},
     )
 
 
@@ -373,12 +373,12 @@ def _premature_finding(
     va: Series, lr: np.ndarray, c: int, post_end: int, rates: tuple[float, float, float]
 ) -> Finding:
     (pre, post, expected), w, peak = rates, DECAY_WINDOW, float(lr[:c].max())
-    e_cut, e_post = int(va.steps[c]), int(va.steps[post_end - 1])
+    e_cut, e_post = va.number(c), va.number(post_end - 1)
     evidence = (
         f"lr was cut from {fmt_lr(peak)} to {fmt_lr(float(lr[c]))} at epoch {e_cut} while "
         f"{va.name} was still falling steeply ({fmt(va.values[c - w])} -> {fmt(va.values[c - 1])} "
         f"over the {w} epochs before, {pre:.1%} of its total gain per epoch); afterwards it "
-        f"improved only {max(post, 0):.1%} per epoch (epochs {int(va.steps[c + 2])}-{e_post}; its "
+        f"improved only {max(post, 0):.1%} per epoch (epochs {va.number(c + 2)}-{e_post}; its "
         f"trend predicted {expected:.1%}) and ended at {fmt(va.values[-1])}."
     )
     suggestion = (

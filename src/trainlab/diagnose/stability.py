@@ -76,7 +76,7 @@ def _non_finite_loss(curves: CurveDict) -> Finding | None:
         if s is None or np.isfinite(s.values).all():
             continue
         i = int(np.argmax(~np.isfinite(s.values)))
-        step, lr = int(s.steps[i]), _lr_at(curves, s, int(s.steps[i]))
+        step, lr = s.number(i), _lr_at(curves, s, int(s.steps[i]))
         finite_before = s.values[:i][np.isfinite(s.values[:i])]
         last = f"; last finite value {fmt(finite_before[-1])}" if len(finite_before) else ""
         bad = ~np.isfinite(s.values)
@@ -112,13 +112,13 @@ def _blown_up_loss(curves: CurveDict) -> Finding | None:
     low = float(smooth[i_min])
     if not (end > DIVERGE_END_OVER_MIN * low and end > start):
         return None
-    step_min, lr = int(s.steps[i_min]), peak_lr(curves)
+    step_min, lr = s.number(i_min), peak_lr(curves)
     # epoch means average the blow-up in: the first logged step shows where training began
     steps = series(curves, STEP_LOSS) if s.name != STEP_LOSS else None
     began = f"; {STEP_LOSS} began at {fmt(steps.values[0])}" if steps is not None else ""
     evidence = (
         f"{s.name} fell to {fmt(low)} at {s.unit} {step_min} and then climbed to {fmt(end)} by "
-        f"{s.unit} {int(s.steps[-1])}, {fmt(end / max(low, 1e-12))}x its minimum and above its "
+        f"{s.unit} {s.number(-1)}, {fmt(end / max(low, 1e-12))}x its minimum and above its "
         f"start ({fmt(start)}){began} (lr {fmt_lr(lr)})."
     )
     data = {"min_loss": low, "min_step": step_min, "final_loss": end, "start_loss": start, "lr": lr}

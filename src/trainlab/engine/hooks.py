@@ -174,7 +174,7 @@ class BestSoFar:
 
 
 class Progress(Hook):
-    """A tqdm bar per epoch in a terminal; one plain line per epoch otherwise."""
+    """A tqdm bar per epoch showing the live train loss in a terminal; one plain line per epoch otherwise."""
 
     def __init__(self, mode: str, label: str = "train"):
         self.bar_mode = mode == "bar" or (mode == "auto" and sys.stderr.isatty())
@@ -194,6 +194,13 @@ class Progress(Hook):
     def on_step_end(self, state: LoopState) -> None:
         if self.bar is not None:
             self.bar.update(1)
+
+    def on_metrics(self, state: LoopState, rows: MetricRows) -> None:
+        # The live loss: the latest optimizer step's train loss, as the rows leave the device
+        # (every trainer.log_every_steps), so the bar costs no extra device sync.
+        losses = [value for name, value, _ in rows if name == "train/loss"]
+        if self.bar is not None and losses:
+            self.bar.set_postfix_str(f"loss={losses[-1]:.4f}", refresh=False)
 
     def on_epoch_end(self, state: LoopState, metrics: dict[str, float]) -> None:
         if self.bar is not None:

@@ -46,7 +46,9 @@ def publish_study(study: optuna.Study, top_k: int, metric: str) -> Published:
     if not best:
         raise UserError(f"search: no trial completed ({study_counts(study)}); see the trial messages above")
     members = publish_top_k(study.study_name, best, paths.SEARCH_MODELS)
-    metrics = {f"best/{metric}": best[0].value, "best/slot": members[0]["slot"], **study_counts(study)}
+    # The best trial's slot is in best_params.yaml and members.json, and a tag of the search run:
+    # as a metric it was a column of `dvc metrics show` and the chart MLflow's view opened on.
+    metrics = {f"best/{metric}": best[0].value, **study_counts(study)}
     write_json(reports / "metrics.json", metrics)
     write_best_params(best[0], study.study_name, reports / "best_params.yaml")
     plots = write_plots(study, artifacts)

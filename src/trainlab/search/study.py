@@ -52,6 +52,17 @@ def storage_label(params: Params) -> str:
     return str(paths.SEARCH_STORAGE)
 
 
+def load_study_call(params: Params, name: str) -> str:
+    """The Python call that opens study `name` where this search keeps it (the stage prints it).
+
+    Journal storage needs `from optuna.storages import JournalStorage` and
+    `from optuna.storages.journal import JournalFileBackend`; an RDB URL is shown without its password.
+    """
+    storage = (repr(storage_label(params)) if params.search.storage
+               else f"JournalStorage(JournalFileBackend({str(paths.SEARCH_STORAGE)!r}))")
+    return f"optuna.load_study(study_name={name!r}, storage={storage})"
+
+
 def open_study(params: Params, name: str) -> optuna.Study:
     """Create or load the study `name`; one direction: minimise val/loss or maximise val/acc."""
     return optuna.create_study(study_name=name, storage=storage_url(params), direction=direction(params),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import optuna
 
@@ -48,13 +49,20 @@ def trial_params(params: Params, trial: optuna.Trial, slot: int, threads: int | 
     return with_overrides(params, overrides)
 
 
+def trial_run_name(slot: int, values: dict[str, Any]) -> str:
+    """'search trial 3 (lr=0.0031, dropout=0.2)': what the run table shows of a trial."""
+    shown = ", ".join(f"{key.rsplit('.', 1)[-1]}={value:.3g}" if isinstance(value, float)
+                      else f"{key.rsplit('.', 1)[-1]}={value}" for key, value in values.items())
+    return f"search trial {slot} ({shown})"[:240] if shown else f"search trial {slot}"
+
+
 def run_trial(trial: optuna.Trial, slot: int, study_name: str, params: Params, parent_run_id: str | None,
               threads: int | None) -> float:
     """Fine-tune with the trial's params; returns the best epoch's search.metric (or raises TrialPruned)."""
     config = trial_params(params, trial, slot, threads)
     resume_name = f"search-slot-{slot:03d}"
     pruned: optuna.TrialPruned | None = None
-    with StageRun("search", config, parent_run_id=parent_run_id, run_name=f"trial-{slot:03d}",
+    with StageRun("search", config, parent_run_id=parent_run_id, run_name=trial_run_name(slot, trial.params),
                   extra_tags={"optuna.slot": str(slot), "optuna.trial_number": str(trial.number),
                               "optuna.study_name": study_name}) as run:
         try:
@@ -65,7 +73,7 @@ def run_trial(trial: optuna.Trial, slot: int, study_name: str, params: Params, p
             raise
         except optuna.TrialPruned as err:
             pruned = err
-            run.set_tags({"optuna.state": "PRUNED"})
+            run.mark_pruned(str(err))   # KILLED, named "... [pruned]": MLflow has no PRUNED status
             paths.resume_checkpoint(resume_name).unlink(missing_ok=True)
         else:
             metrics = summary_metrics(trained.result)

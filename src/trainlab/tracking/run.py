@@ -15,14 +15,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Mapping
 
-from trainlab.config import Params, flatten, params_hash
+from trainlab.config import Params, params_hash
+from trainlab.config.sections import stage_params
 from trainlab import paths
 from trainlab.errors import TrackingUnavailable, UserError
 from trainlab.tracking.epoch_axis import EPOCH_AXIS, EPOCH_AXIS_TAG
 from trainlab.tracking.mlflow_fields import SystemMetrics, source_tags, split_datasets
 from trainlab.tracking.lineage import environment_freeze, git_state, pipeline_run_id, versions
-from trainlab.processes import pid_alive
-from trainlab.tracking.store import SpaceReserve, Uninterrupted, as_fault, sqlite_store_lock, store_faults
+from trainlab.tracking.store import (SpaceReserve, Uninterrupted, as_fault, mark_dead_runs_killed, reason,
+                                     server_lost, sqlite_store_lock, store_faults)
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"   # MLflow 3 UI: classic model-training view
 FLUSH_AT = 1000                                  # MLflow's log_batch limit per call
@@ -74,6 +75,7 @@ class StageRun:
         self._buffer: list = []
         self._logged: set[tuple[str, int]] = set()   # (key, step) already sent, for backfill
         self._system: SystemMetrics | None = None
+        self.end_status = "FINISHED"                 # KILLED for a pruned trial (mark_pruned)
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> "StageRun":
@@ -101,7 +103,7 @@ class StageRun:
             with store_faults(uri):
                 with sqlite_store_lock(uri):   # the client creates a fresh store's tables on construction
                     self.client = Uninterrupted(MlflowClient(uri))
-                    experiment_id = self._experiment_id()
+                    self.experiment_id = experiment_id = self._experiment_id()
                 mark_dead_runs_killed(self.client, experiment_id)
                 tags = self._tags()
                 if self.parent_run_id:
@@ -137,7 +139,7 @@ class StageRun:
         # A full disk or a damaged store mid-run: still close the run (FAILED) if the store
         # lets us, then report the fault in one line instead of SQLAlchemy's traceback.
         fault = None if isinstance(exc, UserError) else as_fault(exc, self.uri)
-        status = "FINISHED"
+        status = self.end_status
         try:
             if exc_type is not None:
                 status = "KILLED" if issubclass(exc_type, (KeyboardInterrupt, SystemExit)) else "FAILED"
@@ -164,7 +166,7 @@ class StageRun:
 
     def _lost(self, err: BaseException) -> TrackingUnavailable:
         return TrackingUnavailable(f"tracking server {self.client.tracking_uri} stopped answering during the "
-                                   f"{self.run_name} run ({_reason(err)}); rerun the stage once it is back "
+                                   f"{self.run_name} run ({reason(err)}); rerun the stage once it is back "
                                    f"(training resumes from its last checkpoint)")
 
     def _experiment_id(self) -> str:
@@ -204,7 +206,7 @@ class StageRun:
     def _log_params(self) -> None:
         from mlflow.entities import Param
 
-        flat = flatten(self.params)
+        flat = stage_params(self.params, self.stage)   # only what the stage reads (config/sections.py)
         items = [Param(k, str(v)[:6000]) for k, v in sorted(flat.items())]
         for start in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[start:start + 100])
@@ -255,15 +257,32 @@ class StageRun:
     def record_training(self, metrics: Mapping[str, Any], step: int, tags: Mapping[str, Any],
                         artifacts: list[tuple[Path, str | None]],
                         backfill: Mapping[str, list[tuple[int, float]]] | None = None) -> None:
-        """What a finished training wrote (see trainlab.outputs): its numeric metrics as
-        final/*, its tags, its files as artifacts, and the curves from before a resume."""
+        """What a finished training wrote (see trainlab.outputs): its scores as final/*, its
+        tags, its files as artifacts, and the curves from before a resume."""
         if backfill is not None:
             # The run of a resumed stage starts mid-way: give it the curves from before the kill.
             self.backfill(backfill)
-        self.log_metrics({f"final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)
+        # Every MLflow metric gets a chart: the diagnosis/* flags of metrics.json would be
+        # one-point charts saying what the tag trainlab.diagnosis (in `tags`) says.
+        self.log_metrics({f"final/{k}": v for k, v in metrics.items()
+                          if isinstance(v, (int, float)) and not k.startswith("diagnosis/")}, step=step)
         self.set_tags(tags)
         for path, folder in artifacts:
             self.log_artifact(path, folder)
+
+    def mark_pruned(self, why: str) -> None:
+        """End as a pruned trial: MLflow has no PRUNED status, so KILLED (stopped before its last
+        epoch, on purpose), a name that says so, and the tags optuna.state / optuna.pruned."""
+        self.run_name = f"{self.run_name} [pruned]"
+        self.client.update_run(self.run_id, name=self.run_name)
+        self.set_tags({"optuna.state": "PRUNED", "optuna.pruned": why})
+        self.end_status = "KILLED"
+
+    def link(self) -> str:
+        """Where to see this run: its UI URL, or for a local store the `mlflow ui` command too."""
+        from trainlab.tracking.links import run_link
+
+        return run_link(self.uri, self.experiment_id, self.run_id)
 
     def record_diagnosis(self, markdown: str, findings: list[str]) -> None:
         """A learning-curve diagnosis made without output files (a diverged training)."""
@@ -347,7 +366,7 @@ class NullRun:
         return None
 
     log_metrics = log_metric_rows = flush = set_tags = log_artifact = log_text = log_dict = log_figure = _ignore
-    record_training = record_diagnosis = log_standard_artifacts = _ignore
+    record_training = record_diagnosis = log_standard_artifacts = mark_pruned = link = _ignore
 
     def backfill(self, curves) -> int:
         return 0
@@ -356,37 +375,3 @@ class NullRun:
 def open_stage_run(stage: str, params: Params, is_main: bool = True, **kwargs) -> "StageRun | NullRun":
     """The stage's MLflow run on the main process, a no-op stand-in elsewhere."""
     return StageRun(stage, params, **kwargs) if is_main else NullRun()
-
-
-def mark_dead_runs_killed(client, experiment_id: str) -> None:
-    """Runs left RUNNING by a process that no longer exists (SIGKILL, power loss) become KILLED."""
-    host = socket.gethostname()
-    runs = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'",
-                              max_results=200)
-    for run in runs:
-        tags = run.data.tags
-        pid = tags.get("trainlab.pid")
-        if tags.get("trainlab.host") != host or not pid or pid_alive(int(pid)):
-            continue
-        client.set_tag(run.info.run_id, "trainlab.error", "process died without closing the run")
-        client.set_terminated(run.info.run_id, status="KILLED")
-
-
-def server_lost(exc: BaseException | None) -> bool:
-    """Whether an MLflow call failed because the tracking server stopped answering."""
-    import requests
-
-    for _ in range(20):   # walk the chain MLflow wraps requests' error in (bounded: chains can loop)
-        if exc is None or isinstance(exc, requests.exceptions.RequestException):
-            return exc is not None
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-def _reason(exc: BaseException) -> str:
-    """'[Errno 111] Connection refused' out of urllib3's long retry message, else its first line."""
-    import re
-
-    found = re.search(r"\[Errno -?\d+\][^'\")]*", str(exc))
-    return found.group(0).strip() if found else str(exc).splitlines()[0][:200]
-

@@ -4,7 +4,8 @@ Ctrl-C cannot cut in half, disk space held back to close a run, and faults in on
 MLflow and SQLAlchemy report store faults with long tracebacks: a database driver that is not
 installed, an sqlite file in a folder that cannot be created or written, a damaged or
 overwritten mlflow.db, a disk that filled up. All are faults of the machine, not of the
-params: ResourceUnavailable, exit code 4.
+params: ResourceUnavailable, exit code 4. Also here: a lost tracking server told apart from
+other errors, and runs left RUNNING by a dead process closed as KILLED.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from trainlab.errors import ResourceUnavailable
+from trainlab.processes import pid_alive
 
 DRIVER_HINT = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient"}
 DAMAGED = ("file is not a database", "malformed")
@@ -179,3 +182,37 @@ class SpaceReserve:
                 self.path.unlink(missing_ok=True)
             except OSError:       # its folder cannot even be listed: nothing was held there
                 pass
+
+
+def mark_dead_runs_killed(client, experiment_id: str) -> None:
+    """Runs left RUNNING by a process that no longer exists (SIGKILL, power loss) become KILLED."""
+    host = socket.gethostname()
+    runs = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'",
+                              max_results=200)
+    for run in runs:
+        tags = run.data.tags
+        pid = tags.get("trainlab.pid")
+        if tags.get("trainlab.host") != host or not pid or pid_alive(int(pid)):
+            continue
+        client.set_tag(run.info.run_id, "trainlab.error", "process died without closing the run")
+        client.set_terminated(run.info.run_id, status="KILLED")
+
+
+def server_lost(exc: BaseException | None) -> bool:
+    """Whether an MLflow call failed because the tracking server stopped answering."""
+    import requests
+
+    for _ in range(20):   # walk the chain MLflow wraps requests' error in (bounded: chains can loop)
+        if exc is None or isinstance(exc, requests.exceptions.RequestException):
+            return exc is not None
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def reason(exc: BaseException) -> str:
+    """'[Errno 111] Connection refused' out of urllib3's long retry message, else its first line."""
+    import re
+
+    found = re.search(r"\[Errno -?\d+\][^'\")]*", str(exc))
+    return found.group(0).strip() if found else str(exc).splitlines()[0][:200]
+

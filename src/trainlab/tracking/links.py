@@ -1,0 +1,15 @@
+"""Where a person finds a run: the UI address of a tracking server, or how to open a local store."""
+
+from __future__ import annotations
+
+UI_PORT = 5000   # `mlflow ui`'s default port
+
+
+def run_link(uri: str, experiment_id: str, run_id: str) -> str:
+    """`<server>/#/experiments/<id>/runs/<run id>`; for a local store, the `mlflow ui` command and that page."""
+    page = f"#/experiments/{experiment_id}/runs/{run_id}"
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{page}"
+    if uri.startswith("databricks"):
+        return f"run {run_id} in experiment {experiment_id} of {uri}"
+    return (f"`mlflow ui --backend-store-uri {uri}` then http://127.0.0.1:{UI_PORT}/{page}")
