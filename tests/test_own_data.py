@@ -202,8 +202,12 @@ def test_tiny_validation_split_switches_finetune_to_cross_validation(tmp_path: P
                           finetune__epochs=4, finetune__batch_size="auto", finetune__compare_scratch=False,
                           finetune__linear_probe=False)
     project = make_project(tmp_path / "project", params)
-    for stage in ("prepare", "pretrain"):
-        trainlab([stage], project)
+    trainlab(["prepare"], project)
+    pretext = trainlab(["pretrain"], project)
+    # The masked-reconstruction pretext regresses values: no accuracy line, file or curve.
+    assert "pretext: masked reconstruction" in pretext.stdout and "[pretrain] epoch 1/" in pretext.stderr
+    assert "acc" not in pretext.stderr and "val/acc" not in pretext.stdout
+    assert "val/acc" not in json.loads((project / "reports/pretrain/metrics.json").read_text())
     out = trainlab(["finetune"], project)
     assert "selection: 5-fold CV (validation split has 6 samples" in out.stdout
     blob = torch.load(project / paths.FINETUNED, weights_only=True)

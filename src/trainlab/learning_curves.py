@@ -44,12 +44,13 @@ class CurveRecorder(Hook):
 def summary_metrics(result: FitResult) -> dict[str, float]:
     """The best epoch's metrics (the weights that are kept), plus how the run ended."""
     best = result.history[result.best_epoch] if 0 <= result.best_epoch < len(result.history) else result.history[-1]
-    # A regression target (a pretext task) has no accuracy: its keys are absent, not zero.
-    accuracy = {"val/acc": best["val/acc"], "train/acc": best["epoch/train_acc"]} if "val/acc" in best else {}
-    return {
-        **accuracy, "val/loss": best["val/loss"], "train/loss": best["epoch/train_loss"],
+    summary = {
+        "val/acc": best.get("val/acc"), "val/loss": best["val/loss"],
+        "train/loss": best["epoch/train_loss"], "train/acc": best.get("epoch/train_acc"),
         "best_epoch": result.best_epoch + 1, "epochs_run": len(result.history), "steps": result.steps,
     }
+    # A regression target (a pretext task) has no accuracy: its keys are absent, not zero.
+    return {key: value for key, value in summary.items() if value is not None}
 
 
 def curve_rows(result: FitResult) -> list[dict[str, float]]:
