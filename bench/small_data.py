@@ -17,9 +17,11 @@ Datasets:
   of pixels (up to 2), so no two rows are equal. Written to an NPZ at run time; no
   download. 20% test (`data.file.test_fraction`), the rest train + val.
 
-`--steps` measures one optimizer step of the shipped model on 1 vs 2 intra-op threads
-at a few step sizes instead (what `trainlab.engine.runtime.SINGLE_THREAD_BELOW_VALUES`
-rests on), interleaved, in this process.
+`--steps` prints instead what the auto budgets plan for the dataset (samples, batch,
+epochs, optimizer steps per fit, and how many fits), then measures one optimizer step of
+the shipped model on 1 vs 2 intra-op threads at a few step sizes (what
+`trainlab.engine.runtime.SINGLE_THREAD_BELOW_VALUES` rests on), rounds alternating, in
+this process: planned steps x ms per step is the training time to expect.
 
     .venv/bin/python bench/small_data.py --before a41f37c~1            # unit_test, 1 round
     .venv/bin/python bench/small_data.py --before a41f37c~1 --until finetune   # prepare..finetune only
@@ -171,7 +173,30 @@ def step_ms(shape: tuple[int, ...], batch: int, threads: int, steps: int) -> flo
     return (time.perf_counter() - started) / steps * 1000
 
 
-STEP_CASES = [((24,), 4), ((24,), 16), ((40,), 32), ((275,), 16), ((IMAGE_SIDE, IMAGE_SIDE), 32)]
+STEP_CASES = [((24,), 4), ((24,), 16), ((40,), 32), ((275,), 16), ((IMAGE_SIDE, IMAGE_SIDE), 32),
+              ((IMAGE_SIDE, IMAGE_SIDE), 128)]
+
+
+def planned_steps(dataset: str) -> list[list[str]]:
+    """What the shipped auto budgets plan for `dataset` (before early stopping and pruning), per fit."""
+    from trainlab.config import validate
+    from trainlab.engine.budget import resolve_budget
+    from trainlab.pretext import VIEWS, reconstruction_spec
+
+    params = validate(C.real_params(**data_overrides(dataset, f"{dataset}.npz")))
+    pool = 20 if dataset == "unit_test" else int(IMAGES * (1 - params.data.file.test_fraction))
+    val = round(pool * params.data.val_fraction)
+    cv = val < params.selection.cv_below
+    rows = []
+    for name, spec, n in (("pretrain (pretext)", reconstruction_spec(params.pretrain), (pool - val) * VIEWS),
+                          ("one finetune fit", params.finetune, pool - pool // params.selection.folds if cv
+                           else pool - val)):
+        budget = resolve_budget(spec, params.trainer, n)
+        steps = budget.spec.epochs * -(-n // budget.spec.batch_size)
+        rows.append([name, n, budget.spec.batch_size, budget.spec.epochs, steps])
+    fits = (params.selection.folds + 1 if cv else 1)
+    rows.append([f"fits: finetune stage 3 x {fits}, search {params.search.n_trials} x {fits}", "", "", "", ""])
+    return rows
 
 
 def thread_steps(quick: bool) -> float:
@@ -212,6 +237,7 @@ def main() -> int:
     C.print_header("small data: the default pipeline end to end (issue 13's speed targets)",
                    ["bench/small_data.py", *sys.argv[1:]])
     if args.steps:
+        print(C.table(planned_steps(args.dataset), [f"{args.dataset}: fit", "samples", "batch", "epochs", "steps"]))
         C.print_ratio("1_thread/2_threads ms_per_step (smallest step)", thread_steps(args.quick))
         return 0
     base = Path(tempfile.mkdtemp(prefix="trainlab-bench-small-data-"))
