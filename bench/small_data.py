@@ -178,7 +178,10 @@ STEP_CASES = [((24,), 4), ((24,), 16), ((40,), 32), ((275,), 16), ((IMAGE_SIDE, 
 
 
 def planned_steps(dataset: str) -> list[list[str]]:
-    """What the shipped auto budgets plan for `dataset` (before early stopping and pruning), per fit."""
+    """What the shipped auto budgets plan for `dataset` (before early stopping and pruning), per fit.
+
+    Sizes are computed from the split fractions, not read from a prepared project: the
+    pretext row can be a sample or a batch off (prepare also carves its own validation)."""
     from trainlab.config import validate
     from trainlab.engine.budget import resolve_budget
     from trainlab.pretext import VIEWS, reconstruction_spec
@@ -193,7 +196,7 @@ def planned_steps(dataset: str) -> list[list[str]]:
                            else pool - val)):
         budget = resolve_budget(spec, params.trainer, n)
         steps = budget.spec.epochs * -(-n // budget.spec.batch_size)
-        rows.append([name, n, budget.spec.batch_size, budget.spec.epochs, steps])
+        rows.append([name, f"~{n}", budget.spec.batch_size, budget.spec.epochs, steps])
     fits = (params.selection.folds + 1 if cv else 1)
     rows.append([f"fits: finetune stage 3 x {fits}, search {params.search.n_trials} x {fits}", "", "", "", ""])
     return rows
