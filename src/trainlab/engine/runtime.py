@@ -86,10 +86,11 @@ def configure_threads(cfg: TrainerConfig, world_size: int = 1) -> int:
 # A CPU fit whose optimizer steps carry fewer input values than this (batch x values per
 # sample) runs on one intra-op thread. Such steps are many tiny kernels: splitting each
 # over two threads buys almost nothing and pays an OpenMP barrier per kernel, which on a
-# shared machine waits for a core held by another process. Measured under load (bench/
-# small_data.py --steps): batch 4 of 24 values, 5-14 ms a step on 1 thread against
-# 60-255 ms on 2. Set below MNIST-1D's fine-tuning step (batch 32 x 40 = 1,280 values) so
-# that the shipped default pipeline keeps its measured thread count and results.
+# shared machine waits for a core held by another process. Measured at load ~9 on the
+# 2-core machine (bench/small_data.py --steps, bench/RESULTS.md 8b): batch 4 of 24 values,
+# 12 ms a step on 1 thread against 192 ms on 2. Set below MNIST-1D's fine-tuning step
+# (batch 32 x 40 = 1,280 values) so that the shipped default pipeline keeps its measured
+# thread count and results; a quiet-machine measurement should place it (see 8b).
 SINGLE_THREAD_BELOW_VALUES = 1024
 
 
