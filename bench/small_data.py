@@ -246,6 +246,9 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="trainlab-bench-small-data-"))
     try:
         walls = pipeline_rounds(args, base)
+    except (RuntimeError, subprocess.TimeoutExpired) as err:   # one line, not a traceback
+        print(f"failed: {str(err).splitlines()[0]}", flush=True)
+        return 1
     finally:
         if args.keep:
             print(f"# projects and logs kept in {base}")
