@@ -43,7 +43,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -157,13 +157,13 @@ def new_project(dataset: Dataset, base: Path, quick: bool) -> Path:
     return C.make_project(project, params)
 
 
-def repro(project: Path, log: Path, timeout: float) -> tuple[int, float]:
-    """`dvc repro` in `project`, output to `log`: (exit code, wall seconds)."""
+def repro(project: Path, log: Path, timeout: float, targets: Sequence[str] = ()) -> tuple[int, float]:
+    """`dvc repro [targets]` in `project`, output to `log`: (exit code, wall seconds)."""
     # The copy's own code runs (as in bench/pipeline.py); tracking stays inside the project.
     env = dict(PYTHONPATH=f"{project / 'src'}:{project}", PYTHONUNBUFFERED="1",
                MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}")
     started = time.perf_counter()
-    with log.open("w") as out, subprocess.Popen([str(C.BIN / "dvc"), "repro"], cwd=project, env=C.env(**env),
+    with log.open("w") as out, subprocess.Popen([str(C.BIN / "dvc"), "repro", *targets], cwd=project, env=C.env(**env),
                                                 stdout=out, stderr=subprocess.STDOUT,
                                                 start_new_session=True) as proc:
         try:

@@ -202,8 +202,12 @@ def test_tiny_validation_split_switches_finetune_to_cross_validation(tmp_path: P
                           finetune__epochs=4, finetune__batch_size="auto", finetune__compare_scratch=False,
                           finetune__linear_probe=False)
     project = make_project(tmp_path / "project", params)
-    for stage in ("prepare", "pretrain"):
-        trainlab([stage], project)
+    trainlab(["prepare"], project)
+    pretext = trainlab(["pretrain"], project)
+    # The masked-reconstruction pretext regresses values: no accuracy line, file or curve.
+    assert "pretext: masked reconstruction" in pretext.stdout and "[pretrain] epoch 1/" in pretext.stderr
+    assert "acc" not in pretext.stderr and "val/acc" not in pretext.stdout
+    assert "val/acc" not in json.loads((project / "reports/pretrain/metrics.json").read_text())
     out = trainlab(["finetune"], project)
     assert "selection: 5-fold CV (validation split has 6 samples" in out.stdout
     blob = torch.load(project / paths.FINETUNED, weights_only=True)
@@ -278,3 +282,62 @@ def test_a_search_trials_pruner_watches_the_first_fold_under_cross_validation(tm
     # A trial pruned in its first fold trains no other fold and no refit.
     with pytest.raises(Prune):
         train_task(params, params.finetune, "target", resume_name="u", data=data, pruning=Watcher(prune_at=1))
+
+
+# ---------------------------------------------------------------------------------- speed on small data
+def fit_recording_threads(n_features: int, batch: int, targets: str = "classes") -> tuple[list[int], dict]:
+    """Fit a small MLP; returns torch's thread count seen at every epoch end, and the last epoch's metrics."""
+    from trainlab.config.schema import LossConfig, ModelConfig, TrainerConfig, TrainSpec
+    from trainlab.engine import Hook, TrainData, fit
+    from trainlab.models import build_model
+
+    class Threads(Hook):
+        def __init__(self):
+            self.seen, self.metrics = [], {}
+
+        def on_epoch_end(self, state, metrics):
+            self.seen.append(torch.get_num_threads())
+            self.metrics = metrics
+
+    rng = np.random.default_rng(0)
+    x = torch.as_tensor(rng.normal(size=(32, n_features)), dtype=torch.float32)
+    regression = targets == "regression"
+    y = x.clone() if regression else torch.as_tensor(rng.integers(0, 2, 32))
+    spec = TrainSpec.model_validate({"epochs": 2, "batch_size": batch, "early_stopping": {"enabled": False}})
+    if regression:
+        spec = spec.model_copy(update={"loss": LossConfig(name="mse")})
+    hook = Threads()
+    outputs = n_features if regression else 2
+    fit(build_model(ModelConfig(arch="mlp", width=8, depth=1), (n_features,), outputs), TrainData(x, y),
+        TrainData(x, y), spec, TrainerConfig(threads=2, progress="off"), seed=0, hooks=[hook])
+    return hook.seen, hook.metrics
+
+
+def test_tiny_steps_train_on_one_thread_and_the_stage_count_comes_back() -> None:
+    from trainlab.engine.runtime import SINGLE_THREAD_BELOW_VALUES
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        tiny, _ = fit_recording_threads(n_features=8, batch=16)           # 128 values a step
+        assert 16 * 8 < SINGLE_THREAD_BELOW_VALUES and tiny == [1, 1]
+        assert torch.get_num_threads() == 2                                # restored after the fit
+        big, _ = fit_recording_threads(n_features=128, batch=16)          # 2,048 values a step
+        assert 16 * 128 >= SINGLE_THREAD_BELOW_VALUES and big == [2, 2]
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_mnist1d_default_steps_keep_the_configured_threads() -> None:
+    from trainlab.engine.runtime import SINGLE_THREAD_BELOW_VALUES
+
+    params = validate(small_params(finetune__epochs="auto", finetune__batch_size="auto"))
+    batch = resolve_budget(params.finetune, params.trainer, 400).spec.batch_size
+    assert batch * 40 >= SINGLE_THREAD_BELOW_VALUES   # MNIST-1D: 40 values a sample, 400 labels
+
+
+def test_regression_targets_report_no_accuracy() -> None:
+    _, metrics = fit_recording_threads(n_features=6, batch=8, targets="regression")
+    assert "val/loss" in metrics and "val/acc" not in metrics and "epoch/train_acc" not in metrics
+    _, metrics = fit_recording_threads(n_features=6, batch=8)
+    assert {"val/acc", "epoch/train_acc"} <= set(metrics)

@@ -44,11 +44,13 @@ class CurveRecorder(Hook):
 def summary_metrics(result: FitResult) -> dict[str, float]:
     """The best epoch's metrics (the weights that are kept), plus how the run ended."""
     best = result.history[result.best_epoch] if 0 <= result.best_epoch < len(result.history) else result.history[-1]
-    return {
-        "val/acc": best["val/acc"], "val/loss": best["val/loss"],
-        "train/loss": best["epoch/train_loss"], "train/acc": best["epoch/train_acc"],
+    summary = {
+        "val/acc": best.get("val/acc"), "val/loss": best["val/loss"],
+        "train/loss": best["epoch/train_loss"], "train/acc": best.get("epoch/train_acc"),
         "best_epoch": result.best_epoch + 1, "epochs_run": len(result.history), "steps": result.steps,
     }
+    # A regression target (a pretext task) has no accuracy: its keys are absent, not zero.
+    return {key: value for key, value in summary.items() if value is not None}
 
 
 def curve_rows(result: FitResult) -> list[dict[str, float]]:
@@ -82,7 +84,8 @@ def plot_curves(result: FitResult, path: Path, title: str = "") -> Path:
     for key, label in (("epoch/train_loss", "train"), ("val/loss", "val")):
         ax_loss.plot(epochs, [h[key] for h in result.history], label=label)
     for key, label in (("epoch/train_acc", "train"), ("val/acc", "val")):
-        ax_acc.plot(epochs, [h[key] for h in result.history], label=label)
+        if all(key in h for h in result.history):   # absent for regression targets
+            ax_acc.plot(epochs, [h[key] for h in result.history], label=label)
     if result.best_epoch >= 0:
         for ax in (ax_loss, ax_acc):
             ax.axvline(result.best_epoch + 1, color="grey", linestyle=":", label="best epoch")

@@ -115,8 +115,6 @@ def _pretext(params: Params, spec: TrainSpec, train: TrainData, val: TrainData, 
     model, groups, extra = _fresh_model(params, info)()
     trained = _fit(params, budget.spec, model, groups, train, val, info, [*extra, *hooks], runtime, label,
                    resume_name, identity)
-    for name in ("val/acc", "epoch/train_acc"):   # regression targets: accuracy is meaningless
-        trained.curves.pop(name, None)
     trained.pretext = True
     return trained
 

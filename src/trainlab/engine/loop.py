@@ -33,10 +33,11 @@ from trainlab.engine.budget import resolve_budget
 from trainlab.engine.batches import BatchSource, TrainData, epoch_order, step_plan, to_device
 from trainlab.engine.checkpoint import Checkpointing
 from trainlab.engine.hooks import BestSoFar, Hook, Hooks, LoopState, Progress
-from trainlab.engine.losses import LossFn, build_loss, correct_count
+from trainlab.engine.losses import LossFn, build_loss, correct_count, has_classes
 from trainlab.engine.optim import ParamGroup, Schedule, build_optimizer
 from trainlab.engine.parallel import Parallel, data_shard
-from trainlab.engine.runtime import Runtime, all_reduce_sum, seed_everything, setup_runtime
+from trainlab.engine.runtime import (Runtime, all_reduce_sum, fit_threads, intra_op_threads, seed_everything,
+                                     setup_runtime)
 from trainlab.engine.steps import Flushed, StepRecorder, train_step
 from trainlab.errors import ParamsError, TrainingDiverged
 
@@ -67,6 +68,16 @@ def fit(model: torch.nn.Module, train: TrainData, val: TrainData, spec: TrainSpe
     `checkpointing` (resume at start, save at epoch ends) runs after every other hook."""
     runtime = runtime or setup_runtime(trainer)
     spec = resolve_budget(spec, trainer, len(train)).spec   # `auto` epochs/batch size -> numbers
+    # Tiny steps run on one thread (see fit_threads); the count is restored afterwards.
+    threads = fit_threads(runtime, spec.batch_size, math.prod(train.x.shape[1:]))
+    with intra_op_threads(threads):
+        return _train(model, train, val, spec, trainer, seed, hooks, checkpointing, groups, runtime, label)
+
+
+def _train(model: torch.nn.Module, train: TrainData, val: TrainData, spec: TrainSpec, trainer: TrainerConfig,
+           seed: int, hooks: Sequence[Hook], checkpointing: Checkpointing | None,
+           groups: list[ParamGroup] | None, runtime: Runtime, label: str) -> FitResult:
+    """fit() once the runtime, budget and thread count are settled: the loop of the module docstring."""
     seed_everything(seed)
     _check_compatible(spec, trainer, runtime)
     model.to(runtime.device)
@@ -175,11 +186,11 @@ def _epoch_metrics(state: LoopState, model: torch.nn.Module, val: TrainData, los
     sums = state.epoch_sums
     seen = max(sums.get("count", 0.0), 1.0)
     val_loss, val_acc = evaluate(model, val, loss_fn, state.runtime)
+    metrics = {"epoch/train_loss": sums.get("loss", math.nan) / seen, "val/loss": val_loss}
+    if has_classes(val.y):   # regression targets (a pretext task) have no accuracy: none is reported
+        metrics.update({"epoch/train_acc": sums.get("correct", 0.0) / seen, "val/acc": val_acc})
     return {
-        "epoch/train_loss": sums.get("loss", math.nan) / seen,
-        "epoch/train_acc": sums.get("correct", 0.0) / seen,
-        "val/loss": val_loss,
-        "val/acc": val_acc,
+        **metrics,
         "epoch/lr": max(group["lr"] for group in state.optimizer.param_groups),
         "epoch/time_s": seconds,
         "epoch/samples_per_s": sums.get("count", 0.0) / max(seconds, 1e-9),

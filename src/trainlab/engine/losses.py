@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -36,6 +37,12 @@ def _dense(y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
 def _prediction(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     # Class targets are compared with probabilities; regression targets with raw outputs.
     return logits.float() if y.is_floating_point() else logits.float().softmax(-1)
+
+
+def has_classes(y: Any) -> bool:
+    """Whether targets (a tensor or a NumPy array) are class indices rather than regression values."""
+    dtype = y.dtype
+    return not (dtype.is_floating_point if isinstance(dtype, torch.dtype) else np.issubdtype(dtype, np.floating))
 
 
 def correct_count(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

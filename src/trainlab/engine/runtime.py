@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import random
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -80,6 +81,37 @@ def configure_threads(cfg: TrainerConfig, world_size: int = 1) -> int:
     if cfg.threads is not None:
         torch.set_num_threads(max(1, cfg.threads // world_size))
     return torch.get_num_threads()
+
+
+# A CPU fit whose optimizer steps carry fewer input values than this (batch x values per
+# sample) runs on one intra-op thread. Such steps are many tiny kernels: splitting each
+# over two threads buys almost nothing and pays an OpenMP barrier per kernel, which on a
+# shared machine waits for a core held by another process. Measured at load ~9 on the
+# 2-core machine (bench/small_data.py --steps, bench/RESULTS.md 8b): batch 4 of 24 values,
+# 12 ms a step on 1 thread against 192 ms on 2. Set below MNIST-1D's fine-tuning step
+# (batch 32 x 40 = 1,280 values) so that the shipped default pipeline keeps its measured
+# thread count and results; a quiet-machine measurement should place it (see 8b).
+SINGLE_THREAD_BELOW_VALUES = 1024
+
+
+def fit_threads(runtime: Runtime, batch_size: int, sample_values: int) -> int | None:
+    """1 for a single-process CPU fit of tiny steps; None keeps the stage's `trainer.threads`."""
+    if runtime.device.type != "cpu" or runtime.distributed:
+        return None
+    return 1 if batch_size * sample_values < SINGLE_THREAD_BELOW_VALUES else None
+
+
+@contextmanager
+def intra_op_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to `threads` inside, restored after (None: unchanged)."""
+    previous = torch.get_num_threads()
+    if threads is not None and threads != previous:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
 
 
 # The file local DDP processes rendezvous through (trainlab.launch sets it); else env:// (torchrun).
