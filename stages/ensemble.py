@@ -14,8 +14,10 @@ from stages.options import params_option
 def command(params_path: str) -> None:
     from trainlab import paths
     from trainlab.config import load_params
+    from trainlab.data import task_info
     from trainlab.ensemble.assemble import build_ensemble
     from trainlab.io import require_writable, write_json
+    from trainlab.outputs import served_spec
     from trainlab.tracking import StageRun
     from trainlab.training import data_hashes
 
@@ -28,6 +30,7 @@ def command(params_path: str) -> None:
         run.log_metrics(built.metrics, step=0)
         run.log_dict({"members": built.members}, "ensemble/members.json")
         if params.tracking.log_models:
-            run.log_artifact(paths.ENSEMBLE, "model")
+            run.log_model(served_spec(built.ensemble, task_info(paths.PREPARED, "target"), "target",
+                                      built.metrics["calibration/temperature"], file=paths.ENSEMBLE), "ensemble")
     for key, value in built.metrics.items():
         click.echo(f"{key}: {value:.4f}")
