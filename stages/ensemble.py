@@ -30,7 +30,8 @@ def command(params_path: str) -> None:
         run.log_metrics(built.metrics, step=0)
         run.log_dict({"members": built.members}, "ensemble/members.json")
         if params.tracking.log_models:
+            run.log_artifact(paths.ENSEMBLE, "model")   # the DVC output byte for byte
             run.log_model(served_spec(built.ensemble, task_info(paths.PREPARED, "target"), "target",
-                                      built.metrics["calibration/temperature"], file=paths.ENSEMBLE), "ensemble")
+                                      built.metrics["calibration/temperature"]), "ensemble")
     for key, value in built.metrics.items():
         click.echo(f"{key}: {value:.4f}")

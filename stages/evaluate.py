@@ -58,8 +58,7 @@ def command(params_path: str) -> None:
             chosen = {"ensemble": paths.ENSEMBLE, "finetuned": paths.FINETUNED,
                       "scratch": paths.SCRATCH, "best_trial": paths.SEARCH_MODELS / "top1.pt"}[best.name]
             model, _ = load_any(chosen)
-            spec = served_spec(model, task_info(paths.PREPARED, "target"), "target", best.test["temperature"],
-                               file=chosen)
+            spec = served_spec(model, task_info(paths.PREPARED, "target"), "target", best.test["temperature"])
             champion = Champion(best.name, list(classes), best.test, best.heldout_loss, best.heldout, len(test_y))
             version = run.register_model(spec, params.evaluate.model_name, params.evaluate.alias, champion)
             click.echo(f"registered {best.name} as {params.evaluate.model_name} v{version} "

@@ -220,9 +220,6 @@ def test_every_model_a_stage_trains_is_an_mlflow_model_with_signature_and_exampl
         assert len(model.signature.inputs.inputs) == int(np.prod(target.input_shape)), run_name
         example = np.asarray(model.load_input_example(logged.artifact_location))
         assert example.shape == (2, int(np.prod(target.input_shape))), run_name
-    # The file DVC tracks travels inside the MLflow model, byte for byte.
-    attached = Path(by_run["finetune"].artifact_location) / "artifacts" / paths.FINETUNED.name
-    assert attached.read_bytes() == (evaluated / paths.FINETUNED).read_bytes()
 
 
 @pytest.mark.slow

@@ -63,6 +63,8 @@ def write_training_outputs(trained: TrainedModel, params: Params, stage: str, la
     if model_path is not None:
         save_model(model_path, trained.model, params.model, trained.info.input_shape,
                    trained.info.class_names, meta={"stage": stage, **selection, **(meta or {})})
+        if params.tracking.log_models:   # the DVC output byte for byte, beside the MLflow model
+            artifacts.append((model_path, "model"))
     resumed = trained.result.resumed_from_step
     tags = {"trainlab.diagnosis": ",".join(diagnosis.names), "trainlab.stop_reason": trained.result.stop_reason,
             "precision": trained.result.precision, "data.num_classes": trained.info.num_classes}
@@ -86,18 +88,18 @@ def publish_training(run, trained: TrainedModel, params: Params, model_path: Pat
         # Named after the file (pretrained, finetuned, scratch) or the run (probe).
         name = model_path.stem if model_path is not None else run.run_name.rsplit("/", 1)[-1]
         run.log_model(served_spec(trained.model, trained.info, task, outputs.temperature,
-                                  probabilities=not trained.pretext, file=model_path), name)
+                                  probabilities=not trained.pretext), name)
     print(outputs.diagnosis.terminal)
     return outputs.metrics
 
 
 def served_spec(module: torch.nn.Module, info: TaskInfo, task: str, temperature: float = 1.0,
-                probabilities: bool = True, file: Path | None = None) -> ModelSpec:
+                probabilities: bool = True) -> ModelSpec:
     """What tracking needs to log `module` as an MLflow model; the input example is the
     first rows of `task`'s training split."""
     x = load_split(paths.PREPARED, task, "train", mmap=True).x
     return ModelSpec(module, tuple(info.input_shape), list(info.class_names), np.array(x[:EXAMPLE_ROWS]),
-                     temperature, probabilities, file)
+                     temperature, probabilities)
 
 
 def publish_divergence(run, err: TrainingDiverged) -> None:

@@ -78,8 +78,8 @@ def run_trial(trial: optuna.Trial, slot: int, study_name: str, params: Params, p
                              "val/acc": metrics["val/acc"], "val/loss": metrics["val/loss"], **selection})
             trial.set_user_attr(MODEL_SHA256, sha256_file(model_path))
             if config.tracking.log_models and config.tracking.log_trial_models:
-                run.log_model(served_spec(trained.model, trained.info, "target", selection.get("temperature", 1.0),
-                                          file=model_path), f"trial-{slot:03d}")
+                run.log_model(served_spec(trained.model, trained.info, "target", selection.get("temperature", 1.0)),
+                              f"trial-{slot:03d}")
             finish(trained)
     if pruned is not None:
         print(f"trial {slot}: {pruned}", file=sys.stderr)

@@ -1,10 +1,10 @@
-"""Logging a trained module as an MLflow model: pyfunc, signature, input example, file.
+"""Logging a trained module as an MLflow model: pyfunc, signature, input example.
 
-Every model a stage writes goes through `log_model` (and the champion through it with a
+Every model a stage trains goes through `log_model` (and the champion through it with a
 registry name): the run's Logged models tab lists it with its signature (input columns,
-output columns named after the classes), an input example, and the model file DVC
-tracks, attached byte for byte so it can also be loaded without MLflow
-(`trainlab.ensemble.combine.load_any`, weights only).
+output columns named after the classes) and an input example. The model file DVC tracks
+stays a plain run artifact beside it (`model/<file>.pt`), loadable without MLflow and
+without pickle (`trainlab.ensemble.combine.load_any`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,7 +35,6 @@ class ModelSpec:
     example: np.ndarray              # a few input rows, as the prepared data holds them
     temperature: float = 1.0         # its calibration: probabilities are softmax(output / T)
     probabilities: bool = True       # False for a pretext model: raw outputs, no softmax
-    file: Path | None = None         # the model file the stage wrote, attached as is
 
 
 def signature(spec: ModelSpec) -> "ModelSignature":
@@ -58,8 +56,8 @@ def requirements() -> list[str]:
     return [f"torch=={torch.__version__.split('+')[0]}", f"trainlab=={__version__}", "pandas", "numpy"]
 
 
-def log_model(run_id: str, spec: ModelSpec, name: str = "model", registered_model_name: str | None = None,
-              tags: Mapping[str, Any] | None = None) -> "ModelInfo":
+def log_model(run_id: str, spec: ModelSpec, name: str = "model",
+              registered_model_name: str | None = None) -> "ModelInfo":
     """Log `spec` as an MLflow pyfunc model of run `run_id` (registered when a name is given)."""
     import mlflow
     import mlflow.pyfunc
@@ -84,9 +82,7 @@ def log_model(run_id: str, spec: ModelSpec, name: str = "model", registered_mode
     try:
         return Model.log(None, name=name, flavor=mlflow.pyfunc, run_id=run_id, python_model=served,
                          signature=signature(spec), input_example=example, pip_requirements=requirements(),
-                         artifacts={spec.file.name: str(spec.file)} if spec.file is not None else None,
-                         registered_model_name=registered_model_name,
-                         tags={k: str(v) for k, v in (tags or {}).items()} or None)
+                         registered_model_name=registered_model_name)
     finally:
         pyfunc_log.setLevel(level)
 
