@@ -29,6 +29,7 @@ LAST_RATIO = {
     "growth": "cost_per_sample largest/smallest (memory)",
     "pipeline": "pipeline_total/target_10min",
     "strategies": "pipeline/ddp ms_per_step",
+    "trial_models": "model_log/trial",
 }
 
 

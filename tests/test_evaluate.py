@@ -206,10 +206,11 @@ def test_every_model_a_stage_trains_is_an_mlflow_model_with_signature_and_exampl
     found = client.search_runs([experiment_id(client)])
     runs = {r.info.run_id: r.info.run_name for r in found}
     by_run = {runs[m.source_run_id]: m for m in models}
-    # Every trial that trained to the end (a pruned one keeps no model).
-    trials = [r.info.run_name for r in found if r.data.tags.get("optuna.state") == "COMPLETE"]
-    assert trials and set(by_run) == {"pretrain", "finetune", "finetune/scratch", "finetune/probe",
-                                      "ensemble", "evaluate", *trials}
+    assert set(by_run) == {"pretrain", "finetune", "finetune/scratch", "finetune/probe", "ensemble", "evaluate"}
+    # Search trials keep their model file as a plain artifact (tracking.log_trial_models
+    # is off by default; bench/trial_models.py logs them as MLflow models).
+    trials = [r for r in found if r.data.tags.get("optuna.state") == "COMPLETE"]
+    assert trials and all(client.list_artifacts(r.info.run_id, "model") for r in trials)
     target = task_info(evaluated / paths.PREPARED, "target")
     source = task_info(evaluated / paths.PREPARED, "source")
     for run_name, logged in by_run.items():

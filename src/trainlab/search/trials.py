@@ -80,6 +80,10 @@ def run_trial(trial: optuna.Trial, slot: int, study_name: str, params: Params, p
             if config.tracking.log_models and config.tracking.log_trial_models:
                 run.log_model(served_spec(trained.model, trained.info, "target", selection.get("temperature", 1.0)),
                               f"trial-{slot:03d}")
+            elif config.tracking.log_models:
+                # The file only, by default: an MLflow model costs every trial a pickled copy,
+                # a model load and a predict on its input example (bench/trial_models.py).
+                run.log_artifact(model_path, "model")
             finish(trained)
     if pruned is not None:
         print(f"trial {slot}: {pruned}", file=sys.stderr)
