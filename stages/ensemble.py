@@ -17,8 +17,10 @@ def command(params_path: str) -> None:
     started("ensemble")   # before the imports below, which take seconds
     from trainlab import paths
     from trainlab.config import load_params
+    from trainlab.data import task_info
     from trainlab.ensemble.assemble import build_ensemble
     from trainlab.io import require_writable, write_json
+    from trainlab.outputs import served_spec
     from trainlab.tracking import StageRun
     from trainlab.training import data_hashes
 
@@ -31,7 +33,9 @@ def command(params_path: str) -> None:
         run.log_metrics(built.metrics, step=0)
         run.log_dict({"members": built.members}, "ensemble/members.json")
         if params.tracking.log_models:
-            run.log_artifact(paths.ENSEMBLE, "model")
+            run.log_artifact(paths.ENSEMBLE, "model")   # the DVC output byte for byte
+            run.log_model(served_spec(built.ensemble, task_info(paths.PREPARED, "target"), "target",
+                                      built.metrics["calibration/temperature"]), "ensemble")
     for key, value in built.metrics.items():
         click.echo(f"{key}: {value:.4f}")
     finished(run, "ensemble")

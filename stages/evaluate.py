@@ -23,10 +23,12 @@ def command(params_path: str) -> None:
     from trainlab.data import load_split, task_info
     from trainlab.ensemble.combine import load_any
     from trainlab.errors import DataError
-    from trainlab.evaluation import (Calibrated, choose_best, confusion_rows, evaluate_all, flat_metrics,
+    from trainlab.evaluation import (choose_best, confusion_rows, evaluate_all, flat_metrics,
                                      plot_confusion, plot_reliability, reliability_table)
     from trainlab.io import require_writable, write_json
+    from trainlab.outputs import served_spec
     from trainlab.tracking import StageRun
+    from trainlab.tracking.model_card import Champion
     from trainlab.training import data_hashes
 
     params = load_params(params_path)
@@ -56,11 +58,12 @@ def command(params_path: str) -> None:
         run.log_artifact(reports / "per_class.json")
         run.set_tags({"best_model": best.name})
         if params.evaluate.register_model:
-            model, _ = load_any({"ensemble": paths.ENSEMBLE, "finetuned": paths.FINETUNED,
-                                 "scratch": paths.SCRATCH, "best_trial": paths.SEARCH_MODELS / "top1.pt"}[best.name])
-            example = load_split(paths.PREPARED, "target", "val").x[:4]
-            version = run.register_model(Calibrated(model, best.test["temperature"]).eval(), example,
-                                         params.evaluate.model_name, params.evaluate.alias)
+            chosen = {"ensemble": paths.ENSEMBLE, "finetuned": paths.FINETUNED,
+                      "scratch": paths.SCRATCH, "best_trial": paths.SEARCH_MODELS / "top1.pt"}[best.name]
+            model, _ = load_any(chosen)
+            spec = served_spec(model, task_info(paths.PREPARED, "target"), "target", best.test["temperature"])
+            champion = Champion(best.name, list(classes), best.test, best.heldout_loss, best.heldout, len(test_y))
+            version = run.register_model(spec, params.evaluate.model_name, params.evaluate.alias, champion)
             click.echo(f"registered {best.name} as {params.evaluate.model_name} v{version} "
                        f"(alias {params.evaluate.alias}, chosen on held-out loss {best.heldout_loss:.4f}, "
                        f"{best.heldout})")

@@ -30,6 +30,7 @@ LAST_RATIO = {
     "pipeline": "pipeline_total/target_10min",
     "strategies": "pipeline/ddp ms_per_step",
     "small_data": "dvc_repro_wall/target_120s",
+    "trial_models": "model_log/trial",
 }
 
 

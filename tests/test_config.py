@@ -117,7 +117,7 @@ def test_unknown_name_lists_the_accepted_names(key: str, value: str, expected: s
 @pytest.mark.parametrize(("key", "section_keys"), [
     ("pretrain.optimizzer", "epochs, batch_size, auto, loss, optimizer, schedule, early_stopping"),
     ("model.widht", "arch, width, depth, kernel_size, downsample, dropout, batchnorm, activation"),
-    ("tracking.url", "uri, experiment, log_models, system_metrics"),
+    ("tracking.url", "uri, experiment, log_models, log_trial_models, system_metrics"),
     ("epochs", "seed, data, model, trainer, pretrain, finetune, search, ensemble, evaluate, selection, tracking"),
 ])
 def test_unknown_key_lists_the_accepted_keys(key: str, section_keys: str) -> None:

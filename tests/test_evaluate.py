@@ -19,6 +19,8 @@ from trainlab.evaluation import ModelScore, choose_best, expected_calibration_er
 from trainlab.selection import HeldOut
 from trainlab.testing import copy_project, trainlab
 
+from helpers.tracking import client_of, experiment_id
+
 MODELS = ("finetuned", "scratch", "best_trial", "ensemble")
 FILES = {"finetuned": paths.FINETUNED, "scratch": paths.SCRATCH, "best_trial": paths.SEARCH_MODELS / "top1.pt",
          "ensemble": paths.ENSEMBLE}
@@ -161,7 +163,7 @@ def test_per_class_and_confusion_reports(evaluated: Path) -> None:
 
 @pytest.mark.slow
 def test_registered_model_is_chosen_on_heldout_loss(evaluated: Path) -> None:
-    import mlflow.pytorch
+    import mlflow.pyfunc
     from mlflow.tracking import MlflowClient
 
     metrics = json.loads((evaluated / "reports/evaluate/metrics.json").read_text())
@@ -179,11 +181,69 @@ def test_registered_model_is_chosen_on_heldout_loss(evaluated: Path) -> None:
     version = client.get_model_version_by_alias("trainlab", "champion")
     assert version.run_id == run.info.run_id
     assert str(version.version) == run.data.tags["registry.version"]
-    # The registered model predicts what the chosen model file predicts, temperature-scaled.
+    # The served model predicts what the chosen model file predicts, temperature-scaled,
+    # as probabilities under the class names, for float32, float64 and list input alike.
     mlflow.set_tracking_uri(uri)
-    registered = mlflow.pytorch.load_model("models:/trainlab@champion")
+    served = mlflow.pyfunc.load_model("models:/trainlab@champion")
     chosen, blob = load_any(evaluated / FILES[expected])
-    x = torch.as_tensor(load_split(evaluated / paths.PREPARED, "target", "val").x[:16])
+    x = load_split(evaluated / paths.PREPARED, "target", "val").x[:16].astype(np.float32)
     with torch.inference_mode():
-        expected_logp = torch.log_softmax(chosen(x).float() / blob["meta"]["temperature"], -1)
-        assert torch.allclose(registered(x), expected_logp, atol=1e-5)
+        expected_probs = torch.softmax(chosen(torch.as_tensor(x)).float() / blob["meta"]["temperature"], -1).numpy()
+    classes = task_info(evaluated / paths.PREPARED, "target").class_names
+    for given in (x, x.astype(np.float64), x.tolist()):
+        probs = served.predict(given)
+        assert list(probs.columns) == classes
+        assert np.allclose(probs.to_numpy().sum(axis=1), 1.0, atol=1e-6)
+        assert np.allclose(probs.to_numpy(), expected_probs, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_every_model_a_stage_trains_is_an_mlflow_model_with_signature_and_example(evaluated: Path) -> None:
+    from mlflow.models import Model
+
+    client = client_of(evaluated)
+    models = client.search_logged_models(experiment_ids=[experiment_id(client)])
+    found = client.search_runs([experiment_id(client)])
+    runs = {r.info.run_id: r.info.run_name for r in found}
+    by_run = {runs[m.source_run_id]: m for m in models}
+    assert set(by_run) == {"pretrain", "finetune", "finetune/scratch", "finetune/probe", "ensemble", "evaluate"}
+    # Search trials keep their model file as a plain artifact (tracking.log_trial_models
+    # is off by default; bench/trial_models.py logs them as MLflow models).
+    trials = [r for r in found if r.data.tags.get("optuna.state") == "COMPLETE"]
+    assert trials and all(client.list_artifacts(r.info.run_id, "model") for r in trials)
+    target = task_info(evaluated / paths.PREPARED, "target")
+    source = task_info(evaluated / paths.PREPARED, "source")
+    for run_name, logged in by_run.items():
+        model = Model.load(logged.model_uri)
+        assert model.signature is not None and "python_function" in model.flavors, run_name
+        classes = source.class_names if run_name == "pretrain" else target.class_names
+        assert model.signature.outputs.input_names() == classes, run_name
+        assert len(model.signature.inputs.inputs) == int(np.prod(target.input_shape)), run_name
+        example = np.asarray(model.load_input_example(logged.artifact_location))
+        assert example.shape == (2, int(np.prod(target.input_shape))), run_name
+
+
+@pytest.mark.slow
+def test_registered_version_has_a_model_card_and_tags(evaluated: Path) -> None:
+    client = client_of(evaluated)
+    version = client.get_model_version_by_alias("trainlab", "champion")
+    run = client.get_run(version.run_id)
+    metrics = json.loads((evaluated / "reports/evaluate/metrics.json").read_text())
+    champion = run.data.tags["best_model"]
+    classes = task_info(evaluated / paths.PREPARED, "target").class_names
+    manifest = json.loads((evaluated / paths.PREPARED / "manifest.json").read_text())
+    tags = version.tags
+    assert tags["trainlab.model"] == champion and json.loads(tags["class_names"]) == classes
+    assert float(tags["test.acc"]) == pytest.approx(metrics[f"test/acc/{champion}"], rel=1e-5)
+    assert float(tags["test.ece"]) == pytest.approx(metrics[f"test/ece/{champion}"], rel=1e-5)
+    assert tags["git.commit"] == run.data.tags["git.commit"] != "unknown"
+    hashes = {f"input.{task}/{split}/{name}.sha256": f["sha256"] for task, t in manifest["tasks"].items()
+              for split, sp in t["splits"].items() for name, f in sp["files"].items()}
+    assert {k: tags[k] for k in hashes} == hashes
+    card = version.description
+    assert card.startswith(f"# trainlab@champion: {champion}")
+    for needed in (f"trainlab rerun {run.info.run_id}", "dvc repro", run.data.tags["git.commit"],
+                   f"{metrics[f'test/acc/{champion}']:.4f}", next(iter(hashes.values()))):
+        assert needed in card
+    logged = Path(client.download_artifacts(run.info.run_id, "model_card.md", str(evaluated / "card")))
+    assert logged.read_text() == card

@@ -163,14 +163,3 @@ def plot_reliability(scores: list[ModelScore], path: Path) -> Path:
 def reliability_table(score: ModelScore) -> list[dict[str, object]]:
     """The champion's reliability diagram for `dvc plots` (x: confidence, y: accuracy); the PNG has all."""
     return [{"model": score.name, **row} for row in score.reliability]
-
-
-class Calibrated(torch.nn.Module):
-    """A model whose outputs are temperature-scaled log-probabilities (what gets registered)."""
-
-    def __init__(self, model: torch.nn.Module, temperature: float):
-        super().__init__()
-        self.model, self.temperature = model, float(temperature)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.log_softmax(self.model(x).float() / self.temperature, dim=-1)

@@ -12,12 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
+from trainlab import paths
 from trainlab.config import Params
+from trainlab.data import TaskInfo, load_split
 from trainlab.errors import TrainingDiverged
 from trainlab.io import write_text
 from trainlab.models import save_model
 from trainlab.learning_curves import Curves, DiagnosisReport, diagnose_training, write_training_reports
 from trainlab.selection import model_meta, selection_metrics
+from trainlab.tracking.logged_model import EXAMPLE_ROWS, ModelSpec
 from trainlab.training import TrainedModel
 
 
@@ -31,6 +37,7 @@ class TrainingOutputs:
     artifacts: list[tuple[Path, str | None]]  # (file, MLflow artifact folder)
     backfill: Curves | None                 # curves from before a resume (or of a CV refit)
     diagnosis: DiagnosisReport
+    temperature: float = 1.0                # calibration fitted on the held-out predictions
 
 
 def tuning_stage(stage: str) -> str:
@@ -56,7 +63,7 @@ def write_training_outputs(trained: TrainedModel, params: Params, stage: str, la
     if model_path is not None:
         save_model(model_path, trained.model, params.model, trained.info.input_shape,
                    trained.info.class_names, meta={"stage": stage, **selection, **(meta or {})})
-        if params.tracking.log_models:
+        if params.tracking.log_models:   # the DVC output byte for byte, beside the MLflow model
             artifacts.append((model_path, "model"))
     resumed = trained.result.resumed_from_step
     tags = {"trainlab.diagnosis": ",".join(diagnosis.names), "trainlab.stop_reason": trained.result.stop_reason,
@@ -64,7 +71,8 @@ def write_training_outputs(trained: TrainedModel, params: Params, stage: str, la
     if resumed or trained.cross_validated:
         tags["trainlab.resumed_from_step"] = resumed
     return TrainingOutputs(metrics, len(trained.result.history), tags, artifacts,
-                           trained.curves if resumed or trained.cross_validated else None, diagnosis)
+                           trained.curves if resumed or trained.cross_validated else None, diagnosis,
+                           float(selection.get("temperature", 1.0)))
 
 
 def publish_training(run, trained: TrainedModel, params: Params, model_path: Path | None, report_dir: Path,
@@ -75,8 +83,23 @@ def publish_training(run, trained: TrainedModel, params: Params, model_path: Pat
     outputs = write_training_outputs(trained, params, run.stage, run.run_name, model_path, report_dir,
                                      meta, extra_metrics)
     run.record_training(outputs.metrics, outputs.step, outputs.tags, outputs.artifacts, outputs.backfill)
+    if params.tracking.log_models:
+        task = "source" if run.stage == "pretrain" else "target"
+        # Named after the file (pretrained, finetuned, scratch) or the run (probe).
+        name = model_path.stem if model_path is not None else run.run_name.rsplit("/", 1)[-1]
+        run.log_model(served_spec(trained.model, trained.info, task, outputs.temperature,
+                                  probabilities=not trained.pretext), name)
     print(outputs.diagnosis.terminal)
     return outputs.metrics
+
+
+def served_spec(module: torch.nn.Module, info: TaskInfo, task: str, temperature: float = 1.0,
+                probabilities: bool = True) -> ModelSpec:
+    """What tracking needs to log `module` as an MLflow model; the input example is the
+    first rows of `task`'s training split."""
+    x = load_split(paths.PREPARED, task, "train", mmap=True).x
+    return ModelSpec(module, tuple(info.input_shape), list(info.class_names), np.array(x[:EXAMPLE_ROWS]),
+                     temperature, probabilities)
 
 
 def publish_divergence(run, err: TrainingDiverged) -> None:

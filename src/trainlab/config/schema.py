@@ -424,7 +424,8 @@ class SelectionConfig(Section):
 class TrackingConfig(Section):
     uri: TrackingUri | None = None   # null = MLFLOW_TRACKING_URI, else the project root's sqlite:///mlflow.db
     experiment: ExperimentName = "trainlab"
-    log_models: bool = True
+    log_models: bool = True          # every model a stage trains, as an MLflow model
+    log_trial_models: bool = False   # trials' models as MLflow models too; off: their files only
     system_metrics: bool = True      # MLflow's CPU/memory/disk/network/GPU samples, every 10 s
 
 

@@ -13,7 +13,7 @@ from trainlab.data.prepared import sha256_file
 from trainlab.engine import Hook, LoopState
 from trainlab.errors import TrainingDiverged
 from trainlab.models import save_model
-from trainlab.outputs import publish_divergence
+from trainlab.outputs import publish_divergence, served_spec
 from trainlab.learning_curves import summary_metrics
 from trainlab.search.space import suggest
 from trainlab.selection import model_meta
@@ -80,11 +80,18 @@ def run_trial(trial: optuna.Trial, slot: int, study_name: str, params: Params, p
             run.log_metrics({f"final/{k}": v for k, v in metrics.items()}, step=len(trained.result.history))
             run.set_tags({"optuna.state": "COMPLETE"})
             model_path = paths.search_trial_model(study_name, slot)
+            selection = model_meta(trained.heldout, config.selection.calibrate)
             save_model(model_path, trained.model, config.model, trained.info.input_shape, trained.info.class_names,
                        meta={"study": study_name, "slot": slot, "trial": trial.number, "params": trial.params,
-                             "val/acc": metrics["val/acc"], "val/loss": metrics["val/loss"],
-                             **model_meta(trained.heldout, config.selection.calibrate)})
+                             "val/acc": metrics["val/acc"], "val/loss": metrics["val/loss"], **selection})
             trial.set_user_attr(MODEL_SHA256, sha256_file(model_path))
+            if config.tracking.log_models and config.tracking.log_trial_models:
+                run.log_model(served_spec(trained.model, trained.info, "target", selection.get("temperature", 1.0)),
+                              f"trial-{slot:03d}")
+            elif config.tracking.log_models:
+                # The file only, by default: an MLflow model costs every trial a pickled copy,
+                # a model load and a predict on its input example (bench/trial_models.py).
+                run.log_artifact(model_path, "model")
             finish(trained)
     if pruned is not None:
         print(f"trial {slot}: {pruned}", file=sys.stderr)

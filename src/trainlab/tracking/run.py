@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from trainlab.config import Params, params_hash
 from trainlab.config.sections import stage_params
@@ -24,6 +24,10 @@ from trainlab.tracking.mlflow_fields import SystemMetrics, source_tags, split_da
 from trainlab.tracking.lineage import environment_freeze, git_state, pipeline_run_id, versions
 from trainlab.tracking.store import (SpaceReserve, Uninterrupted, as_fault, mark_dead_runs_killed, reason,
                                      server_lost, sqlite_store_lock, store_faults)
+
+if TYPE_CHECKING:
+    from trainlab.tracking.logged_model import ModelSpec
+    from trainlab.tracking.model_card import Champion
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"   # MLflow 3 UI: classic model-training view
 FLUSH_AT = 1000                                  # MLflow's log_batch limit per call
@@ -308,22 +312,19 @@ class StageRun:
         run.reserve = self.reserve
         return run
 
-    def register_model(self, model, input_example, name: str, alias: str) -> str:
-        """Log `model` (torch.export pt2 format) to this run, register it and point `alias` at it."""
-        import mlflow
-        import mlflow.pytorch
+    def log_model(self, spec: "ModelSpec", name: str = "model") -> str:
+        """Log a trained model as an MLflow pyfunc (signature, input example, its file); returns its URI."""
+        from trainlab.tracking.logged_model import log_model
 
-        from trainlab import __version__
+        return log_model(self.run_id, spec, name).model_uri
 
-        with mlflow.start_run(run_id=self.run_id):
-            info = mlflow.pytorch.log_model(
-                model.eval(), name="registered_model", input_example=input_example,
-                registered_model_name=name,
-                # Listing requirements skips MLflow's slow inference of them (~8 s).
-                pip_requirements=[f"torch=={__import__('torch').__version__.split('+')[0]}",
-                                  f"trainlab=={__version__}"])
-        version = str(info.registered_model_version)
-        self.client.set_registered_model_alias(name, alias, version)
+    def register_model(self, spec: "ModelSpec", name: str, alias: str, champion: "Champion") -> str:
+        """Log `spec`, register it as `name` with `alias`, and describe the version: the model
+        card as its description and `model_card.md`, tags with classes, metrics and lineage."""
+        from trainlab.tracking.logged_model import register
+
+        version, card = register(self.client, self.run_id, spec, name, alias, champion)
+        self.log_text(card, "model_card.md")
         self.set_tags({"registry.model": name, "registry.version": version, "registry.alias": alias})
         return version
 
@@ -366,7 +367,7 @@ class NullRun:
         return None
 
     log_metrics = log_metric_rows = flush = set_tags = log_artifact = log_text = log_dict = log_figure = _ignore
-    record_training = record_diagnosis = log_standard_artifacts = mark_pruned = link = _ignore
+    record_training = record_diagnosis = log_standard_artifacts = mark_pruned = link = log_model = _ignore
 
     def backfill(self, curves) -> int:
         return 0

@@ -1,0 +1,85 @@
+"""What a registered model version says about itself: description, tags, model card.
+
+The card is the version's description (the registry page renders it as Markdown) and
+the registering run's `model_card.md`: which model, the data it was trained and tested
+on (content hashes of the prepared files), its test metrics, the commit, and the two
+ways to reproduce it. The tags carry the same facts for searching
+(`client.search_model_versions("tags.git_commit = '...'")`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Mapping
+
+# Test metrics shown on the card and tagged, in this order, when the scores have them.
+KEY_METRICS = ("acc", "loss", "ece", "ece_uncalibrated", "f1_macro")
+# The registering run's tags copied to the version (with every input.<file>.sha256).
+LINEAGE_TAGS = ("git.commit", "git.dirty", "trainlab.params_hash", "trainlab.pipeline_run")
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The facts evaluate knows about the model it registers."""
+
+    model: str                        # finetuned, ensemble, scratch, best_trial
+    class_names: list[str]
+    test: Mapping[str, float]         # test metrics (acc, loss, ece, ...), temperature included
+    heldout_loss: float               # calibrated held-out loss: what chose it
+    heldout: str                      # "validation" or "5-fold CV ..."
+    test_samples: int
+
+
+def version_tags(champion: Champion, run_tags: Mapping[str, str]) -> dict[str, str]:
+    """Registry tags: model, classes, key test metrics, commit, params hash, data hashes."""
+    tags = {"trainlab.model": champion.model, "class_names": json.dumps(champion.class_names),
+            "num_classes": str(len(champion.class_names)),
+            "temperature": f"{champion.test.get('temperature', 1.0):.6g}",
+            "heldout_loss": f"{champion.heldout_loss:.6g}", "selected_on": champion.heldout}
+    tags.update({f"test.{k}": f"{champion.test[k]:.6g}" for k in KEY_METRICS if k in champion.test})
+    tags.update({key: value for key, value in run_tags.items()
+                 if key in LINEAGE_TAGS or key.startswith("input.")})
+    return tags
+
+
+def model_card(champion: Champion, run_id: str, run_tags: Mapping[str, str], name: str, alias: str) -> str:
+    """A short Markdown card: model, data, metrics, lineage, how to reproduce and use it."""
+    commit = run_tags.get("git.commit", "unknown")
+    dirty = " (with uncommitted changes: reproduce from a clean commit)" if run_tags.get("git.dirty") == "true" else ""
+    data = [f"- `{key[len('input.'):-len('.sha256')]}`: sha256 `{value}`"
+            for key, value in sorted(run_tags.items()) if key.startswith("input.") and key.endswith(".sha256")]
+    metrics = " | ".join(f"{champion.test[k]:.4f}" for k in KEY_METRICS if k in champion.test)
+    header = " | ".join(k for k in KEY_METRICS if k in champion.test)
+    classes = ", ".join(champion.class_names)
+    return "\n".join([
+        f"# {name}@{alias}: {champion.model}",
+        "",
+        f"Classifier of {len(champion.class_names)} classes ({classes}), "
+        f"temperature-scaled (T = {champion.test.get('temperature', 1.0):.4g}). "
+        f"Chosen by evaluate as the lowest calibrated held-out loss ({champion.heldout_loss:.4f}, "
+        f"{champion.heldout}); the test split was read only to score it.",
+        "",
+        "## Data (prepared files, content hashes)",
+        *(data or ["- (no data hashes recorded)"]),
+        "",
+        f"## Test metrics ({champion.test_samples} samples)",
+        f"| {header} |",
+        "|" + "---|" * len([k for k in KEY_METRICS if k in champion.test]),
+        f"| {metrics} |",
+        "",
+        "## Lineage",
+        f"- git commit `{commit}`{dirty}",
+        f"- MLflow run `{run_id}` (stage evaluate), params hash `{run_tags.get('trainlab.params_hash', '?')}`",
+        "",
+        "## Reproduce",
+        f"- `trainlab rerun {run_id}`: reruns the pipeline at that commit with its params and "
+        "compares every metric",
+        f"- or `git checkout {commit} && dvc pull && dvc repro`",
+        "",
+        "## Use",
+        f"`mlflow.pyfunc.load_model(\"models:/{name}@{alias}\").predict(rows)` returns a DataFrame of class "
+        "probabilities, one column per class name; `rows` is a DataFrame, NumPy array or list of "
+        "input rows (float32, float64 or ints).",
+        "",
+    ])
