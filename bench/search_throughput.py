@@ -108,9 +108,9 @@ def main() -> None:
                       f"load {C.load_average()}; trials took {', '.join(f'{t:.1f}' for t in sorted(span['trial_s']))} s",
                       flush=True)
                 shutil.rmtree(project)
-        report(args, rows, cores)
         if not args.no_grid:
             check_grid_best(base, Path(tmp), search)
+        report(args, rows, cores)
 
 
 def report(args: argparse.Namespace, rows: dict[int, list[dict]], cores: int) -> None:

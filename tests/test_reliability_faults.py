@@ -109,11 +109,14 @@ def test_a_read_only_models_folder_is_found_before_training(fresh: Path, tmp_pat
     out.mkdir()
     done = in_mount_namespace(
         "mount --bind models models && mount -o remount,bind,ro models || exit 90\n"
-        f"trainlab pretrain > {out}/stage.log 2>&1; echo $? > {out}/rc\n", fresh)
+        f"trainlab pretrain > {out}/stdout.log 2> {out}/stage.log; echo $? > {out}/rc\n", fresh)
     assert done.returncode == 0, done.stderr                 # 90: the read-only mount itself failed
     said = (out / "stage.log").read_text()
     assert int((out / "rc").read_text()) == RESOURCE, said
     assert said.strip().splitlines() == ["error: models: cannot write: read-only file system"]
+    # stdout: only the line saying what the stage starts, nothing claiming a result
+    assert (out / "stdout.log").read_text().splitlines() == [
+        "[pretrain] starting: Train the model on the source corpus -> models/pretrained.pt."]
     assert not (fresh / "models/pretrained.pt").exists() and temporaries(fresh) == []
 
 

@@ -46,7 +46,7 @@ def test_rerun_in_a_worktree_reproduces_pretrain_exactly(prepared_project: Path,
 
     assert result.returncode == 0, result.stdout + result.stderr
     keys = compared_keys(original.data.metrics)
-    assert len(keys) > 20 and "epoch/time_s" in original.data.metrics
+    assert len(keys) >= 15 and "epoch/time_s" in original.data.metrics
     assert result.stdout.strip().splitlines() == [f"identical: {len(keys)} metrics match exactly"]
     new = reruns_of(client_of(project), run_id)
     assert sorted(new) == ["prepare", "pretrain"]   # dvc repro rebuilt the pipeline up to pretrain

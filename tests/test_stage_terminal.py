@@ -54,7 +54,7 @@ def test_a_stage_ends_with_its_mlflow_run_and_the_files_it_wrote(project: Path) 
     prepared = only_run(project, "prepare")
     exp, run_id = experiment_id(client_of(project)), prepared.info.run_id
     assert said[-2:] == [
-        f"[prepare] MLflow run {run_id}: `mlflow ui --backend-store-uri {store}` then "
+        f"[prepare] MLflow run {run_id}: `mlflow ui --backend-store-uri {store} --host 127.0.0.1 --port 5000` then "
         f"http://127.0.0.1:5000/#/experiments/{exp}/runs/{run_id}",
         "[prepare] wrote: data/prepared/, reports/prepare/"]
 

@@ -12,4 +12,6 @@ def run_link(uri: str, experiment_id: str, run_id: str) -> str:
         return f"{uri.rstrip('/')}/{page}"
     if uri.startswith("databricks"):
         return f"run {run_id} in experiment {experiment_id} of {uri}"
-    return (f"`mlflow ui --backend-store-uri {uri}` then http://127.0.0.1:{UI_PORT}/{page}")
+    # Bound to localhost, as every server command the project documents (test_security.py).
+    command = f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port {UI_PORT}"
+    return f"`{command}` then http://127.0.0.1:{UI_PORT}/{page}"
