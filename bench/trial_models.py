@@ -56,8 +56,9 @@ def log_child(project: Path, logs: int) -> None:
 
     params = load_params("params.yaml")
     mlflow.set_tracking_uri(resolve_uri(params))
+    # Slot 0's trial run, found by its tag (its name also shows the values it tried).
     trial_run = mlflow.search_runs(experiment_names=[params.tracking.experiment], output_format="list",
-                                   filter_string="attributes.run_name = 'trial-000'")[0].info.run_id
+                                   filter_string="tags.`optuna.slot` = '0'")[0].info.run_id
     model, blob = load_any(paths.SEARCH_MODELS / "top1.pt")
     info = task_info(paths.PREPARED, "target")
     wall, cpu = [], []

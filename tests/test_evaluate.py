@@ -206,7 +206,8 @@ def test_every_model_a_stage_trains_is_an_mlflow_model_with_signature_and_exampl
     found = client.search_runs([experiment_id(client)])
     runs = {r.info.run_id: r.info.run_name for r in found}
     by_run = {runs[m.source_run_id]: m for m in models}
-    assert set(by_run) == {"pretrain", "finetune", "finetune/scratch", "finetune/probe", "ensemble", "evaluate"}
+    assert set(by_run) == {"pretrain", "finetune", "finetune scratch baseline", "finetune linear probe", "ensemble",
+                           "evaluate"}
     # Search trials keep their model file as a plain artifact (tracking.log_trial_models
     # is off by default; bench/trial_models.py logs them as MLflow models).
     trials = [r for r in found if r.data.tags.get("optuna.state") == "COMPLETE"]
@@ -214,7 +215,7 @@ def test_every_model_a_stage_trains_is_an_mlflow_model_with_signature_and_exampl
     target = task_info(evaluated / paths.PREPARED, "target")
     source = task_info(evaluated / paths.PREPARED, "source")
     for run_name, logged in by_run.items():
-        model = Model.load(logged.model_uri)
+        model = Model.load(logged.artifact_location)   # the store of this project, not the global tracking URI
         assert model.signature is not None and "python_function" in model.flavors, run_name
         classes = source.class_names if run_name == "pretrain" else target.class_names
         assert model.signature.outputs.input_names() == classes, run_name
