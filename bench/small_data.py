@@ -150,8 +150,11 @@ def pipeline_rounds(args: argparse.Namespace, base: Path) -> dict[str, list[floa
 
 
 # ------------------------------------------------------------------------- per step
-def step_ms(shape: tuple[int, ...], batch: int, threads: int, steps: int) -> float:
-    """ms per optimizer step (forward, backward, clip, AdamW) of the shipped model on `threads` threads."""
+def step_ms(shape: tuple[int, ...], batch: int, threads: int, steps: int, tiny: bool = False) -> float:
+    """ms per optimizer step (forward, backward, clip, AdamW) of the shipped model on `threads` threads.
+
+    `tiny`: as the engine runs tiny steps (runtime.tiny_steps): native convolutions instead
+    of oneDNN's, and AdamW's fused kernel."""
     import torch
 
     from trainlab.config import validate
@@ -161,15 +164,16 @@ def step_ms(shape: tuple[int, ...], batch: int, threads: int, steps: int) -> flo
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = build_model(model_cfg, shape, 10)
-    optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), 1e-3, fused=tiny or None)
     x, y = torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
-    for i in range(steps + 5):
-        if i == 5:   # the first steps allocate; not timed
-            started = time.perf_counter()
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+    with torch.backends.mkldnn.flags(enabled=not tiny):
+        for i in range(steps + 5):
+            if i == 5:   # the first steps allocate; not timed
+                started = time.perf_counter()
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
     return (time.perf_counter() - started) / steps * 1000
 
 
@@ -203,20 +207,25 @@ def planned_steps(dataset: str) -> list[list[str]]:
 
 
 def thread_steps(quick: bool) -> float:
-    """1 vs 2 threads per step size, rounds alternating; returns the median ratio at the smallest size."""
+    """Per step size: 1 vs 2 threads, and 1 thread with the tiny-step kernels, rounds alternating;
+    returns the median ratio 1/2 threads at the smallest size."""
     rounds, steps = (1, 3) if quick else (3, 40)
     rows, smallest = [], []
+    variants = [(1, False), (2, False), (1, True)]
     for shape, batch in STEP_CASES:
-        times: dict[int, list[float]] = {1: [], 2: []}
+        times: dict[tuple[int, bool], list[float]] = {v: [] for v in variants}
         for round_ in range(rounds):
-            for threads in ((1, 2) if round_ % 2 == 0 else (2, 1)):
-                times[threads].append(step_ms(shape, batch, threads, steps if len(shape) == 1 else max(3, steps // 4)))
-        one, two = statistics.median(times[1]), statistics.median(times[2])
+            for threads, tiny in (variants if round_ % 2 == 0 else variants[::-1]):
+                n = steps if len(shape) == 1 else max(3, steps // 4)
+                times[threads, tiny].append(step_ms(shape, batch, threads, n, tiny))
+        one, two, native = (statistics.median(times[v]) for v in variants)
         values = batch * int(np.prod(shape))
-        rows.append([f"{list(shape)} x batch {batch}", values, f"{one:.2f}", f"{two:.2f}", f"{one / two:.2f}"])
+        rows.append([f"{list(shape)} x batch {batch}", values, f"{one:.2f}", f"{two:.2f}", f"{one / two:.2f}",
+                     f"{native:.2f}", f"{native / one:.2f}"])
         if not smallest:
             smallest.append(one / two)
-    print(C.table(rows, ["step", "input values", "1 thread ms", "2 threads ms", "1/2"]))
+    print(C.table(rows, ["step", "input values", "1 thread ms", "2 threads ms", "1/2",
+                         "1 thread, native convs + fused AdamW ms", "native+fused / 1 thread"]))
     return smallest[0]
 
 

@@ -171,23 +171,26 @@ def test_corrupt_model_file_raises_checkpoint_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("arch", ["cnn1d", "resnet1d"])
-def test_downsample_halves_the_resolution_of_that_many_blocks(arch: str) -> None:
-    for downsample, length in [(0, 40), (1, 20), (2, 10)]:
+def test_downsample_halves_the_resolution_in_that_many_layers_stem_first(arch: str) -> None:
+    for downsample, length in [(0, 40), (1, 20), (2, 10), (3, 5)]:
         model = build_model(config(arch, downsample=downsample), (40,), 3)
+        assert model.backbone.stem(torch.randn(2, 40)).shape[-1] == (20 if downsample else 40)
         before_pool = model.backbone[:-1]            # everything but the global pooling
         assert before_pool(torch.randn(2, 40)).shape == (2, 6, length)
-    with pytest.raises(ParamsError, match=r"^model\.downsample: 3 blocks .* model\.depth is 2; accepted: 0 to 2, or auto$"):
-        build_model(config(arch, downsample=3), (40,), 3)
+    with pytest.raises(ParamsError, match=r"^model\.downsample: 4 halvings .* model\.depth 2 blocks give at most 3; "
+                                          r"accepted: 0 to 3, or auto$"):
+        build_model(config(arch, downsample=4), (40,), 3)
 
 
 @pytest.mark.parametrize("arch, shape, positions", [
     ("resnet1d", (40,), 40),             # MNIST-1D: full resolution, as before
     ("resnet1d", (12, 29), 29),          # 12-channel series: full resolution
     ("resnet1d", (1000,), 250),          # a long series: halved twice
-    ("resnet2d", (28, 28), 14 * 14),     # 28x28 images: halved once
+    ("resnet2d", (28, 28), 7 * 7),       # 28x28 images: halved twice
+    ("resnet2d", (3, 32, 32), 8 * 8),    # 32x32 colour images: halved twice
     ("cnn2d", (3, 8, 8), 64),
 ])
-def test_auto_downsample_keeps_at_most_256_positions(arch: str, shape: tuple, positions: int) -> None:
+def test_auto_downsample_keeps_at_most_256_steps_or_64_pixels(arch: str, shape: tuple, positions: int) -> None:
     model = build_model(config(arch, downsample="auto"), shape, 3)
     out = model.backbone[:-1](torch.randn(2, *shape))
     assert int(torch.tensor(out.shape[2:]).prod()) == positions

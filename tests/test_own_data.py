@@ -33,20 +33,32 @@ def shipped_params(**overrides):
     (400, 32, 40),      # MNIST-1D's 400 labels: the shipped numbers, unchanged
     (60, 15, 125),      # a few dozen samples: a quarter of the set per batch, 500 steps
     (8, 2, 125),
-    (100_000, 32, 40),
+    (2_881, 32, 21),    # 4,000 images' train split: capped at 2,000 steps (40 epochs would be 3,640)
+    (100_000, 32, 1),   # 3,125 steps an epoch: one epoch, never none
 ])
 def test_auto_finetune_budget_scales_with_the_training_set(n: int, batch: int, epochs: int) -> None:
     params = validate(small_params(finetune__epochs="auto", finetune__batch_size="auto"))
     budget = resolve_budget(params.finetune, params.trainer, n)
     assert (budget.spec.batch_size, budget.spec.epochs) == (batch, epochs)
     assert "budget:" in budget.note
-    assert budget.spec.epochs * -(-n // batch) >= min(params.finetune.auto.min_steps, 40 * -(-n // batch))
+    steps = budget.spec.epochs * -(-n // batch)
+    assert steps >= min(params.finetune.auto.min_steps, 40 * -(-n // batch))
+    assert steps <= max(params.finetune.auto.max_steps, -(-n // batch))
+    if steps < 40 * -(-n // batch):
+        assert "at most 2000 optimizer steps" in budget.note
 
 
 def test_auto_pretrain_budget_keeps_mnist1d_source_run() -> None:
     params = validate(small_params(pretrain__epochs="auto", pretrain__batch_size="auto"))
     budget = resolve_budget(params.pretrain, params.trainer, 38_000)
     assert (budget.spec.batch_size, budget.spec.epochs) == (128, 12)
+
+
+def test_min_steps_above_max_steps_is_refused_naming_both() -> None:
+    from trainlab.errors import ParamsError
+
+    with pytest.raises(ParamsError, match=r"finetune\.auto.*min_steps \(3000\) is above max_steps \(2000\)"):
+        validate(small_params(finetune__auto__min_steps=3000))
 
 
 def test_explicit_numbers_win_and_print_nothing() -> None:
@@ -293,11 +305,12 @@ def fit_recording_threads(n_features: int, batch: int, targets: str = "classes")
 
     class Threads(Hook):
         def __init__(self):
-            self.seen, self.metrics = [], {}
+            self.seen, self.metrics, self.kernels = [], {}, set()
 
         def on_epoch_end(self, state, metrics):
             self.seen.append(torch.get_num_threads())
             self.metrics = metrics
+            self.kernels.add((torch.backends.mkldnn.enabled, bool(state.optimizer.defaults.get("fused"))))
 
     rng = np.random.default_rng(0)
     x = torch.as_tensor(rng.normal(size=(32, n_features)), dtype=torch.float32)
@@ -310,20 +323,26 @@ def fit_recording_threads(n_features: int, batch: int, targets: str = "classes")
     outputs = n_features if regression else 2
     fit(build_model(ModelConfig(arch="mlp", width=8, depth=1), (n_features,), outputs), TrainData(x, y),
         TrainData(x, y), spec, TrainerConfig(threads=2, progress="off"), seed=0, hooks=[hook])
+    KERNELS[targets, n_features, batch] = hook.kernels
     return hook.seen, hook.metrics
 
 
-def test_tiny_steps_train_on_one_thread_and_the_stage_count_comes_back() -> None:
+KERNELS: dict = {}   # (mkldnn enabled, fused optimizer) seen during each fit_recording_threads
+
+
+def test_tiny_steps_train_on_one_thread_with_native_kernels_and_the_stage_settings_come_back() -> None:
     from trainlab.engine.runtime import SINGLE_THREAD_BELOW_VALUES
 
-    before = torch.get_num_threads()
+    before, mkldnn = torch.get_num_threads(), torch.backends.mkldnn.enabled
     torch.set_num_threads(2)
     try:
         tiny, _ = fit_recording_threads(n_features=8, batch=16)           # 128 values a step
         assert 16 * 8 < SINGLE_THREAD_BELOW_VALUES and tiny == [1, 1]
-        assert torch.get_num_threads() == 2                                # restored after the fit
+        assert KERNELS["classes", 8, 16] == {(False, True)}                # native convs, fused optimizer
+        assert torch.get_num_threads() == 2 and torch.backends.mkldnn.enabled == mkldnn   # restored
         big, _ = fit_recording_threads(n_features=128, batch=16)          # 2,048 values a step
         assert 16 * 128 >= SINGLE_THREAD_BELOW_VALUES and big == [2, 2]
+        assert KERNELS["classes", 128, 16] == {(mkldnn, False)}
     finally:
         torch.set_num_threads(before)
 
@@ -341,3 +360,18 @@ def test_regression_targets_report_no_accuracy() -> None:
     assert "val/loss" in metrics and "val/acc" not in metrics and "epoch/train_acc" not in metrics
     _, metrics = fit_recording_threads(n_features=6, batch=8)
     assert {"val/acc", "epoch/train_acc"} <= set(metrics)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "adagrad", "rmsprop", "lbfgs"])
+def test_every_optimizer_builds_for_tiny_steps(name: str) -> None:
+    from trainlab.config.schema import OptimizerConfig
+    from trainlab.engine.optim import ParamGroup, build_optimizer
+
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = build_optimizer([ParamGroup("all", [weight])], OptimizerConfig(name=name), 8, fused=True)
+    loss = lambda: (weight ** 2).sum()   # noqa: E731
+    optimizer.zero_grad()
+    loss().backward()
+    optimizer.step((lambda: (optimizer.zero_grad(), loss().backward(), loss())[-1]) if name == "lbfgs" else None)
+    assert bool(optimizer.defaults.get("fused")) == (name in {"sgd", "adam", "adamw", "adagrad"})
+    assert float(loss()) < 3.0

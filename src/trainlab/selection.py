@@ -117,7 +117,11 @@ class StopAfter(Hook):
     def on_epoch_end(self, state: LoopState, metrics: dict[str, float]) -> None:
         if state.epoch + 1 >= self.epochs:
             state.should_stop = True
-            state.stop_reason = f"stopped after epoch {self.epochs}, chosen by cross-validation"
+            state.stop_reason = self.reason(self.epochs)
+
+    @staticmethod
+    def reason(epochs: int) -> str:
+        return f"stopped after epoch {epochs}, chosen by cross-validation"
 
 
 def pooled_per_epoch(fold_held: list[np.ndarray], fold_probs: list[list[np.ndarray]], n: int) -> list[np.ndarray]:

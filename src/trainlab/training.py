@@ -21,8 +21,7 @@ from trainlab.errors import TrainingDiverged
 from trainlab.models import Classifier, build_model
 from trainlab.pretext import reconstruction_spec, reconstruction_task
 from trainlab.learning_curves import CurveRecorder, Curves
-from trainlab.selection import (EpochPredictions, HeldOut, StopAfter, choose_epoch, concat, pooled_per_epoch,
-                                predict_probs, stratified_folds, subset, uses_cv)
+from trainlab.selection import HeldOut, predict_probs, uses_cv
 
 # What a training needs besides data: a fresh model, its parameter groups (None = one
 # group) and hooks bound to that model (gradual unfreezing). Called once per fit, so
@@ -81,7 +80,7 @@ def train_task(params: Params, spec: TrainSpec, task: str, *, resume_name: str,
     """Build a model and fit it on `task`, resuming from its checkpoint if one fits.
 
     On the target task with a validation split below `selection.cv_below`, the model is
-    selected by cross-validation and refit (see `trainlab.selection`). Resume
+    selected by cross-validation and refit (see `trainlab.cross_validation`). Resume
     checkpoints are removed by the caller once the final outputs are written (`finish`).
     `pruning` (a search trial's) watches the validation metric of the run, or under
     cross-validation that of the first fold.
@@ -91,13 +90,14 @@ def train_task(params: Params, spec: TrainSpec, task: str, *, resume_name: str,
         return _pretext(params, spec, train, val, info, hooks, runtime, label, resume_name, identity)
     build = build or _fresh_model(params, info)
     if task == "target" and uses_cv(params, len(val)):
-        return _cross_validated(params, spec, build, train, val, info, runtime, label, resume_name, identity,
-                                pruning)
+        from trainlab.cross_validation import cross_validated   # it builds on this module's fit_model
+
+        return cross_validated(params, spec, build, train, val, info, runtime, label, resume_name, identity, pruning)
     budget = resolve_budget(spec, params.trainer, len(train))
-    _say(budget.note, label, runtime)
+    say(budget.note, label, runtime)
     model, groups, extra = build()
-    fitted = _fit(params, budget.spec, model, groups, train, val, info,
-                  [*extra, *hooks, *([pruning] if pruning else [])], runtime, label, resume_name, identity)
+    fitted = fit_model(params, budget.spec, model, groups, train, val, info,
+                       [*extra, *hooks, *([pruning] if pruning else [])], runtime, label, resume_name, identity)
     if task == "target":
         fitted.heldout = HeldOut("val", predict_probs(model, val.x), np.asarray(val.y))
     return fitted
@@ -109,19 +109,20 @@ def _pretext(params: Params, spec: TrainSpec, train: TrainData, val: TrainData, 
     """Masked-reconstruction pretraining on unlabelled inputs (see `trainlab.pretext`)."""
     train, val, info = reconstruction_task(train, val, info, params.seed)
     budget = resolve_budget(reconstruction_spec(spec), params.trainer, len(train))
-    _say(f"pretext: masked reconstruction of {len(train)} unlabelled views (no labelled corpus: "
-         f"data.file.source_path is not set)", label, runtime)
-    _say(budget.note, label, runtime)
+    say(f"pretext: masked reconstruction of {len(train)} unlabelled views (no labelled corpus: "
+        f"data.file.source_path is not set)", label, runtime)
+    say(budget.note, label, runtime)
     model, groups, extra = _fresh_model(params, info)()
-    trained = _fit(params, budget.spec, model, groups, train, val, info, [*extra, *hooks], runtime, label,
-                   resume_name, identity)
+    trained = fit_model(params, budget.spec, model, groups, train, val, info, [*extra, *hooks], runtime, label,
+                        resume_name, identity)
     trained.pretext = True
     return trained
 
 
-def _fit(params: Params, spec: TrainSpec, model: Classifier, groups, train: TrainData, val: TrainData,
-         info: TaskInfo, hooks: Sequence[Hook], runtime: Runtime | None, label: str, resume_name: str,
-         identity: object) -> TrainedModel:
+def fit_model(params: Params, spec: TrainSpec, model: Classifier, groups, train: TrainData, val: TrainData,
+              info: TaskInfo, hooks: Sequence[Hook], runtime: Runtime | None, label: str, resume_name: str,
+              identity: object) -> TrainedModel:
+    """fit() with a resume checkpoint keyed on everything that decides the result, and curves recorded."""
     # Trainer settings that do not change the maths (progress, logging cadence) are left out.
     trainer_math = params.trainer.model_dump(exclude={"progress", "log_every_steps", "num_workers", "loader",
                                                       "checkpoint_min_interval_s"})
@@ -139,69 +140,6 @@ def _fit(params: Params, spec: TrainSpec, model: Classifier, groups, train: Trai
     return TrainedModel(model, result, info, recorder.curves, [checkpointing])
 
 
-def _cross_validated(params: Params, spec: TrainSpec, build: ModelFactory, train: TrainData, val: TrainData,
-                     info: TaskInfo, runtime: Runtime | None, label: str, resume_name: str,
-                     identity: object, pruning: Hook | None) -> TrainedModel:
-    """k-fold CV over train + val picks the epoch; the model refit on all of it is returned.
-
-    A search trial's pruner watches the first fold: every trial of a study holds out the
-    same first fold (same labels, same split seed), so their curves compare epoch by
-    epoch, and a trial that is poor there is stopped before its other folds and refit.
-    """
-    labelled = concat(train, val)
-    y = np.asarray(labelled.y)
-    held = stratified_folds(y, params.selection.folds, params.data.split_seed)
-    budget = resolve_budget(spec, params.trainer, len(labelled))
-    fold_spec = budget.spec.model_copy(update={"early_stopping": spec.early_stopping.model_copy(
-        update={"enabled": False})})
-    _say(f"selection: {len(held)}-fold CV (validation split has {len(val)} samples, below "
-         f"selection.cv_below {params.selection.cv_below})" + (f"; {budget.note}" if budget.note else ""),
-         label, runtime)
-    # Folds train quietly (one line each): k x epochs progress lines would bury the output.
-    quiet = params.model_copy(update={"trainer": params.trainer.model_copy(update={"progress": "off"})})
-    fold_probs, checkpoints = [], []
-    for k, fold in enumerate(held):
-        model, groups, extra = build()
-        rest = np.setdiff1d(np.arange(len(y)), fold)
-        predictions = EpochPredictions(np.asarray(labelled.x)[fold])
-        watch = [pruning] if pruning and k == 0 else []
-        fitted = _fit(quiet, fold_spec, model, groups, subset(labelled, rest), subset(labelled, fold), info,
-                      [*extra, predictions, *watch], runtime, f"{label} fold {k + 1}/{len(held)}",
-                      f"{resume_name}-fold{k}", (identity, "fold", k))
-        fold_probs.append(predictions.per_epoch)
-        checkpoints += fitted.checkpoints
-        losses = [HeldOut("cv", p, y[fold]).loss for p in predictions.per_epoch]
-        _say(f"fold {k + 1}/{len(held)}: {len(rest)} train, {len(fold)} held out; best held-out loss "
-             f"{min(losses):.4f} at epoch {int(np.argmin(losses)) + 1}", label, runtime)
-    pooled = pooled_per_epoch(held, fold_probs, len(y))
-    es = spec.early_stopping
-    best = choose_epoch(pooled, y, es.monitor, es.enabled)
-    _say(f"cross-validation chose epoch {best + 1} (pooled out-of-fold loss "
-         f"{HeldOut('cv', pooled[best], y).loss:.4f}); refitting on all {len(y)} labelled samples", label, runtime)
-    model, groups, extra = build()
-    refit = _fit(params, fold_spec, model, groups, labelled, subset(labelled, held[0]), info,
-                 [*extra, StopAfter(best + 1)], runtime, f"{label} refit", f"{resume_name}-refit",
-                 (identity, "refit", best))
-    refit.checkpoints = checkpoints + refit.checkpoints
-    refit.heldout = HeldOut("cv", pooled[best], y, len(held))
-    refit.cross_validated = True
-    _replace_val_curves(refit, pooled, y, best)
-    return refit
-
-
-def _replace_val_curves(trained: TrainedModel, pooled: list[np.ndarray], y: np.ndarray, best: int) -> None:
-    """The refit's own val metrics are in-sample; under CV, val/* is the pooled out-of-fold score."""
-    for epoch, row in enumerate(trained.result.history):
-        scored = HeldOut("cv", pooled[epoch], y)
-        row["val/loss"], row["val/acc"] = scored.loss, scored.acc
-    shown = range(len(trained.result.history))
-    trained.curves["val/loss"] = [(e, trained.result.history[e]["val/loss"]) for e in shown]
-    trained.curves["val/acc"] = [(e, trained.result.history[e]["val/acc"]) for e in shown]
-    result = trained.result
-    result.best_epoch, result.monitor = best, "val/loss"
-    result.best_value = result.history[best]["val/loss"]
-
-
 def _fresh_model(params: Params, info: TaskInfo) -> ModelFactory:
     def build():
         seed_everything(params.seed)
@@ -209,7 +147,7 @@ def _fresh_model(params: Params, info: TaskInfo) -> ModelFactory:
     return build
 
 
-def _say(note: str, label: str, runtime: Runtime | None) -> None:
+def say(note: str, label: str, runtime: Runtime | None) -> None:
     if note and (runtime is None or runtime.is_main):
         print(f"[{label}] {note}", flush=True)
 

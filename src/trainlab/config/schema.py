@@ -137,8 +137,10 @@ class ModelConfig(Section):
     arch: Literal["logreg", "mlp", "cnn1d", "resnet1d", "cnn2d", "resnet2d"] = "resnet1d"
     width: Width = 32
     depth: Annotated[int, Field(gt=0, le=256)] = 3
-    kernel_size: Annotated[int, Field(gt=0, le=64)] = 5
-    # CNN blocks, from the input side, that halve the resolution; auto: until <= 256 positions remain
+    # auto: 5 for series (1-D nets), 3x3 for images (2-D nets)
+    kernel_size: Annotated[int, Field(gt=0, le=64)] | Literal["auto"] = "auto"
+    # CNN layers that halve the resolution, from the input side (the stem, then blocks);
+    # auto: until <= 256 time steps (1-D) or <= 64 pixels (2-D) remain
     downsample: Annotated[int, Field(ge=0, le=256)] | Literal["auto"] = "auto"
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
     batchnorm: bool = True
@@ -244,6 +246,15 @@ class AutoBudget(Section):
     min_epochs: Epochs = 12       # never fewer epochs than this
     min_steps: Annotated[int, Field(ge=0, le=10_000_000)] = 1000  # and at least this many optimizer steps
     max_epochs: Epochs = 1000     # a ceiling for tiny sets
+    # A ceiling for large sets, winning over min_epochs (never below one epoch). Set above
+    # MNIST-1D's pretraining corpus (12 epochs of 297 steps) so its source run is unchanged.
+    max_steps: Annotated[int, Field(gt=0, le=10_000_000)] = 4000
+
+    @model_validator(mode="after")
+    def _steps_in_order(self) -> "AutoBudget":
+        if self.min_steps > self.max_steps:
+            raise ValueError(f"min_steps ({self.min_steps}) is above max_steps ({self.max_steps})")
+        return self
 
 
 class FinetuneAutoBudget(AutoBudget):
@@ -252,6 +263,7 @@ class FinetuneAutoBudget(AutoBudget):
     batch_size: Annotated[int, Field(gt=0, le=1_048_576)] = 32
     min_epochs: Epochs = 40
     min_steps: Annotated[int, Field(ge=0, le=10_000_000)] = 500
+    max_steps: Annotated[int, Field(gt=0, le=10_000_000)] = 2000   # 2,881 images: 21 epochs of 91 steps
 
 
 class TrainSpec(Section):

@@ -3,7 +3,8 @@
 A budget in epochs is a budget in the wrong unit for small data: 12 epochs of 60
 samples at batch 128 are 12 optimizer steps. The auto rule keeps the batch at most a
 fraction of the training set (so every epoch has several steps) and runs at least a
-minimum number of optimizer steps. Explicit numbers in params.yaml are used as they are.
+minimum number of optimizer steps; a large training set gets fewer epochs, so that a run
+stays under a maximum number of steps. Explicit numbers in params.yaml are used as they are.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def resolve_budget(spec: TrainSpec, trainer: TrainerConfig, n_train: int) -> Bud
         epochs = min(rule.max_epochs, max(rule.min_epochs, needed))
         why = (f"at least {rule.min_steps} optimizer steps" if needed > rule.min_epochs
                else "auto.min_epochs")
+        if epochs * steps_per_epoch > rule.max_steps:   # large sets: fewer epochs, at least one
+            epochs = max(1, rule.max_steps // steps_per_epoch)
+            why = f"at most {rule.max_steps} optimizer steps"
         notes.append(f"{epochs} epochs of {steps_per_epoch} steps ({why})")
     resolved = spec.model_copy(update={"epochs": epochs, "batch_size": batch})
     return Budget(resolved, ("budget: " + ", ".join(notes)) if notes else "")

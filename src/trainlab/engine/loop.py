@@ -36,8 +36,8 @@ from trainlab.engine.hooks import BestSoFar, Hook, Hooks, LoopState, Progress
 from trainlab.engine.losses import LossFn, build_loss, correct_count, has_classes
 from trainlab.engine.optim import ParamGroup, Schedule, build_optimizer
 from trainlab.engine.parallel import Parallel, data_shard
-from trainlab.engine.runtime import (Runtime, all_reduce_sum, fit_threads, intra_op_threads, seed_everything,
-                                     setup_runtime)
+from trainlab.engine.runtime import (Runtime, all_reduce_sum, seed_everything, setup_runtime, tiny_step_kernels,
+                                     tiny_steps)
 from trainlab.engine.steps import Flushed, StepRecorder, train_step
 from trainlab.errors import ParamsError, TrainingDiverged
 
@@ -68,15 +68,15 @@ def fit(model: torch.nn.Module, train: TrainData, val: TrainData, spec: TrainSpe
     `checkpointing` (resume at start, save at epoch ends) runs after every other hook."""
     runtime = runtime or setup_runtime(trainer)
     spec = resolve_budget(spec, trainer, len(train)).spec   # `auto` epochs/batch size -> numbers
-    # Tiny steps run on one thread (see fit_threads); the count is restored afterwards.
-    threads = fit_threads(runtime, spec.batch_size, math.prod(train.x.shape[1:]))
-    with intra_op_threads(threads):
-        return _train(model, train, val, spec, trainer, seed, hooks, checkpointing, groups, runtime, label)
+    # Tiny steps: one thread, native kernels, a fused optimizer (see runtime.tiny_steps).
+    tiny = tiny_steps(runtime, spec.batch_size, math.prod(train.x.shape[1:]))
+    with tiny_step_kernels(tiny):
+        return _train(model, train, val, spec, trainer, seed, hooks, checkpointing, groups, runtime, label, tiny)
 
 
 def _train(model: torch.nn.Module, train: TrainData, val: TrainData, spec: TrainSpec, trainer: TrainerConfig,
            seed: int, hooks: Sequence[Hook], checkpointing: Checkpointing | None,
-           groups: list[ParamGroup] | None, runtime: Runtime, label: str) -> FitResult:
+           groups: list[ParamGroup] | None, runtime: Runtime, label: str, tiny: bool) -> FitResult:
     """fit() once the runtime, budget and thread count are settled: the loop of the module docstring."""
     seed_everything(seed)
     _check_compatible(spec, trainer, runtime)
@@ -92,7 +92,7 @@ def _train(model: torch.nn.Module, train: TrainData, val: TrainData, spec: Train
                           f"for {data_ranks} device(s) x {trainer.grad_accum} micro-batches")
     parallel = Parallel(model, trainer, spec, runtime)   # ddp, fsdp or pipeline: engine/parallel.py
     optimizer = build_optimizer(parallel.groups(groups or [ParamGroup("all", list(model.parameters()))]),
-                                spec.optimizer, batch_size)
+                                spec.optimizer, batch_size, fused=tiny)
     best = BestSoFar(spec.early_stopping)
     state = LoopState(parallel.model, optimizer, Schedule(spec.schedule, len(plan), spec.epochs),
                       runtime.grad_scaler(), runtime, spec, trainer, seed, len(plan), best,

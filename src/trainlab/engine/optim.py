@@ -26,24 +26,30 @@ def effective_lr(cfg: OptimizerConfig, batch_size: int) -> float:
     return cfg.lr * batch_size / cfg.reference_batch_size
 
 
-def build_optimizer(groups: list[ParamGroup], cfg: OptimizerConfig, batch_size: int) -> torch.optim.Optimizer:
-    """A torch.optim optimizer with one param group per ParamGroup; `initial_lr` is the base lr."""
+def build_optimizer(groups: list[ParamGroup], cfg: OptimizerConfig, batch_size: int,
+                    fused: bool = False) -> torch.optim.Optimizer:
+    """A torch.optim optimizer with one param group per ParamGroup; `initial_lr` is the base lr.
+
+    `fused`: torch's fused kernel (one call updates every parameter) where the optimizer has
+    one (sgd, adam, adamw, adagrad); the engine asks for it on tiny steps (runtime.tiny_steps).
+    """
     lr = effective_lr(cfg, batch_size)
+    kernel = {"fused": True} if fused else {}
     torch_groups = [{"params": g.params, "lr": lr * g.lr_scale, "initial_lr": lr * g.lr_scale, "name": g.name}
                     for g in groups if g.params]
     wd = cfg.weight_decay
     if cfg.name == "sgd":
         return torch.optim.SGD(torch_groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=wd)
+                               weight_decay=wd, **kernel)
     if cfg.name == "adam":
-        return torch.optim.Adam(torch_groups, lr=lr, betas=cfg.betas, eps=cfg.eps, weight_decay=wd)
+        return torch.optim.Adam(torch_groups, lr=lr, betas=cfg.betas, eps=cfg.eps, weight_decay=wd, **kernel)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(torch_groups, lr=lr, betas=cfg.betas, eps=cfg.eps, weight_decay=wd)
+        return torch.optim.AdamW(torch_groups, lr=lr, betas=cfg.betas, eps=cfg.eps, weight_decay=wd, **kernel)
     if cfg.name == "rmsprop":
         return torch.optim.RMSprop(torch_groups, lr=lr, alpha=cfg.alpha, eps=cfg.eps, weight_decay=wd,
                                    momentum=cfg.momentum)
     if cfg.name == "adagrad":
-        return torch.optim.Adagrad(torch_groups, lr=lr, eps=cfg.eps, weight_decay=wd)
+        return torch.optim.Adagrad(torch_groups, lr=lr, eps=cfg.eps, weight_decay=wd, **kernel)
     # L-BFGS keeps one param group and re-evaluates the loss through a closure.
     params = [p for g in groups for p in g.params]
     return torch.optim.LBFGS([{"params": params, "initial_lr": lr}], lr=lr,

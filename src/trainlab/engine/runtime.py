@@ -84,21 +84,41 @@ def configure_threads(cfg: TrainerConfig, world_size: int = 1) -> int:
 
 
 # A CPU fit whose optimizer steps carry fewer input values than this (batch x values per
-# sample) runs on one intra-op thread. Such steps are many tiny kernels: splitting each
-# over two threads buys almost nothing and pays an OpenMP barrier per kernel, which on a
-# shared machine waits for a core held by another process. Measured at load ~9 on the
-# 2-core machine (bench/small_data.py --steps, bench/RESULTS.md 8b): batch 4 of 24 values,
-# 12 ms a step on 1 thread against 192 ms on 2. Set below MNIST-1D's fine-tuning step
-# (batch 32 x 40 = 1,280 values) so that the shipped default pipeline keeps its measured
-# thread count and results; a quiet-machine measurement should place it (see 8b).
+# sample) has tiny steps: many kernels of a few microseconds each, where fixed costs per
+# call decide the time. Such a fit runs (see `tiny_step_kernels`):
+# - on one intra-op thread: splitting a tiny kernel over two threads buys nothing and pays
+#   an OpenMP barrier, which on a shared machine waits for a core held by another process
+#   (batch 4 of 24 values: 12 ms a step on 1 thread against 192 ms on 2, at load ~9);
+# - with torch's native convolutions instead of oneDNN's, whose per-call set-up dominates
+#   convolutions this small (resnet1d, batch 5 of 24 values: 4.1-4.9 ms against 6.8-7.0);
+# - with the fused optimizer kernel, one call for all parameters instead of a loop of
+#   small ones (3.5 ms against 4.1-4.9 with native convolutions).
+# Measured with bench/small_data.py --steps (bench/RESULTS.md 8b). The threshold sits below
+# MNIST-1D's fine-tuning step (batch 32 x 40 = 1,280 values), where oneDNN is 2.4x faster
+# than the native kernels: the shipped default pipeline keeps its kernels and results.
 SINGLE_THREAD_BELOW_VALUES = 1024
 
 
-def fit_threads(runtime: Runtime, batch_size: int, sample_values: int) -> int | None:
-    """1 for a single-process CPU fit of tiny steps; None keeps the stage's `trainer.threads`."""
+def tiny_steps(runtime: Runtime, batch_size: int, sample_values: int) -> bool:
+    """True for a single-process CPU fit whose steps are too small to share out (see above)."""
     if runtime.device.type != "cpu" or runtime.distributed:
-        return None
-    return 1 if batch_size * sample_values < SINGLE_THREAD_BELOW_VALUES else None
+        return False
+    return batch_size * sample_values < SINGLE_THREAD_BELOW_VALUES
+
+
+@contextmanager
+def tiny_step_kernels(active: bool) -> Iterator[None]:
+    """One intra-op thread and native convolutions inside when `active`; both restored after."""
+    if not active:
+        yield
+        return
+    mkldnn = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        with intra_op_threads(1):
+            yield
+    finally:
+        torch.backends.mkldnn.enabled = mkldnn
 
 
 @contextmanager

@@ -72,19 +72,21 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
     residual = cfg.arch.startswith("resnet")
     conv = nn.Conv1d if dims == 1 else nn.Conv2d
     norm = (nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d) if cfg.batchnorm else None
+    kernel = AUTO_KERNEL[dims] if cfg.kernel_size == "auto" else cfg.kernel_size
+    halvings = auto_downsample(input_shape, dims, cfg.depth) if cfg.downsample == "auto" else cfg.downsample
+    if halvings > cfg.depth + 1:
+        raise ParamsError(f"model.downsample: {halvings} halvings asked but the stem and model.depth "
+                          f"{cfg.depth} blocks give at most {cfg.depth + 1}; accepted: 0 to {cfg.depth + 1}, or auto")
+    # Halvings from the input side: the stem first (as in image ResNets), then the blocks.
     blocks: OrderedDict[str, nn.Module] = OrderedDict()
     blocks["stem"] = nn.Sequential(
         AddChannel(len(input_shape) == dims),
-        same_conv(conv, channels, cfg.width, cfg.kernel_size, bias=norm is None),
+        same_conv(conv, channels, cfg.width, kernel, stride=2 if halvings >= 1 else 1, bias=norm is None),
         *( [norm(cfg.width)] if norm else []), act())
-    downsample = auto_downsample(input_shape, dims, cfg.depth) if cfg.downsample == "auto" else cfg.downsample
-    if downsample > cfg.depth:
-        raise ParamsError(f"model.downsample: {downsample} blocks asked to halve the resolution but "
-                          f"model.depth is {cfg.depth}; accepted: 0 to {cfg.depth}, or auto")
     for i in range(1, cfg.depth + 1):
-        stride = 2 if i <= downsample else 1
+        stride = 2 if i < halvings else 1
         block = ResidualBlock if residual else PlainBlock
-        blocks[f"block{i}"] = block(conv, norm, act, cfg.width, cfg.kernel_size, stride)
+        blocks[f"block{i}"] = block(conv, norm, act, cfg.width, kernel, stride)
     if residual:   # pre-activation blocks end on a bare sum: normalise and activate it once
         blocks["norm"] = nn.Sequential(*([norm(cfg.width)] if norm else []), act())
     pool = nn.AdaptiveAvgPool1d(1) if dims == 1 else nn.AdaptiveAvgPool2d(1)
@@ -92,18 +94,22 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
     return Classifier(nn.Sequential(blocks), cfg.width, num_classes, cfg.dropout)
 
 
-# `downsample: auto` halves the resolution in the first blocks until at most this many
-# positions (time steps, or pixels) remain: the cost of a conv block grows with them, its
-# receptive field does not need more. MNIST-1D's 40 steps keep full resolution; 28x28
-# images are halved once (196 positions), a series of 1,000 steps twice.
-AUTO_MAX_POSITIONS = 256
+# `downsample: auto` halves the resolution in the first layers (the stem, then blocks)
+# until at most this many positions remain: the cost of a conv block grows with them, its receptive field does not
+# need more. Series keep up to 256 steps (MNIST-1D's 40 keep full resolution, 1,000 steps
+# are halved twice); images up to 64 pixels, the 8x8 maps that small-image ResNets end on
+# (28x28 becomes 14x14, then 7x7; 32x32 becomes 16x16, then 8x8; 8x8 stays).
+AUTO_MAX_POSITIONS = {1: 256, 2: 64}
+# `kernel_size: auto`: 5 steps for series, the standard 3x3 for images (a 5x5 kernel costs
+# 2.8x as much, and two stacked 3x3 kernels already see 5x5).
+AUTO_KERNEL = {1: 5, 2: 3}
 
 
 def auto_downsample(input_shape: tuple[int, ...], dims: int, depth: int) -> int:
-    """How many blocks halve the resolution under `downsample: auto`."""
+    """How many layers (the stem, then blocks) halve the resolution under `downsample: auto`."""
     positions = int(torch.tensor(input_shape[-dims:]).prod())
     halvings = 0
-    while positions > AUTO_MAX_POSITIONS and halvings < depth:
+    while positions > AUTO_MAX_POSITIONS[dims] and halvings < depth + 1:
         positions = max(1, positions // 2 ** dims)
         halvings += 1
     return halvings
