@@ -28,7 +28,7 @@ from trainlab.engine.runtime import setup_runtime, tiny_steps
 from trainlab.fold_workers import run_shared
 from trainlab.selection import (EpochPredictions, HeldOut, StopAfter, choose_epoch, concat, pooled_per_epoch,
                                 stratified_folds, subset)
-from trainlab.training import ModelFactory, TrainedModel, fit_model, say
+from trainlab.fitting import ModelFactory, TrainedModel, fit_model, say
 
 # The refit alongside the folds keeps a copy of the weights per epoch; above this many
 # bytes in all it trains after the folds instead, stopping at the chosen epoch.

@@ -219,7 +219,7 @@ class SignalAtStep(Hook):
 
     For tests that interrupt a run at an exact moment instead of after a wall-clock delay,
     which on a busy machine could land after the last step. Only added when asked for
-    (see trainlab.training.TEST_SIGNAL_ENV), so ordinary runs never carry it.
+    (see trainlab.fitting.TEST_SIGNAL_ENV), so ordinary runs never carry it.
     """
 
     def __init__(self, step: int, signum: int):
