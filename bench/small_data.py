@@ -166,7 +166,9 @@ def step_ms(shape: tuple[int, ...], batch: int, threads: int, steps: int, tiny: 
     model = build_model(model_cfg, shape, 10)
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3, fused=tiny or None)
     x, y = torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
-    with torch.backends.mkldnn.flags(enabled=not tiny):
+    mkldnn = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = not tiny   # as runtime.tiny_step_kernels does
+    try:
         for i in range(steps + 5):
             if i == 5:   # the first steps allocate; not timed
                 started = time.perf_counter()
@@ -174,6 +176,8 @@ def step_ms(shape: tuple[int, ...], batch: int, threads: int, steps: int, tiny: 
             torch.nn.functional.cross_entropy(model(x), y).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
+    finally:
+        torch.backends.mkldnn.enabled = mkldnn
     return (time.perf_counter() - started) / steps * 1000
 
 
