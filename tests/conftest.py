@@ -3,11 +3,17 @@ and benchmarks share: the real params.yaml shrunk to a tiny CPU run)."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
 
 from trainlab.testing import make_project, trainlab
+
+# A suite started in the background by a shell without job control (`cmd &` in a script)
+# inherits SIGINT ignored, and so would every stage the tests start: the Ctrl-C tests
+# would then see runs that cannot be interrupted. The tests need the terminal's default.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture

@@ -95,6 +95,8 @@ class _Child:
             self.process.join(timeout=5)
             raise UserError(f"a cross-validation fold process ended without its result (exit code "
                             f"{self.process.exitcode}); rerun to resume from the folds' checkpoints") from None
+        except Exception as err:   # an error object that pickles but cannot be rebuilt here
+            raise UserError(f"a cross-validation fold failed and its error could not be passed back ({err})") from None
         self.received += 1
         return message
 
@@ -111,7 +113,10 @@ def _child_main(jobs: list[Callable[[], Any]], ks: range, conn: Connection) -> N
         try:
             result = jobs[k]()
         except BaseException as err:   # KeyboardInterrupt too: the parent re-raises it
-            conn.send((k, False, _picklable(err)))
+            try:
+                conn.send((k, False, err))
+            except Exception:   # an error that cannot be pickled: its text
+                conn.send((k, False, UserError(f"{type(err).__name__}: {err}")))
             return
         conn.send((k, True, result))
 
@@ -122,13 +127,3 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
-
-
-def _picklable(err: BaseException) -> BaseException:
-    import pickle
-
-    try:
-        pickle.loads(pickle.dumps(err))
-        return err
-    except Exception:
-        return UserError(f"{type(err).__name__}: {err}")
