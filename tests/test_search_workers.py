@@ -40,7 +40,7 @@ def running_trial_pids(project: Path) -> set[int]:
 def start_two_worker_search(prepared_project: Path, tmp_path: Path, n_trials: int):
     """`trainlab search` with 2 workers in its own process group: (project, process, log file)."""
     params = search_params(search__sampler="random", search__n_trials=n_trials, search__workers=2,
-                           search__epochs=15, search__pruner="none", finetune__early_stopping__enabled=False)
+                           search__epochs=40, search__pruner="none", finetune__early_stopping__enabled=False)
     project = new_project(prepared_project, tmp_path / "project", params)
     log = (tmp_path / "search.log").open("w")
     proc = subprocess.Popen([str(BIN / "trainlab"), "search"], cwd=project, env=clean_env(), stdout=log,

@@ -171,8 +171,10 @@ def claim_slot(study: optuna.Study, trial: optuna.Trial) -> int:
         free = (s for s in itertools.count() if s not in taken)
         slot = next(itertools.islice(free, ahead, None))
         trial.set_user_attr(SLOT, slot)
-    trial.set_user_attr(HOST, socket.gethostname())
+    # PID before HOST: recover_killed (another process) takes a RUNNING trial of this host
+    # without a live PID for dead, so a trial must never show its host without its pid.
     trial.set_user_attr(PID, os.getpid())
+    trial.set_user_attr(HOST, socket.gethostname())
     return slot
 
 
