@@ -414,6 +414,7 @@ class EnsembleConfig(Section):
     greedy_rounds: Annotated[int, Field(gt=0, le=1000)] = 25
     top_k: PositiveInt = 5
     include_finetuned: bool = True
+    include_scratch: bool = True     # the from-scratch baseline, where finetune.compare_scratch trained it
 
 
 class EvaluateConfig(Section):

@@ -41,7 +41,10 @@ class Candidate:
 
 
 def member_files(params: Params) -> list[tuple[str, object]]:
-    """(name, path) of each candidate: search top-k by rank, then optionally the finetuned model."""
+    """(name, path) of each candidate: search top-k by rank, then the finetuned model and the
+    from-scratch baseline where asked for. Every trial starts from the pretrained backbone; the
+    scratch baseline is the one candidate that does not, so where pretraining hurts (or a
+    different start helps the vote) the ensemble can still use it."""
     index = paths.SEARCH_MODELS / "members.json"
     if not index.is_file():
         raise DataError(f"{index}: not found; run `dvc repro search` first")
@@ -49,6 +52,8 @@ def member_files(params: Params) -> list[tuple[str, object]]:
     files = [(f"search_top{m['rank']}", paths.SEARCH_MODELS / m["file"]) for m in ranked]
     if params.ensemble.include_finetuned:
         files.append(("finetuned", paths.FINETUNED))
+    if params.ensemble.include_scratch and params.finetune.compare_scratch:
+        files.append(("scratch", paths.SCRATCH))
     return files
 
 
