@@ -23,7 +23,7 @@ def command(params_path: str) -> None:
     from trainlab.data import load_split, task_info
     from trainlab.ensemble.combine import load_any
     from trainlab.errors import DataError
-    from trainlab.evaluation import (choose_best, confusion_rows, evaluate_all, flat_metrics,
+    from trainlab.evaluation import (choose_best, confusion_rows, evaluate_all, final_models, flat_metrics,
                                      plot_confusion, plot_reliability, reliability_table)
     from trainlab.io import require_writable, write_json
     from trainlab.outputs import served_spec
@@ -58,9 +58,7 @@ def command(params_path: str) -> None:
         run.log_artifact(reports / "per_class.json")
         run.set_tags({"best_model": best.name})
         if params.evaluate.register_model:
-            chosen = {"ensemble": paths.ENSEMBLE, "finetuned": paths.FINETUNED,
-                      "scratch": paths.SCRATCH, "best_trial": paths.SEARCH_MODELS / "top1.pt"}[best.name]
-            model, _ = load_any(chosen)
+            model, _ = load_any(final_models()[best.name])
             spec = served_spec(model, task_info(paths.PREPARED, "target"), "target", best.test["temperature"])
             champion = Champion(best.name, list(classes), best.test, best.heldout_loss, best.heldout, len(test_y))
             version = run.register_model(spec, params.evaluate.model_name, params.evaluate.alias, champion)

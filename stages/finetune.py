@@ -4,10 +4,12 @@ New head for the target classes, the blocks in finetune.freeze frozen (optionall
 unfrozen one by one every finetune.unfreeze_every epochs), the backbone at
 finetune.backbone_lr_scale x the head's lr. With finetune.compare_scratch it also
 trains the same model from random weights (transfer/gain = finetuned - scratch on
-val), and with finetune.linear_probe only a new head on frozen features.
+val), with finetune.linear_probe only a new head on frozen features, and with
+finetune.linear_baseline a linear model on the raw inputs.
 """
 
 import sys
+from functools import partial
 
 import click
 
@@ -29,7 +31,8 @@ def command(params_path: str) -> None:
     from trainlab.errors import TrainingDiverged
     from trainlab.outputs import publish_divergence, publish_training
     from trainlab.training import data_hashes, finish, load_task
-    from trainlab.transfer import finetune, linear_probe, no_gain_note, train_scratch, transfer_metrics
+    from trainlab.transfer import (finetune, linear_params, linear_probe, no_gain_note, train_linear,
+                                   train_scratch, transfer_metrics)
 
     params = load_params(params_path)
     require_writable(*paths.output_folders("finetune"))   # before the work, not after it
@@ -47,27 +50,26 @@ def command(params_path: str) -> None:
                 publish_divergence(run, err)
                 raise
             baselines = {}
-            if params.finetune.compare_scratch:
-                with run.child("finetune scratch baseline") as child:
+
+            def baseline(name: str, title: str, train, model_params, model_path) -> None:
+                """Train one baseline in its own child run and publish it there."""
+                with run.child(title) as child:
                     try:
-                        baselines["scratch"] = train_scratch(params, hooks=child.training_hooks(),
-                                                             runtime=runtime, data=data)
+                        baselines[name] = train(hooks=child.training_hooks(), runtime=runtime, data=data)
                     except TrainingDiverged as err:
                         publish_divergence(child, err)   # on the baseline's run, not also its parent's
                         raise
                     if runtime.is_main:
-                        publish_training(child, baselines["scratch"], params, paths.SCRATCH,
-                                         paths.BASELINES / "scratch")
+                        publish_training(child, baselines[name], model_params, model_path, paths.BASELINES / name)
+
+            if params.finetune.compare_scratch:
+                baseline("scratch", "finetune scratch baseline", partial(train_scratch, params), params, paths.SCRATCH)
             if params.finetune.linear_probe:
-                with run.child("finetune linear probe") as child:
-                    try:
-                        baselines["probe"] = linear_probe(params, paths.PRETRAINED, hooks=child.training_hooks(),
-                                                          runtime=runtime, data=data)
-                    except TrainingDiverged as err:
-                        publish_divergence(child, err)
-                        raise
-                    if runtime.is_main:
-                        publish_training(child, baselines["probe"], params, None, paths.BASELINES / "probe")
+                baseline("probe", "finetune linear probe", partial(linear_probe, params, paths.PRETRAINED),
+                         params, None)
+            if params.finetune.linear_baseline:
+                baseline("linear", "finetune linear baseline", partial(train_linear, params),
+                         linear_params(params), paths.LINEAR)
             if runtime.is_main:
                 paths.BASELINES.mkdir(parents=True, exist_ok=True)   # a DVC output even when empty
                 comparison = transfer_metrics(tuned, baselines)

@@ -21,9 +21,9 @@ from trainlab.testing import copy_project, trainlab
 
 from helpers.tracking import client_of, experiment_id
 
-MODELS = ("finetuned", "scratch", "best_trial", "ensemble")
-FILES = {"finetuned": paths.FINETUNED, "scratch": paths.SCRATCH, "best_trial": paths.SEARCH_MODELS / "top1.pt",
-         "ensemble": paths.ENSEMBLE}
+MODELS = ("finetuned", "scratch", "linear", "best_trial", "ensemble")
+FILES = {"finetuned": paths.FINETUNED, "scratch": paths.SCRATCH, "linear": paths.LINEAR,
+         "best_trial": paths.SEARCH_MODELS / "top1.pt", "ensemble": paths.ENSEMBLE}
 
 # Four samples, three classes: confidences 0.9 (right), 0.8 (wrong), 0.6 (right), 0.4 (wrong).
 PROBS = np.array([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.4, 0.3, 0.3]])
@@ -206,8 +206,8 @@ def test_every_model_a_stage_trains_is_an_mlflow_model_with_signature_and_exampl
     found = client.search_runs([experiment_id(client)])
     runs = {r.info.run_id: r.info.run_name for r in found}
     by_run = {runs[m.source_run_id]: m for m in models}
-    assert set(by_run) == {"pretrain", "finetune", "finetune scratch baseline", "finetune linear probe", "ensemble",
-                           "evaluate"}
+    assert set(by_run) == {"pretrain", "finetune", "finetune scratch baseline", "finetune linear probe",
+                           "finetune linear baseline", "ensemble", "evaluate"}
     # Search trials keep their model file as a plain artifact (tracking.log_trial_models
     # is off by default; bench/trial_models.py logs them as MLflow models).
     trials = [r for r in found if r.data.tags.get("optuna.state") == "COMPLETE"]

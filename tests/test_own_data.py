@@ -166,7 +166,8 @@ def test_ensemble_stage_drops_a_chance_level_member(tmp_path: Path, monkeypatch)
     chance = np.full((40, 2), 0.5)
     model = build_model(params.model, (4,), 2)
     for path, probs in ((paths.SEARCH_MODELS / "top1.pt", good), (paths.SEARCH_MODELS / "top2.pt", chance),
-                        (paths.FINETUNED, good * 0.9 + 0.05), (paths.SCRATCH, good * 0.8 + 0.1)):
+                        (paths.FINETUNED, good * 0.9 + 0.05), (paths.SCRATCH, good * 0.8 + 0.1),
+                        (paths.LINEAR, good * 0.7 + 0.15)):
         path.parent.mkdir(parents=True, exist_ok=True)
         save_model(path, model, params.model, (4,), ["a", "b"],
                    meta={"heldout": HeldOut("cv", probs, y, 5).to_json(), "temperature": 1.0})
@@ -175,12 +176,12 @@ def test_ensemble_stage_drops_a_chance_level_member(tmp_path: Path, monkeypatch)
     built = build_ensemble(params)
     weights = {m["name"]: m["weight"] for m in built.members}
     assert weights["search_top2"] == 0.0
-    assert set(weights) == {"search_top1", "search_top2", "finetuned", "scratch"}
+    assert set(weights) == {"search_top1", "search_top2", "finetuned", "scratch", "linear"}
     assert built.metrics["heldout/acc/ensemble"] >= built.metrics["heldout/acc/member_best"]
     assert "search_top2" not in torch.load(paths.ENSEMBLE, weights_only=True)["names"]
 
 
-def test_the_scratch_baseline_is_an_ensemble_candidate_unless_switched_off(tmp_path: Path, monkeypatch) -> None:
+def test_the_scratch_and_linear_baselines_are_ensemble_candidates_unless_switched_off(tmp_path: Path, monkeypatch) -> None:
     from trainlab.ensemble.assemble import member_files
 
     def names(**overrides) -> list[str]:
@@ -189,9 +190,10 @@ def test_the_scratch_baseline_is_an_ensemble_candidate_unless_switched_off(tmp_p
     monkeypatch.chdir(tmp_path)
     paths.SEARCH_MODELS.mkdir(parents=True)
     (paths.SEARCH_MODELS / "members.json").write_text(json.dumps([{"rank": 1, "file": "top1.pt"}]))
-    assert names()[-2:] == ["finetuned", "scratch"]
-    assert "scratch" not in names(ensemble__include_scratch=False)
-    assert "scratch" not in names(finetune__compare_scratch=False)   # no baseline trained, none asked for
+    assert names()[-3:] == ["finetuned", "scratch", "linear"]
+    assert names(ensemble__include_baselines=False)[-1] == "finetuned"
+    assert names(finetune__compare_scratch=False)[-2:] == ["finetuned", "linear"]   # only what finetune trained
+    assert names(finetune__linear_baseline=False)[-2:] == ["finetuned", "scratch"]
 
 
 # ---------------------------------------------------------------------------------- selection

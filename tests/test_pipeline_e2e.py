@@ -16,7 +16,7 @@ STAGES = ("prepare", "pretrain", "finetune", "search", "ensemble", "evaluate")
 STAGE_KEYS = {
     "prepare": {"target/train/samples", "target/num_classes"},
     "pretrain": {"val/acc", "val/loss", "best_epoch"},
-    "finetune": {"val/acc", "transfer/gain", "probe/val_acc", "scratch/val_acc"},
+    "finetune": {"val/acc", "transfer/gain", "probe/val_acc", "scratch/val_acc", "linear/val_acc"},
     "search": {"best/val/loss", "trials/complete"},
     "ensemble": {"heldout/acc/ensemble", "heldout/acc/member_best", "members"},
     "evaluate": {"test/acc/ensemble", "test/loss/finetuned", "test/ece/ensemble", "test/f1_macro/scratch",

@@ -13,7 +13,7 @@ from trainlab.testing import trainlab
 from helpers.search import TINY_SPACE, new_project, search_params
 
 RANGE = {"type": "float", "low": 1.0e-3, "high": 1.0e-2}
-ACCEPTED = ("finetune.* (not compare_scratch, linear_probe; not epochs while search.epochs is set), "
+ACCEPTED = ("finetune.* (not compare_scratch, linear_probe, linear_baseline; not epochs while search.epochs is set), "
             "model.{dropout,activation}, trainer.{batch_size,grad_accum,precision,fp16_loss_scaling,"
             "clip_grad_norm,clip_grad_value}")
 

@@ -218,6 +218,11 @@ def test_finetune_stage_outputs(finetuned_project: Path) -> None:
     assert metrics["transfer/gain"] == pytest.approx(tuned_acc - scratch_acc, abs=1e-9)
     assert 0.0 <= metrics["probe/val_acc"] <= 1.0
     assert metrics["transfer/gain_over_probe"] == pytest.approx(tuned_acc - metrics["probe/val_acc"], abs=1e-9)
+    # The linear baseline is a linear model on the raw inputs, saved and scored like the others.
+    linear, blob = load_model(project / paths.LINEAR)
+    assert blob["model"]["arch"] == "logreg" and not any(isinstance(m, torch.nn.Conv1d) for m in linear.modules())
+    assert metrics["linear/val_acc"] == pytest.approx(val_accuracy(project / paths.LINEAR, project), abs=1e-9)
+    assert metrics["transfer/gain_over_linear"] == pytest.approx(tuned_acc - metrics["linear/val_acc"], abs=1e-9)
     # The resume checkpoints are gone once the outputs are written.
     assert not list((project / paths.RESUME).glob("finetune*.pt"))
     curves = json.loads((project / "reports/finetune/curves.json").read_text())
@@ -235,7 +240,7 @@ def test_finetune_stage_child_runs(finetuned_project: Path) -> None:
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent_id = parents[0].info.run_id
     children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id}
-    assert set(children) == {"finetune scratch baseline", "finetune linear probe"}
+    assert set(children) == {"finetune scratch baseline", "finetune linear probe", "finetune linear baseline"}
     assert all(r.info.status == "FINISHED" for r in children.values())
     metrics = json.loads((finetuned_project / "reports/finetune/metrics.json").read_text())
     assert children["finetune linear probe"].data.metrics["final/val/acc"] == pytest.approx(metrics["probe/val_acc"])

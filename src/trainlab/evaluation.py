@@ -35,8 +35,9 @@ class ModelScore:
 
 
 def final_models() -> dict[str, Path]:
-    """Every final model that exists: finetuned, scratch baseline, best search trial, ensemble."""
-    candidates = {"finetuned": paths.FINETUNED, "scratch": paths.SCRATCH,
+    """Every final model that exists: finetuned, the scratch and linear baselines, best search
+    trial, ensemble."""
+    candidates = {"finetuned": paths.FINETUNED, **paths.BASELINE_MODELS,
                   "best_trial": paths.SEARCH_MODELS / "top1.pt", "ensemble": paths.ENSEMBLE}
     return {name: path for name, path in candidates.items() if path.is_file()}
 

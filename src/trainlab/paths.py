@@ -14,8 +14,10 @@ MANIFEST = PREPARED / "manifest.json"
 MODELS = Path("models")
 PRETRAINED = MODELS / "pretrained.pt"
 FINETUNED = MODELS / "finetuned.pt"
-BASELINES = MODELS / "baselines"          # finetune's scratch and linear-probe baselines
+BASELINES = MODELS / "baselines"          # finetune's scratch, linear and linear-probe baselines
 SCRATCH = BASELINES / "scratch.pt"
+LINEAR = BASELINES / "linear.pt"
+BASELINE_MODELS = {"scratch": SCRATCH, "linear": LINEAR}   # the baselines that are final models too
 SEARCH_MODELS = MODELS / "search"          # top-k trial checkpoints
 ENSEMBLE = MODELS / "ensemble.pt"
 

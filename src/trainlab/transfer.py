@@ -1,9 +1,10 @@
 """Transfer learning: pretrained backbone, new head, frozen blocks, gradual unfreezing.
 
 `finetune()` is the one function the finetune stage and every search trial call.
-`train_scratch()` and `linear_probe()` are its two baselines: the same model from
-random weights (does pretraining pay off?) and only a new head on frozen features
-(what does fine-tuning the backbone add?).
+Its baselines: `train_scratch()`, the same model from random weights (does pretraining
+pay off?); `linear_probe()`, only a new head on frozen features (what does fine-tuning
+the backbone add?); `train_linear()`, a linear model on the raw inputs (does a deep model
+pay off at all?).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from trainlab.config import Params
+from trainlab.config import Params, with_overrides
 from trainlab.config.schema import FinetuneConfig
 from trainlab.engine import Hook, LoopState, ParamGroup, Runtime, TrainData, seed_everything
 from trainlab.errors import CheckpointError
@@ -79,6 +80,19 @@ def train_scratch(params: Params, *, hooks: Sequence[Hook] = (), runtime: Runtim
     """The same architecture and budget from random weights, every layer at the head's lr."""
     return train_task(params, params.finetune, "target", resume_name="finetune-scratch", hooks=hooks,
                       runtime=runtime, label="scratch", data=data, identity="scratch")
+
+
+def linear_params(params: Params) -> Params:
+    """The config of the linear baseline: model.arch logreg, everything else as given."""
+    return with_overrides(params, {"model.arch": "logreg"})
+
+
+def train_linear(params: Params, *, hooks: Sequence[Hook] = (), runtime: Runtime | None = None,
+                 data=None) -> TrainedModel:
+    """A linear model on the raw inputs with finetune's budget and selection: the classic
+    baseline. On a small tabular or short-series set it can beat every deep model."""
+    return train_task(linear_params(params), params.finetune, "target", resume_name="finetune-linear",
+                      hooks=hooks, runtime=runtime, label="linear", data=data, identity="linear")
 
 
 def linear_probe(params: Params, pretrained: Path, *, hooks: Sequence[Hook] = (),

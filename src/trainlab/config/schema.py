@@ -303,6 +303,9 @@ class FinetuneConfig(TrainSpec):
     backbone_lr_scale: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
     compare_scratch: bool = True
     linear_probe: bool = True
+    # A linear model (model.arch logreg) on the raw inputs, same data, budget and selection:
+    # the classic baseline a deep model must beat, and a candidate for the ensemble and champion.
+    linear_baseline: bool = True
 
     @field_validator("freeze", mode="before")
     @classmethod
@@ -354,7 +357,7 @@ SEARCHABLE_MODEL = ("dropout", "activation")
 BACKBONE_SHAPE = ("arch", "width", "depth", "kernel_size", "downsample", "batchnorm")
 SEARCHABLE_TRAINER = ("batch_size", "grad_accum", "precision", "fp16_loss_scaling", "clip_grad_norm",
                       "clip_grad_value")
-NOT_SEARCHABLE_FINETUNE = ("compare_scratch", "linear_probe")
+NOT_SEARCHABLE_FINETUNE = ("compare_scratch", "linear_probe", "linear_baseline")
 
 
 def unsearchable_reason(key: str, per_trial_epochs: bool) -> str | None:
@@ -414,7 +417,9 @@ class EnsembleConfig(Section):
     greedy_rounds: Annotated[int, Field(gt=0, le=1000)] = 25
     top_k: PositiveInt = 5
     include_finetuned: bool = True
-    include_scratch: bool = True     # the from-scratch baseline, where finetune.compare_scratch trained it
+    # finetune's from-scratch and linear baselines, where finetune.compare_scratch and
+    # finetune.linear_baseline trained them: the candidates not started from the pretrained backbone
+    include_baselines: bool = True
 
 
 class EvaluateConfig(Section):

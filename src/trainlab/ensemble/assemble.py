@@ -41,10 +41,11 @@ class Candidate:
 
 
 def member_files(params: Params) -> list[tuple[str, object]]:
-    """(name, path) of each candidate: search top-k by rank, then the finetuned model and the
-    from-scratch baseline where asked for. Every trial starts from the pretrained backbone; the
-    scratch baseline is the one candidate that does not, so where pretraining hurts (or a
-    different start helps the vote) the ensemble can still use it."""
+    """(name, path) of each candidate: search top-k by rank, then the finetuned model and
+    finetune's from-scratch and linear baselines where asked for. Every trial starts from the
+    pretrained backbone; the baselines do not, so where pretraining hurts, or a linear model
+    suits the data, the vote can still use them (and where they add nothing, greedy selection
+    leaves them out)."""
     index = paths.SEARCH_MODELS / "members.json"
     if not index.is_file():
         raise DataError(f"{index}: not found; run `dvc repro search` first")
@@ -52,8 +53,9 @@ def member_files(params: Params) -> list[tuple[str, object]]:
     files = [(f"search_top{m['rank']}", paths.SEARCH_MODELS / m["file"]) for m in ranked]
     if params.ensemble.include_finetuned:
         files.append(("finetuned", paths.FINETUNED))
-    if params.ensemble.include_scratch and params.finetune.compare_scratch:
-        files.append(("scratch", paths.SCRATCH))
+    if params.ensemble.include_baselines:
+        trained = {"scratch": params.finetune.compare_scratch, "linear": params.finetune.linear_baseline}
+        files += [(name, path) for name, path in paths.BASELINE_MODELS.items() if trained[name]]
     return files
 
 

@@ -23,7 +23,7 @@ LINEAGE_TAGS = ("git.commit", "git.dirty", "trainlab.params_hash", "trainlab.pip
 class Champion:
     """The facts evaluate knows about the model it registers."""
 
-    model: str                        # finetuned, ensemble, scratch, best_trial
+    model: str                        # finetuned, ensemble, scratch, linear, best_trial
     class_names: list[str]
     test: Mapping[str, float]         # test metrics (acc, loss, ece, ...), temperature included
     heldout_loss: float               # calibrated held-out loss: what chose it
