@@ -157,3 +157,24 @@ def test_fold_processes_die_with_a_killed_stage(tmp_path: Path) -> None:
         assert not alive, "a fold process outlived its SIGKILLed stage"
     finally:
         stage.kill()
+
+
+def test_a_refit_resumed_past_the_chosen_epoch_is_refit_to_it_with_the_serial_result(tmp_path: Path,
+                                                                                     monkeypatch) -> None:
+    """A stage rerun after the refit alongside the folds had checkpointed its last epoch: the
+    resumed refit has no per-epoch weights to take the chosen epoch from, so it is refit to that
+    epoch after the folds, and ends with the weights the serial path gives."""
+    params, data = setup(tmp_path / "serial", monkeypatch, threads=1)
+    serial = train_task(params, params.finetune, "target", resume_name="r", data=data,
+                        build=factory(params, data[2], Hook()))
+    params, data = setup(tmp_path / "shared", monkeypatch, threads=2)
+    runs = []
+    for _ in range(2):   # the first run's resume checkpoints stay (no finish()): the second resumes
+        log = tmp_path / f"pids{len(runs)}"
+        runs.append(train_task(params, params.finetune, "target", resume_name="r", data=data,
+                               build=factory(params, data[2], Pids(log))))
+    assert serial.result.best_epoch < params.finetune.epochs - 1, "the chosen epoch must precede the last"
+    assert len(pids_of(tmp_path / "pids1")) == 6   # 4 folds and the refit resumed, then the serial refit
+    for a, b in zip(runs[1].model.state_dict().values(), serial.model.state_dict().values()):
+        assert torch.equal(a, b)
+    np.testing.assert_array_equal(runs[1].heldout.probs, serial.heldout.probs)

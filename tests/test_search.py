@@ -136,6 +136,21 @@ def test_search_seed_decides_the_proposals(sampler: str) -> None:
     assert proposals(sampler, seed=0) != proposals(sampler, seed=1)
 
 
+def test_the_study_plots_are_the_same_on_every_rerun(tmp_path: Path) -> None:
+    from trainlab.search.summary import write_plots
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: t.suggest_float("lr", 1e-3, 1e-2, log=True) * t.suggest_float("dropout", 0.0, 0.3),
+                   n_trials=8)
+    drawn = []
+    for rerun in ("a", "b"):
+        (tmp_path / rerun).mkdir()
+        written = write_plots(study, tmp_path / rerun)
+        drawn.append({path.name: path.read_bytes() for path in written})
+    assert "param_importances.png" in drawn[0]
+    assert drawn[0] == drawn[1]   # fANOVA's forest is seeded, so the importances do not move
+
+
 def test_unchanged_params_resume_and_a_new_space_starts_a_new_study(searched, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     params = search_params(search__sampler="random")

@@ -90,20 +90,33 @@ def cross_validated(params: Params, spec: TrainSpec, build: ModelFactory, train:
 
     results = run_shared(jobs, processes, report)
     folds = [results[i] for i, k in enumerate(fold_of) if k >= 0]
+    refit = results[fold_of.index(-1)] if snapshots is not None else None
+
+    def refit_to(epochs: int) -> TrainedModel:   # the serial refit, after the folds
+        model, groups, extra = build()
+        return fit_model(params, fold_spec, model, groups, labelled, subset(labelled, held[0]), info,
+                         [*extra, StopAfter(epochs)], runtime, f"{label} refit", f"{resume_name}-refit",
+                         (identity, "refit", epochs - 1))
+
+    return _select_and_refit(spec, held, y, folds, refit, snapshots, refit_to, label, runtime)
+
+
+def _select_and_refit(spec: TrainSpec, held: list[np.ndarray], y: np.ndarray,
+                      folds: list[tuple[list[np.ndarray], list[Checkpointing]]], refit: TrainedModel | None,
+                      snapshots: "EpochSnapshots | None", refit_to: Callable[[int], TrainedModel], label: str,
+                      runtime: Runtime | None) -> TrainedModel:
+    """Choose the epoch on the pooled out-of-fold predictions; return the refit as of that epoch,
+    taken from its per-epoch snapshots where it trained alongside the folds, else trained now."""
     pooled = pooled_per_epoch(held, [per_epoch for per_epoch, _ in folds], len(y))
     es = spec.early_stopping
     best = choose_epoch(pooled, y, es.monitor, es.enabled)
-    refit = results[fold_of.index(-1)] if snapshots is not None else None
     kept = refit is not None and snapshots is not None and snapshots.keep_epoch(refit, best)
     say(f"cross-validation chose epoch {best + 1} (pooled out-of-fold loss "
         f"{HeldOut('cv', pooled[best], y).loss:.4f}); " + (
             f"the refit on all {len(y)} labelled samples keeps its weights of that epoch" if kept else
             f"refitting on all {len(y)} labelled samples"), label, runtime)
     if not kept:
-        model, groups, extra = build()
-        refit = fit_model(params, fold_spec, model, groups, labelled, subset(labelled, held[0]), info,
-                          [*extra, StopAfter(best + 1)], runtime, f"{label} refit", f"{resume_name}-refit",
-                          (identity, "refit", best))
+        refit = refit_to(best + 1)
     refit.checkpoints = [c for _, saved in folds for c in saved] + refit.checkpoints
     refit.heldout = HeldOut("cv", pooled[best], y, len(held))
     refit.cross_validated = True

@@ -30,9 +30,14 @@ def write_plots(study: optuna.Study, folder: Path) -> list[Path]:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 
+    from optuna.importance import FanovaImportanceEvaluator
+
+    def importances(study: optuna.Study):
+        # fANOVA's random forest is seeded: the same study draws the same importances on every rerun.
+        return ovm.plot_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0))
+
     written = []
-    plots = dict(zip(PLOTS, (ovm.plot_optimization_history, ovm.plot_param_importances,
-                             ovm.plot_intermediate_values)))
+    plots = dict(zip(PLOTS, (ovm.plot_optimization_history, importances, ovm.plot_intermediate_values)))
     for name, plot in plots.items():
         try:
             axes = plot(study)
