@@ -52,8 +52,8 @@ def command(params_path: str) -> None:
             baselines = {}
 
             def baseline(name: str, title: str, train, model_params, model_path) -> None:
-                """Train one baseline in its own child run and publish it there."""
-                with run.child(title) as child:
+                """Train one baseline in its own child run (with the params it trains with) and publish it."""
+                with run.child(title, model_params) as child:
                     try:
                         baselines[name] = train(hooks=child.training_hooks(), runtime=runtime, data=data)
                     except TrainingDiverged as err:

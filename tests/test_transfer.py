@@ -242,6 +242,8 @@ def test_finetune_stage_child_runs(finetuned_project: Path) -> None:
     children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id}
     assert set(children) == {"finetune scratch baseline", "finetune linear probe", "finetune linear baseline"}
     assert all(r.info.status == "FINISHED" for r in children.values())
+    assert children["finetune linear baseline"].data.params["model.arch"] == "logreg"   # what it trained
+    assert children["finetune scratch baseline"].data.params["model.arch"] != "logreg"
     metrics = json.loads((finetuned_project / "reports/finetune/metrics.json").read_text())
     assert children["finetune linear probe"].data.metrics["final/val/acc"] == pytest.approx(metrics["probe/val_acc"])
     assert (children["finetune scratch baseline"].data.metrics["final/val/acc"]

@@ -306,7 +306,7 @@ class StageRun:
         self.client.log_figure(self.run_id, figure, name)
 
     def child(self, run_name: str, params: Params | None = None) -> "StageRun":
-        """A nested run under this one (search trials, the scratch and probe baselines)."""
+        """A nested run under this one (search trials, finetune's baselines), logging `params` or this run's."""
         run = StageRun(self.stage, params or self.params, self.inputs, parent_run_id=self.run_id,
                        run_name=run_name, extra_tags={"trainlab.parent_stage": self.stage})
         run.reserve = self.reserve
