@@ -206,7 +206,7 @@ def planned_steps(dataset: str) -> list[list[str]]:
         steps = budget.spec.epochs * -(-n // budget.spec.batch_size)
         rows.append([name, f"~{n}", budget.spec.batch_size, budget.spec.epochs, steps])
     fits = (params.selection.folds + 1 if cv else 1)
-    rows.append([f"fits: finetune stage 3 x {fits}, search {params.search.n_trials} x {fits}", "", "", "", ""])
+    rows.append([f"fits: finetune stage 4 x {fits}, search {params.search.n_trials} x {fits}", "", "", "", ""])
     return rows
 
 
