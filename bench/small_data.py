@@ -167,7 +167,7 @@ def step_ms(shape: tuple[int, ...], batch: int, threads: int, steps: int, tiny: 
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3, fused=tiny or None)
     x, y = torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
     mkldnn = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = not tiny   # as runtime.tiny_step_kernels does
+    torch.backends.mkldnn.enabled = not tiny   # as runtime.tiny_step_kernels does below 256 values a step
     try:
         for i in range(steps + 5):
             if i == 5:   # the first steps allocate; not timed

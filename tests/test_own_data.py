@@ -348,15 +348,18 @@ KERNELS: dict = {}   # (mkldnn enabled, fused optimizer) seen during each fit_re
 
 
 def test_tiny_steps_train_on_one_thread_with_native_kernels_and_the_stage_settings_come_back() -> None:
-    from trainlab.engine.runtime import SINGLE_THREAD_BELOW_VALUES
+    from trainlab.engine.runtime import NATIVE_CONVOLUTIONS_BELOW_VALUES, SINGLE_THREAD_BELOW_VALUES
 
     before, mkldnn = torch.get_num_threads(), torch.backends.mkldnn.enabled
     torch.set_num_threads(2)
     try:
         tiny, _ = fit_recording_threads(n_features=8, batch=16)           # 128 values a step
-        assert 16 * 8 < SINGLE_THREAD_BELOW_VALUES and tiny == [1, 1]
+        assert 16 * 8 < NATIVE_CONVOLUTIONS_BELOW_VALUES and tiny == [1, 1]
         assert KERNELS["classes", 8, 16] == {(False, True)}                # native convs, fused optimizer
         assert torch.get_num_threads() == 2 and torch.backends.mkldnn.enabled == mkldnn   # restored
+        small, _ = fit_recording_threads(n_features=32, batch=16)         # 512 values a step
+        assert NATIVE_CONVOLUTIONS_BELOW_VALUES <= 16 * 32 < SINGLE_THREAD_BELOW_VALUES and small == [1, 1]
+        assert KERNELS["classes", 32, 16] == {(mkldnn, True)}              # oneDNN convs, fused optimizer
         big, _ = fit_recording_threads(n_features=128, batch=16)          # 2,048 values a step
         assert 16 * 128 >= SINGLE_THREAD_BELOW_VALUES and big == [2, 2]
         assert KERNELS["classes", 128, 16] == {(mkldnn, False)}

@@ -89,14 +89,17 @@ def configure_threads(cfg: TrainerConfig, world_size: int = 1) -> int:
 # - on one intra-op thread: splitting a tiny kernel over two threads buys nothing and pays
 #   an OpenMP barrier, which on a shared machine waits for a core held by another process
 #   (batch 4 of 24 values: 12 ms a step on 1 thread against 192 ms on 2, at load ~9);
-# - with torch's native convolutions instead of oneDNN's, whose per-call set-up dominates
-#   convolutions this small (resnet1d, batch 5 of 24 values: 4.1-4.9 ms against 6.8-7.0);
 # - with the fused optimizer kernel, one call for all parameters instead of a loop of
-#   small ones (3.5 ms against 4.1-4.9 with native convolutions).
-# Measured with bench/small_data.py --steps (bench/RESULTS.md 8b). The threshold sits below
+#   small ones (oneDNN, batch 4 of 24 values: 5.2-5.4 ms against 6.8-7.0);
+# - and, below NATIVE_CONVOLUTIONS_BELOW_VALUES, with torch's native convolutions instead of
+#   oneDNN's, whose per-call set-up dominates convolutions this small (96 values a step:
+#   0.44x oneDNN's time), but not much larger ones (384 values: 1.41x; the crossover was
+#   between ~300 and 384 values).
+# Measured with bench/small_data.py --steps (bench/RESULTS.md 8b). Both thresholds sit below
 # MNIST-1D's fine-tuning step (batch 32 x 40 = 1,280 values), where oneDNN is 2.4x faster
 # than the native kernels: the shipped default pipeline keeps its kernels and results.
 SINGLE_THREAD_BELOW_VALUES = 1024
+NATIVE_CONVOLUTIONS_BELOW_VALUES = 256
 
 
 def tiny_steps(runtime: Runtime, batch_size: int, sample_values: int) -> bool:
@@ -107,13 +110,14 @@ def tiny_steps(runtime: Runtime, batch_size: int, sample_values: int) -> bool:
 
 
 @contextmanager
-def tiny_step_kernels(active: bool) -> Iterator[None]:
-    """One intra-op thread and native convolutions inside when `active`; both restored after."""
+def tiny_step_kernels(active: bool, values_per_step: int) -> Iterator[None]:
+    """One intra-op thread inside when `active`, and native convolutions when the steps are
+    smaller still (NATIVE_CONVOLUTIONS_BELOW_VALUES); both restored after."""
     if not active:
         yield
         return
     mkldnn = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
+    torch.backends.mkldnn.enabled = mkldnn and values_per_step >= NATIVE_CONVOLUTIONS_BELOW_VALUES
     try:
         with intra_op_threads(1):
             yield
