@@ -188,3 +188,13 @@ def test_no_stage_before_evaluate_reads_the_test_split(prepared_project: Path, t
         shutil.move(hidden / f.name, f)
     trainlab(["evaluate"], project)
     assert (project / "reports/evaluate/metrics.json").is_file()
+
+
+@pytest.mark.parametrize("method", ["soft_vote", "hard_vote"])
+def test_combine_takes_held_out_float64_probabilities_with_any_weights(method: str) -> None:
+    from trainlab.ensemble.combine import combine
+
+    probs = torch.tensor([[[0.9, 0.1], [0.2, 0.8]], [[0.6, 0.4], [0.7, 0.3]]], dtype=torch.float64)
+    for weights in (torch.tensor([0.5, 0.5]), torch.tensor([0.5, 0.5], dtype=torch.float64)):
+        combined = combine(probs, weights, method)
+        assert combined.dtype == torch.float64 and combined.argmax(-1).tolist()[0] == 0

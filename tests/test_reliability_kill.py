@@ -229,7 +229,8 @@ def test_sigkill_during_the_scratch_baseline_resumes_finetune_bit_identical(pret
     assert not [s for s in statuses if s[1] == "RUNNING"]
     assert ("finetune", "KILLED") in statuses and ("finetune scratch baseline", "KILLED") in statuses
     assert [s for s in statuses if s[1] == "FINISHED" and s[0].startswith("finetune")] == [
-        ("finetune", "FINISHED"), ("finetune linear probe", "FINISHED"), ("finetune scratch baseline", "FINISHED")]
+        ("finetune", "FINISHED"), ("finetune linear baseline", "FINISHED"), ("finetune linear probe", "FINISHED"),
+        ("finetune scratch baseline", "FINISHED")]
 
 
 def test_ctrl_c_during_a_search_trial_requeues_it_and_resumes(pretrained: Path, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "pretrain": (*_TRAINING, "pretrain"),
     "finetune": (*_TRAINING, "finetune", "selection", "data.split_seed"),
     "search": (*_TRAINING, "finetune", "search", "selection", "data.split_seed"),
-    "ensemble": ("ensemble", "selection"),
+    "ensemble": ("ensemble", "selection", "finetune.compare_scratch", "finetune.linear_baseline"),
     "evaluate": ("evaluate",),
 }
 

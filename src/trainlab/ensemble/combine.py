@@ -46,10 +46,11 @@ class Ensemble(nn.Module):
 
 def combine(probs: torch.Tensor, weights: torch.Tensor, method: str) -> torch.Tensor:
     """Class probabilities of the ensemble from members' probabilities (members, n, classes)."""
+    weights = weights.to(probs.dtype)   # held-out probabilities come in float64, a model's in float32
     mean = torch.einsum("m,mnc->nc", weights, probs)
     if method != "hard_vote":
         return mean
-    votes = torch.nn.functional.one_hot(probs.argmax(-1), probs.shape[-1]).float()   # (m, n, c)
+    votes = torch.nn.functional.one_hot(probs.argmax(-1), probs.shape[-1]).to(probs.dtype)   # (m, n, c)
     counts = torch.einsum("m,mnc->nc", weights, votes)
     # Ties between classes with equal votes go to the higher mean probability, then to the
     # lower class index (argmax takes the first maximum): deterministic either way.
