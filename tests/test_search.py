@@ -351,3 +351,17 @@ def test_search_touches_no_private_optuna_api() -> None:
             found += [f"{where}: import {m}" for m in modules
                       if m.startswith("optuna") and any(p.startswith("_") for p in m.split("."))]
     assert found == []
+
+
+def test_a_lock_left_by_a_killed_search_can_be_freed(tmp_path: Path, monkeypatch) -> None:
+    """Optuna frees a journal lock left behind after its grace period by stat()ing the lock
+    symlink's target; with a relative journal path that target never resolves, and the next
+    search waited forever (a SIGKILLed search in tests/test_search_workers.py hung there)."""
+    from trainlab.search.study import storage_url
+
+    monkeypatch.chdir(tmp_path)
+    storage = storage_url(validate(search_params()))
+    backend = storage._backend
+    lock_file = backend._file_path + ".lock"
+    os.symlink(backend._file_path, lock_file)   # what JournalFileSymlinkLock.acquire leaves if killed
+    assert os.stat(lock_file).st_mtime > 0       # the target resolves: the grace period can apply

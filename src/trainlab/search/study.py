@@ -42,7 +42,11 @@ def storage_url(params: Params) -> str | optuna.storages.BaseStorage:
     paths.SEARCH_STORAGE.parent.mkdir(parents=True, exist_ok=True)
     from optuna.storages.journal import JournalFileBackend
 
-    return optuna.storages.JournalStorage(JournalFileBackend(str(paths.SEARCH_STORAGE)))
+    # An absolute path: Optuna's lock is a symlink to the journal, and a process killed while
+    # holding it leaves it behind. Optuna frees such a lock after its grace period (30 s) by
+    # stat()ing the link's target, which a relative target (resolved from the link's own
+    # folder) never reaches: the next search would wait on it forever.
+    return optuna.storages.JournalStorage(JournalFileBackend(str(paths.SEARCH_STORAGE.resolve())))
 
 
 def storage_label(params: Params) -> str:
