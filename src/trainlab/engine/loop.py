@@ -69,8 +69,9 @@ def fit(model: torch.nn.Module, train: TrainData, val: TrainData, spec: TrainSpe
     runtime = runtime or setup_runtime(trainer)
     spec = resolve_budget(spec, trainer, len(train)).spec   # `auto` epochs/batch size -> numbers
     # Tiny steps: one thread, native kernels, a fused optimizer (see runtime.tiny_steps).
-    tiny = tiny_steps(runtime, spec.batch_size, math.prod(train.x.shape[1:]))
-    with tiny_step_kernels(tiny, spec.batch_size * math.prod(train.x.shape[1:])):
+    sample_values = math.prod(train.x.shape[1:])
+    tiny = tiny_steps(runtime, spec.batch_size, sample_values)
+    with tiny_step_kernels(tiny, spec.batch_size * sample_values):
         return _train(model, train, val, spec, trainer, seed, hooks, checkpointing, groups, runtime, label, tiny)
 
 
