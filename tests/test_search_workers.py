@@ -18,7 +18,8 @@ from optuna.trial import TrialState
 
 from trainlab.testing import BIN, clean_env, trainlab
 
-from helpers.search import by_slot, counted, killed, metrics, new_project, only_study, search_params, wait_for
+from helpers.search import (by_slot, counted, killed, metrics, new_project, only_study, search_params, studies,
+                            wait_for)
 
 
 def gone(pid: int) -> bool:
@@ -31,7 +32,8 @@ def gone(pid: int) -> bool:
 
 
 def running_trial_pids(project: Path) -> set[int]:
-    if not (project / ".trainlab/search/study.journal").is_file():
+    # The journal file exists a moment before the search writes its study into it.
+    if not (project / ".trainlab/search/study.journal").is_file() or not studies(project):
         return set()
     return {int(t.user_attrs["pid"]) for t in only_study(project)
             if t.state == TrialState.RUNNING and "pid" in t.user_attrs}
