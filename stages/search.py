@@ -21,15 +21,20 @@ def command(params_path: str) -> None:
 
     started("search")   # before the imports below, which take seconds
     from trainlab.config import load_params
-    from trainlab.search import check_space, publish_study, publishing, run_search, study_name
-    from trainlab.search.study import load_study_call, storage_label
     from trainlab.search.workers import start_worker_server
+
+    params = load_params(params_path)
+    start_worker_server(params.search.workers)   # its imports overlap this process's own, below
+
+    from trainlab.search.identity import study_name
+    from trainlab.search.publish import publish_study, publishing
+    from trainlab.search.runner import run_search
+    from trainlab.search.space import check_space
+    from trainlab.search.study import load_study_call, storage_label
     from trainlab.tracking import StageRun
     from trainlab.training import data_hashes
 
-    params = load_params(params_path)
     check_space(params)
-    start_worker_server(params.search.workers)   # workers' imports overlap this process's own start-up
     name = study_name(params)
     click.echo(f"search: study {name} in {storage_label(params)}", err=True)
     with StageRun("search", params, inputs=data_hashes(), params_file=params_path) as run:

@@ -181,3 +181,30 @@ def test_a_library_without_its_stages_folder_is_one_line(tmp_path: Path) -> None
     assert result.stderr.startswith(f"error: no stages/ folder with the stage commands beside {checkout / 'src'}")
     assert len(result.stderr.strip().splitlines()) == 1
     assert list(work.iterdir()) == []
+
+
+EXIT_SCRIPT = """
+import atexit, sys, threading, time
+from pathlib import Path
+from trainlab.cli import exit_now
+folder = Path(sys.argv[1])
+atexit.register(lambda: (folder / "atexit-ran").write_text("yes"))
+if sys.argv[2] == "thread":   # a non-daemon thread still at work: the ordinary exit waits for it
+    threading.Thread(target=lambda: (time.sleep(0.5), (folder / "thread-done").write_text("yes"))).start()
+print("buffered, not flushed", end="")
+sys.stderr.write("to stderr")
+exit_now({"int": 3, "none": None, "text": "a message", "thread": 4}[sys.argv[2]])
+"""
+
+
+@pytest.mark.parametrize(("how", "code"), [("int", 3), ("none", 0), ("text", 1), ("thread", 4)])
+def test_the_fast_exit_keeps_what_an_exit_must_do(tmp_path: Path, how: str, code: int) -> None:
+    """exit_now skips the interpreter's teardown, never the exit code, the atexit handlers,
+    buffered output or a running non-daemon thread."""
+    done = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, str(tmp_path), how], capture_output=True,
+                          text=True, timeout=120, env=clean_env())
+    assert done.returncode == code, done.stderr
+    assert done.stdout == "buffered, not flushed"
+    assert done.stderr == "to stderr" + ("a message\n" if how == "text" else "")
+    assert (tmp_path / "atexit-ran").read_text() == "yes"
+    assert (tmp_path / "thread-done").exists() == (how == "thread")

@@ -116,3 +116,33 @@ def test_a_resumed_runs_backfill_lands_on_the_same_axis(prepared_project: Path, 
     assert points("val/loss") == [(1, 0.9), (2, 0.7)]
     assert points("train/loss") == [(1, 1.0), (2, 0.8)]          # the epoch train loss, beside val/loss
     assert points("train/step_loss") == [(0, 1.1), (5, 0.9), (10, 0.8)]
+
+
+def test_epoch_metrics_are_written_every_few_seconds_and_all_at_the_fit_end(prepared_project: Path, tmp_path: Path,
+                                                                            monkeypatch) -> None:
+    """A write per epoch cost short epochs a third of their time: epochs are buffered until
+    LIVE_WRITE_EVERY_S has passed since the last write, and the fit's end writes the rest."""
+    from types import SimpleNamespace
+
+    from trainlab.tracking import hook as tracking_hook
+
+    params = load_params(prepared_project / "params.yaml")
+    params = params.model_copy(update={"tracking": params.tracking.model_copy(
+        update={"system_metrics": False, "uri": f"sqlite:///{tmp_path / 'live.db'}"})})
+    clock = [100.0]
+    monkeypatch.setattr(tracking_hook, "monotonic", lambda: clock[0])
+    client = MlflowClient(params.tracking.uri)
+    with StageRun("pretrain", params) as stage:
+        hook = tracking_hook.TrackingHook(stage)
+
+        def epoch(n: int, seconds: float) -> list[int]:
+            clock[0] += seconds
+            hook.on_epoch_end(SimpleNamespace(epoch=n), {"val/loss": 1.0 / (n + 1)})
+            return sorted(m.step for m in client.get_metric_history(stage.run_id, "val/loss"))
+
+        assert epoch(0, 1.0) == []                      # 1 s after the fit started: buffered
+        assert epoch(1, 1.0) == []
+        assert epoch(2, tracking_hook.LIVE_WRITE_EVERY_S) == [1, 2, 3]   # due: everything so far
+        assert epoch(3, 1.0) == [1, 2, 3]
+        hook.on_fit_end(SimpleNamespace())
+        assert sorted(m.step for m in client.get_metric_history(stage.run_id, "val/loss")) == [1, 2, 3, 4]

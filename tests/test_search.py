@@ -343,7 +343,9 @@ def test_search_touches_no_private_optuna_api() -> None:
         for node in ast.walk(ast.parse(path.read_text())):
             where = f"{path.name}:{getattr(node, 'lineno', '?')}"
             if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
-                own = isinstance(node.value, ast.Name) and node.value.id == "self"
+                # our own classes' attributes, and os._exit (public, despite its name)
+                own = isinstance(node.value, ast.Name) and (node.value.id == "self" or
+                                                            (node.value.id, node.attr) == ("os", "_exit"))
                 if not own or any(hasattr(obj, node.attr) for obj in optuna_objects):
                     found.append(f"{where}: .{node.attr}")
             modules = [node.module or ""] if isinstance(node, ast.ImportFrom) else (

@@ -11,12 +11,16 @@ since it is our bug.
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import importlib.util
+import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType
+from typing import NoReturn
 
 import click
 
@@ -106,7 +110,36 @@ def main() -> None:
     # SIGTERM (a CI timeout, `kill`) takes the same clean path as Ctrl-C: the MLflow run is
     # marked KILLED and the last checkpoint stays for the rerun.
     signal.signal(signal.SIGTERM, _interrupt)
-    cli(prog_name="trainlab")
+    try:
+        cli(prog_name="trainlab")
+    except SystemExit as done:   # Click ends every command this way, with its exit status
+        exit_now(done.code)
+
+
+def exit_now(code: int | str | None) -> NoReturn:
+    """Exit with `code` without tearing the interpreter down.
+
+    Freeing torch's, MLflow's and pandas' thousands of module objects one by one took a
+    finished stage 1.4-2 s (bench/RESULTS.md, section 5): every stage of `dvc repro` and
+    every search paid it. Everything an exit must do still happens: the atexit handlers
+    (logging, MLflow, multiprocessing, temporary folders) run and stdout/stderr are flushed;
+    every file trainlab writes is closed by a `with` block before this. With another
+    non-daemon thread still running, the ordinary exit (which waits for it) is taken.
+    """
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        raise SystemExit(code)
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):   # SystemExit("message"): Python prints it and exits 1
+        print(code, file=sys.stderr)
+        code = 1
+    atexit._run_exitfuncs()   # what the interpreter's own exit would run first
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):   # a closed pipe (`trainlab ... | head`): nothing to save
+            pass
+    os._exit(code)
 
 
 def _interrupt(signum, frame) -> None:

@@ -87,6 +87,14 @@ def mlflow_runs(project: Path):
     return client.search_runs([experiment.experiment_id], max_results=1000)
 
 
+def metric_steps(project: Path, run_id: str, key: str) -> list[int]:
+    """The steps at which run `run_id` logged `key`, sorted."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
 def metrics(project: Path) -> dict:
     return json.loads((project / "reports/search/metrics.json").read_text())
 

@@ -12,6 +12,7 @@ from trainlab.config import Params
 from trainlab.search.loop import work
 from trainlab.search.space import check_space
 from trainlab.search.study import host_lock, open_study, queue_grid, recover_killed
+from trainlab.search.summary import import_plotting
 from trainlab.search.workers import run_workers
 
 
@@ -37,5 +38,6 @@ def run_search(params: Params, study_name: str, parent_run_id: str | None) -> op
         work(params, study_name, parent_run_id, params.trainer.threads)
     else:
         threads = max(1, (params.trainer.threads or os.cpu_count() or 1) // workers)
-        run_workers(params, study_name, parent_run_id, workers, threads)
+        # This process only waits for the workers meanwhile: it imports what publishing needs.
+        run_workers(params, study_name, parent_run_id, workers, threads, while_waiting=import_plotting)
     return study

@@ -18,6 +18,19 @@ def best_params_yaml(trial: optuna.trial.FrozenTrial, study_name: str) -> str:
     return header + yaml.safe_dump(dict(sorted(trial.params.items())), sort_keys=True)
 
 
+def import_plotting() -> None:
+    """Import what write_plots and the trial table need: matplotlib, Optuna's plots, fANOVA's
+    scikit-learn and pandas, ~1.5 s. A search with worker processes calls it in a thread
+    while it waits for them, so publishing does not pay it after the last trial."""
+    import importlib
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    for name in ("matplotlib.pyplot", "optuna.importance", "optuna.visualization.matplotlib", "pandas"):
+        importlib.import_module(name)
+
+
 def write_plots(study: optuna.Study, folder: Path) -> list[Path]:
     """Optimisation history, parameter importances and intermediate values (pruning's input).
 

@@ -77,6 +77,8 @@ def run_trial(trial: optuna.Trial, slot: int, study_name: str, params: Params, p
             paths.resume_checkpoint(resume_name).unlink(missing_ok=True)
         else:
             metrics = summary_metrics(trained.result)
+            if trained.result.resumed_from_step:   # this run starts mid-way: the curves before the kill
+                run.backfill(trained.curves)
             run.log_metrics({f"final/{k}": v for k, v in metrics.items()}, step=len(trained.result.history))
             run.set_tags({"optuna.state": "COMPLETE"})
             model_path = paths.search_trial_model(study_name, slot)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from time import monotonic
 from typing import TYPE_CHECKING
 
 from trainlab.engine.hooks import Hook, LoopState, MetricRows
@@ -10,17 +11,25 @@ from trainlab.tracking.epoch_axis import epoch_metrics, step_rows
 if TYPE_CHECKING:   # for the annotation only: run.py imports this module (training_hooks)
     from trainlab.tracking.run import StageRun
 
+# Buffered metrics are written at the first epoch end this long after the last write, and
+# when the fit ends. A write per epoch cost a search trial of 60 short epochs a third of
+# its time in SQLAlchemy (bench/RESULTS.md, section 5); every few seconds still keeps the
+# UI's curves live, and a killed run's missing points are backfilled from its checkpoint.
+LIVE_WRITE_EVERY_S = 5.0
+
 
 class TrackingHook(Hook):
-    """Step metrics arrive in batches and are buffered; each epoch end writes them out."""
+    """Step and epoch metrics are buffered and written every LIVE_WRITE_EVERY_S seconds."""
 
     def __init__(self, run: StageRun):
         self.run = run
+        self.last_write = monotonic()
 
     def on_fit_start(self, state: LoopState) -> None:
         self.run.set_tags({"device": str(state.runtime.device), "precision": state.runtime.precision,
                            "world_size": state.runtime.world_size,
                            "torch.threads": __import__("torch").get_num_threads()})
+        self.last_write = monotonic()
 
     def on_metrics(self, state: LoopState, rows: MetricRows) -> None:
         self.run.log_metric_rows(step_rows(rows))
@@ -28,4 +37,12 @@ class TrackingHook(Hook):
     def on_epoch_end(self, state: LoopState, metrics: dict[str, float]) -> None:
         # Epoch N at step N (1-based, as DVC's curves), train/loss beside val/loss: epoch_axis.py.
         self.run.log_metrics(*epoch_metrics(metrics, state.epoch))
-        self.run.flush()   # one log_batch per epoch keeps the UI's curves live
+        if monotonic() - self.last_write >= LIVE_WRITE_EVERY_S:
+            self.write()
+
+    def on_fit_end(self, state: LoopState) -> None:
+        self.write()
+
+    def write(self) -> None:
+        self.run.flush()
+        self.last_write = monotonic()
