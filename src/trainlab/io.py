@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from trainlab.errors import ResourceUnavailable
-from trainlab.processes import pid_alive
+from trainlab.processes import pid_alive, signals_held
 
 TEMP_PATTERN = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
 ENVIRONMENT_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
@@ -174,6 +174,8 @@ def torch_save(obj: Any, path: str | Path) -> None:
     import torch
 
     # Through a Python file object: a full disk is then an OSError (ENOSPC) rather than
-    # torch's "unexpected pos 704 vs 598" from its own writer.
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+    # torch's "unexpected pos 704 vs 598" from its own writer. Ctrl-C waits for the save:
+    # a KeyboardInterrupt inside torch's zip writer surfaced as that same RuntimeError, a
+    # traceback and exit 1 instead of the interrupt's clean exit 130 with the checkpoint kept.
+    with signals_held(), atomic_path(path) as tmp, open(tmp, "wb") as handle:
         torch.save(obj, handle)

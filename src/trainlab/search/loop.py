@@ -21,7 +21,7 @@ from trainlab.errors import TrainingDiverged
 from trainlab.search.study import (SURPLUS, ProposalSampler, budget_left, claim_slot, history, open_study,
                                    propose, requeue_interrupted)
 from trainlab.search.trials import run_trial
-from trainlab.tracking.store import signals_held
+from trainlab.processes import signals_held
 
 
 Objective = Callable[[optuna.Trial, int], float]   # (trial, slot) -> value; may raise TrialPruned

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from trainlab.errors import ResourceUnavailable
-from trainlab.processes import pid_alive
+from trainlab.processes import pid_alive, signals_held
 
 DRIVER_HINT = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient"}
 DAMAGED = ("file is not a database", "malformed")
@@ -29,27 +27,6 @@ DAMAGED = ("file is not a database", "malformed")
 def shown(uri: str) -> str:
     """The URI without a password (user:secret@host -> user:***@host)."""
     return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", uri)
-
-
-@contextmanager
-def signals_held(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM until the block is done, then deliver them (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in signals}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
-        if held:
-            handler = previous[held[0]]
-            if callable(handler):
-                handler(held[0], None)       # Python's handler: raises KeyboardInterrupt
-            elif handler != signal.SIG_IGN:
-                os.kill(os.getpid(), held[0])
 
 
 class Uninterrupted:
