@@ -79,20 +79,21 @@ def by_slot(trials: list[optuna.trial.FrozenTrial]) -> dict[int, tuple[dict, flo
     return rows
 
 
-def mlflow_runs(project: Path):
+def mlflow_client(project: Path):
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    return MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+
+
+def mlflow_runs(project: Path):
+    client = mlflow_client(project)
     experiment = client.get_experiment_by_name("trainlab")
     return client.search_runs([experiment.experiment_id], max_results=1000)
 
 
 def metric_steps(project: Path, run_id: str, key: str) -> list[int]:
     """The steps at which run `run_id` logged `key`, sorted."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
-    return sorted(m.step for m in client.get_metric_history(run_id, key))
+    return sorted(m.step for m in mlflow_client(project).get_metric_history(run_id, key))
 
 
 def metrics(project: Path) -> dict:
