@@ -56,7 +56,11 @@ OPTIMIZERS = {
     "rmsprop": ({"name": "rmsprop", "lr": 0.01, "momentum": 0.0, "alpha": 0.9}, torch.optim.RMSprop,
                 {"alpha": 0.9}),
     "adagrad": ({"name": "adagrad", "lr": 0.05}, torch.optim.Adagrad, {}),
-    "lbfgs": ({"name": "lbfgs", "lr": 0.5, "max_iter": 4}, torch.optim.LBFGS, {"max_iter": 4}),
+    # With a fixed step (no line search) this setting reached loss 0, then blew up on some
+    # instruction sets (issue 31: SSE4.2 kernels); the strong-Wolfe search keeps it stable on
+    # every one measured (bench/lbfgs_line_search.py, bench/RESULTS.md section 11).
+    "lbfgs": ({"name": "lbfgs", "lr": 0.5, "max_iter": 4}, torch.optim.LBFGS,
+              {"max_iter": 4, "line_search_fn": "strong_wolfe"}),
 }
 
 

@@ -50,10 +50,12 @@ def build_optimizer(groups: list[ParamGroup], cfg: OptimizerConfig, batch_size: 
                                    momentum=cfg.momentum)
     if cfg.name == "adagrad":
         return torch.optim.Adagrad(torch_groups, lr=lr, eps=cfg.eps, weight_decay=wd, **kernel)
-    # L-BFGS keeps one param group and re-evaluates the loss through a closure.
+    # L-BFGS keeps one param group and re-evaluates the loss through a closure. The strong-Wolfe
+    # line search picks each step's length: without it a fixed lr steps on from a near-zero loss
+    # into a blow-up that the last bits of the kernels decide (bench/RESULTS.md section 11).
     params = [p for g in groups for p in g.params]
-    return torch.optim.LBFGS([{"params": params, "initial_lr": lr}], lr=lr,
-                             history_size=cfg.history_size, max_iter=cfg.max_iter)
+    return torch.optim.LBFGS([{"params": params, "initial_lr": lr}], lr=lr, history_size=cfg.history_size,
+                             max_iter=cfg.max_iter, line_search_fn="strong_wolfe")
 
 
 @dataclass
