@@ -39,6 +39,8 @@ def test_dvc_repro_pretrain_writes_a_model_reports_and_is_then_up_to_date(projec
     val_loss, val_acc = evaluate(model, TrainData(torch.as_tensor(val.x, dtype=torch.float32),
                                                   torch.as_tensor(val.y, dtype=torch.long)),
                                  loss_fn, Runtime(torch.device("cpu"), "fp32"))
+    # Batched and threaded otherwise than in the stage, fp32 logits differ in their last bits:
+    # a near-tie may flip one prediction, and the mean loss moves by far less than 1e-4 (840 eps).
     assert val_acc == pytest.approx(metrics["val/acc"], abs=1.5 / len(val.y))
     assert val_loss == pytest.approx(metrics["val/loss"], rel=1e-4)
 

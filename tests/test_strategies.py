@@ -4,7 +4,7 @@
   test_ddp.py): fsdp shards parameters, gradients and AdamW state and averages gradients
   with a reduce-scatter; pipeline runs the stages on the whole batch, micro-batch by
   micro-batch. Without batch norm or dropout the maths is the same, so the weights agree
-  up to float summation order (tolerance 1e-5, as for DDP).
+  up to float summation order (64 fp32 ulps of the largest weight, as for DDP).
 - A sharded run interrupted mid-epoch resumes from its checkpoint bit-identical to an
   uninterrupted sharded run (batch norm, dropout, AdamW, cosine, early stopping's best).
 - Checkpoints are the single-process format: a sharded run's checkpoint resumes in one
@@ -30,10 +30,11 @@ from trainlab.testing import BIN, make_project, run, small_params
 
 from helpers.distributed import SPEC as DDP_SPEC, TRAIN as DDP_TRAIN, VAL as DDP_VAL, free_port
 from helpers.engine import StopAt, assert_same_weights, max_diff, signal_data, tiny_model, train_spec, trainer_cfg, weights
+from helpers.tolerance import assert_close_fp32
 
 STRATEGIES = ("fsdp", "pipeline")
 GRAD_ACCUMS = (2,)   # micro-batches, and an uneven last batch (249 = 7 x 32 + 25)
-TOLERANCE = 1e-5
+TOLERANCE = 1e-5   # the metrics (~1) against one process's: 84 fp32 eps (measured <= 7e-8)
 # Resume: 256 samples at batch 32 is 8 steps per epoch; checkpoints every 3 steps; stopped at 13.
 RESUME_TRAIN, RESUME_VAL = signal_data(256, 0), signal_data(64, 1)
 RESUME_SPEC = train_spec(3, optimizer={"name": "adamw", "lr": 0.01, "weight_decay": 0.01},
@@ -126,7 +127,9 @@ def test_fsdp_and_pipeline_match_one_process_and_resume_from_any_checkpoint(tmp_
         for accum in GRAD_ACCUMS:
             got, history = results[strategy, accum]
             ref, ref_history = _match(strategy, accum, devices=1)
-            assert max_diff(got, ref) < TOLERANCE, (strategy, accum)
+            # fp32: sharded sums and reduce-scatters reorder every step's gradient, and the steps
+            # carry that on: 64 ulps of the largest weight (measured <= 1.4, native/avx2/sse42).
+            assert_close_fp32(got, ref, ulps=64, msg=f"{strategy}, grad_accum {accum}")
             assert max_diff(ref, weights(tiny_model(depth=2))) > 0.05      # training did move them
             for row, ref_row in zip(history, ref_history, strict=True):
                 for key in ("epoch/train_loss", "epoch/train_acc", "val/loss", "val/acc", "epoch/lr"):

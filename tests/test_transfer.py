@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -207,22 +206,30 @@ def val_accuracy(model_file: Path, project: Path) -> float:
     return float((predicted == val.y).mean())
 
 
+def one_sample(project: Path) -> float:
+    """One val sample's share of an accuracy. The reference scores the split in one batch,
+    the stage in its own batches and threads: fp32 logits differ in their last bits, so a
+    prediction whose two best logits tie to within an ulp may flip (issue 31)."""
+    return 1 / len(load_split(project / paths.PREPARED, "target", "val").y) + 1e-9
+
+
 def test_finetune_stage_outputs(finetuned_project: Path) -> None:
     project = finetuned_project
     assert (project / paths.FINETUNED).is_file() and (project / paths.SCRATCH).is_file()
     metrics = json.loads((project / "reports/finetune/metrics.json").read_text())
     tuned_acc = val_accuracy(project / paths.FINETUNED, project)
     scratch_acc = val_accuracy(project / paths.SCRATCH, project)
-    assert metrics["val/acc"] == pytest.approx(tuned_acc, abs=1e-9)
-    assert metrics["scratch/val_acc"] == pytest.approx(scratch_acc, abs=1e-9)
-    assert metrics["transfer/gain"] == pytest.approx(tuned_acc - scratch_acc, abs=1e-9)
+    one = one_sample(project)   # a recomputed accuracy: up to one flipped near-tie
+    assert metrics["val/acc"] == pytest.approx(tuned_acc, abs=one)
+    assert metrics["scratch/val_acc"] == pytest.approx(scratch_acc, abs=one)
+    assert metrics["transfer/gain"] == pytest.approx(tuned_acc - scratch_acc, abs=2 * one)
     assert 0.0 <= metrics["probe/val_acc"] <= 1.0
-    assert metrics["transfer/gain_over_probe"] == pytest.approx(tuned_acc - metrics["probe/val_acc"], abs=1e-9)
+    assert metrics["transfer/gain_over_probe"] == pytest.approx(tuned_acc - metrics["probe/val_acc"], abs=one)
     # The linear baseline is a linear model on the raw inputs, saved and scored like the others.
     linear, blob = load_model(project / paths.LINEAR)
     assert blob["model"]["arch"] == "logreg" and not any(isinstance(m, torch.nn.Conv1d) for m in linear.modules())
-    assert metrics["linear/val_acc"] == pytest.approx(val_accuracy(project / paths.LINEAR, project), abs=1e-9)
-    assert metrics["transfer/gain_over_linear"] == pytest.approx(tuned_acc - metrics["linear/val_acc"], abs=1e-9)
+    assert metrics["linear/val_acc"] == pytest.approx(val_accuracy(project / paths.LINEAR, project), abs=one)
+    assert metrics["transfer/gain_over_linear"] == pytest.approx(tuned_acc - metrics["linear/val_acc"], abs=one)
     # The resume checkpoints are gone once the outputs are written.
     assert not list((project / paths.RESUME).glob("finetune*.pt"))
     curves = json.loads((project / "reports/finetune/curves.json").read_text())
@@ -250,5 +257,5 @@ def test_finetune_stage_child_runs(finetuned_project: Path) -> None:
             == pytest.approx(metrics["scratch/val_acc"]))
     assert parents[0].data.metrics["final/transfer/gain"] == pytest.approx(metrics["transfer/gain"])
     # The saved baseline is what the scratch child run trained.
-    assert np.isclose(val_accuracy(finetuned_project / paths.SCRATCH, finetuned_project),
-                      children["finetune scratch baseline"].data.metrics["final/val/acc"])
+    assert val_accuracy(finetuned_project / paths.SCRATCH, finetuned_project) == pytest.approx(
+        children["finetune scratch baseline"].data.metrics["final/val/acc"], abs=one_sample(finetuned_project))
