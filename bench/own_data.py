@@ -185,9 +185,15 @@ def run_pipeline(dataset: Dataset, base: Path, quick: bool, timeout: float,
     return project, wall, restart
 
 
+# `--set data.KEY=VALUE`: a data.* setting measured against the shipped default (e.g. the
+# normalisation of series); applied to every file dataset of the run.
+DATA_SETTINGS: dict[str, Any] = {}
+
+
 def new_project(dataset: Dataset, base: Path, quick: bool) -> Path:
     """A throwaway project: the params as shipped with `dataset`'s data keys, its file copied in."""
-    params = C.real_params(**dataset.data_overrides(), **(QUICK_BUDGET if quick else {}))
+    settings = DATA_SETTINGS if dataset.file else {}
+    params = C.real_params(**dataset.data_overrides(), **settings, **(QUICK_BUDGET if quick else {}))
     project = base / dataset.name
     shutil.rmtree(project, ignore_errors=True)
     if dataset.file:
@@ -475,7 +481,17 @@ def parse_args() -> argparse.Namespace:
                              "the prepare stage for the prepared arrays)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per dvc repro")
     parser.add_argument("--keep", action="store_true", help="keep the projects and logs (path printed)")
+    parser.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE",
+                        help="a data.* setting for every file dataset (a measurement against the default), "
+                             "e.g. --set data.file.normalize=global; VALUE is read as YAML")
     args = parser.parse_args()
+    for setting in args.set:
+        key, _, value = setting.partition("=")
+        if not key.startswith("data.") or not _:
+            parser.error(f"--set {setting}: expected data.KEY=VALUE (only data.* keys: the benchmark's rule)")
+        import yaml
+
+        DATA_SETTINGS[key] = yaml.safe_load(value)
     known = {d.name: d for d in ZOO_SETS}
     names = args.only.split(",") if args.only else ([QUICK_SET] if args.quick else list(known))
     unknown = [n for n in names if n not in known]

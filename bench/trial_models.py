@@ -50,7 +50,7 @@ def log_child(project: Path, logs: int) -> None:
     from trainlab.config import load_params
     from trainlab.data import task_info
     from trainlab.ensemble.combine import load_any
-    from trainlab.outputs import served_spec
+    from trainlab.serving import served_spec
     from trainlab.tracking import resolve_uri
     from trainlab.tracking.logged_model import log_model
 

@@ -18,13 +18,16 @@ def command(run_id: str, tracking_uri: str | None, num_classes: int | None, log:
     from trainlab.errors import UserError
     from trainlab.learning_curves import diagnose_training
     from trainlab.tracking.history import client_for, fetch_curves, get_run
+    from trainlab.tracking.mlflow_fields import RUN_LABEL_TAG
 
     client = client_for(tracking_uri)
     run = get_run(client, run_id)
     curves = fetch_curves(client, run_id)
     if not curves:
         raise UserError(f"run {run_id}: has no metrics to diagnose")
-    report = diagnose_training(curves, num_classes or _num_classes(run.data), label=run.info.run_name)
+    # A trainlab run's own name (its stage), not the table's (which adds the experiment).
+    label = run.data.tags.get(RUN_LABEL_TAG, run.info.run_name)
+    report = diagnose_training(curves, num_classes or _num_classes(run.data), label=label)
     click.echo(report.terminal)
     if log:
         client.log_text(run_id, report.markdown, "diagnosis.md")

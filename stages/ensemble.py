@@ -20,7 +20,8 @@ def command(params_path: str) -> None:
     from trainlab.data import task_info
     from trainlab.ensemble.assemble import build_ensemble
     from trainlab.io import require_writable, write_json
-    from trainlab.outputs import served_spec
+    from trainlab.models import write_manifest
+    from trainlab.serving import served_spec
     from trainlab.tracking import StageRun
     from trainlab.training import data_hashes
 
@@ -28,6 +29,7 @@ def command(params_path: str) -> None:
     require_writable(*paths.output_folders("ensemble"))   # before the work, not after it
     with StageRun("ensemble", params, inputs=data_hashes(), params_file=params_path) as run:
         built = build_ensemble(params)
+        write_manifest("ensemble", [paths.ENSEMBLE])   # what evaluate checks it against
         write_json(paths.stage_reports("ensemble") / "metrics.json", built.metrics)
         write_json(paths.stage_reports("ensemble") / "members.json", built.members)
         run.log_metrics(built.metrics, step=0)
@@ -35,7 +37,8 @@ def command(params_path: str) -> None:
         if params.tracking.log_models:
             run.log_artifact(paths.ENSEMBLE, "model")   # the DVC output byte for byte
             run.log_model(served_spec(built.ensemble, task_info(paths.PREPARED, "target"), "target",
-                                      built.metrics["calibration/temperature"]), "ensemble")
-    for key, value in built.metrics.items():
-        click.echo(f"{key}: {value:.4f}")
+                                      built.metrics["calibration/temperature"], heldout=built.heldout,
+                                      level=params.selection.interval), "ensemble")
+    for key, value in built.metrics.items():   # counts as counts (members: 2), scores to 4 places
+        click.echo(f"{key}: {value}" if isinstance(value, int) else f"{key}: {value:.4f}")
     finished(run, "ensemble")

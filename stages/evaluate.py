@@ -1,10 +1,14 @@
 """`trainlab evaluate`: score every final model on the held-out test split, side by side.
 
 The only stage that reads the test split. Writes reports/evaluate/metrics.json
-(stable keys test/<metric>/<model> for `dvc metrics diff`), per-class scores, the
-ensemble's confusion matrix for `dvc plots show`, and registers the model with the
-lowest calibrated held-out loss (validation or out-of-fold) in the MLflow model registry
-under evaluate.alias, temperature-scaled.
+(stable keys test/<metric>/<model> for `dvc metrics diff`, each score with its 95%
+interval), per-class scores, the champion's confusion matrix (classes) or predicted
+against actual (a regression) for `dvc plots show`, and registers the model with the
+lowest calibrated held-out loss (validation or out-of-fold) in the MLflow model registry,
+temperature-scaled or with its conformal interval, as a new version. That version takes
+evaluate.alias only if none holds it yet or it has a lower held-out loss on the same
+held-out data (evaluate.promote: auto; always; never); otherwise it gets `challenger` and
+the line that says so names the command that promotes it (`trainlab promote VERSION`).
 """
 
 import click
@@ -23,50 +27,40 @@ def command(params_path: str) -> None:
     from trainlab.data import load_split, task_info
     from trainlab.ensemble.combine import load_any
     from trainlab.errors import DataError
-    from trainlab.evaluation import (choose_best, confusion_rows, evaluate_all, final_models, flat_metrics,
-                                     plot_confusion, plot_reliability, reliability_table)
-    from trainlab.io import require_writable, write_json
-    from trainlab.outputs import served_spec
+    from trainlab.evaluation import evaluate_all, final_models
+    from trainlab.evaluation_report import publish_evaluation, score_table
+    from trainlab.io import require_writable
+    from trainlab.serving import served_spec
     from trainlab.tracking import StageRun
     from trainlab.tracking.model_card import Champion
     from trainlab.training import data_hashes
 
     params = load_params(params_path)
     require_writable(*paths.output_folders("evaluate"))   # before the work, not after it
-    reports = paths.stage_reports("evaluate")
     with StageRun("evaluate", params, inputs=data_hashes(), params_file=params_path) as run:
-        scores, extra = evaluate_all(params.evaluate.calibration_bins)
+        scores, extra = evaluate_all(params.evaluate.calibration_bins, params.selection.interval)
         if not scores:
             raise DataError("evaluate: no final model found in models/; run the pipeline first (dvc repro)")
-        best = choose_best(scores)
-        metrics = {**flat_metrics(scores, extra), **{f"champion/{k}": v for k, v in best.test.items()}}
-        classes = task_info(paths.PREPARED, "target").class_names
-        test_y = load_split(paths.PREPARED, "target", "test").y
-        final = best   # the confusion matrix DVC draws is the champion's
-        write_json(reports / "metrics.json", metrics)
-        write_json(reports / "per_class.json", {s.name: s.per_class for s in scores})
-        write_json(reports / "champion.json", {"model": best.name, "heldout_loss": best.heldout_loss,
-                                               "selected_on": best.heldout})
-        write_json(reports / "confusion.json", confusion_rows(final, test_y, classes))
-        write_json(reports / "reliability.json", reliability_table(best))
-        run.log_artifact(plot_reliability(scores, paths.stage_artifacts("evaluate") / "reliability.png"),
-                         "calibration")
-        run.log_metrics(metrics, step=0)
-        for s in scores:
-            run.log_artifact(plot_confusion(s, classes, paths.stage_artifacts("evaluate") / f"confusion_{s.name}.png"),
-                             "confusion")
-        run.log_artifact(reports / "per_class.json")
-        run.set_tags({"best_model": best.name})
+        info, test_y = task_info(paths.PREPARED, "target"), load_split(paths.PREPARED, "target", "test").y
+        evaluation = publish_evaluation(run, scores, extra, info, test_y)
+        best = evaluation.champion
         if params.evaluate.register_model:
             model, _ = load_any(final_models()[best.name])
-            spec = served_spec(model, task_info(paths.PREPARED, "target"), "target", best.test["temperature"])
-            champion = Champion(best.name, list(classes), best.test, best.heldout_loss, best.heldout, len(test_y))
-            version = run.register_model(spec, params.evaluate.model_name, params.evaluate.alias, champion)
-            click.echo(f"registered {best.name} as {params.evaluate.model_name} v{version} "
-                       f"(alias {params.evaluate.alias}, chosen on held-out loss {best.heldout_loss:.4f}, "
-                       f"{best.heldout})")
-    click.echo(f"{'model':<12} {'test acc':>9} {'loss':>7} {'ECE':>6} {'(raw)':>6} {'F1':>6}")
-    for s in scores:
-        click.echo(f"{s.name:<12} {s.test['acc']:>9.4f} {s.test['loss']:>7.4f} {s.test['ece']:>6.3f} "
-                   f"{s.test['ece_uncalibrated']:>6.3f} {s.test['f1_macro']:>6.3f}")
+            spec = served_spec(model, info, "target", best.test.get("temperature", 1.0),
+                               heldout=best.heldout_predictions, level=params.selection.interval)
+            champion = Champion(best.name, list(info.class_names), best.test, best.heldout_loss, best.heldout,
+                                len(test_y))
+            registered = run.register_model(spec, params.evaluate.model_name, params.evaluate.alias, champion,
+                                            params.evaluate.promote)
+            click.echo(registration_line(best.name, params.evaluate.model_name, params.evaluate.alias, registered))
+    click.echo(score_table(scores, info.regression))
+    click.echo(evaluation.summary)
     finished(run, "evaluate")
+
+
+def registration_line(model: str, name: str, alias: str, registered) -> str:
+    """'registered ensemble as trainlab v3 @champion: <why>', or @challenger with why and how to promote it."""
+    line = f"registered {model} as {name} v{registered.version} @{registered.alias}: {registered.why}"
+    if registered.alias != alias:
+        line += f"; to make it {alias}: trainlab promote {registered.version}"
+    return line

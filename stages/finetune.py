@@ -27,6 +27,7 @@ def command(params_path: str) -> None:
     from trainlab.io import require_writable
     from trainlab.engine import setup_runtime, teardown_runtime
     from trainlab.launch import relaunch_if_needed
+    from trainlab.models import write_manifest
     from trainlab.tracking import open_stage_run
     from trainlab.errors import TrainingDiverged
     from trainlab.outputs import publish_divergence, publish_training
@@ -74,6 +75,9 @@ def command(params_path: str) -> None:
                 paths.BASELINES.mkdir(parents=True, exist_ok=True)   # a DVC output even when empty
                 comparison = transfer_metrics(tuned, baselines)
                 publish_training(run, tuned, params, paths.FINETUNED, reports, extra_metrics=comparison)
+                # What ensemble and evaluate check these files against: this run's, no older ones.
+                write_manifest("finetune", [paths.FINETUNED, *(paths.BASELINE_MODELS[name] for name in baselines
+                                                               if name in paths.BASELINE_MODELS)])
                 verdict = no_gain_note(comparison)
                 if verdict:
                     click.echo(verdict)

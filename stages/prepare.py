@@ -20,6 +20,8 @@ def command(params_path: str) -> None:
     params = load_params(params_path)
     with StageRun("prepare", params, params_file=params_path) as run:
         manifest = prepare(params.data, paths.PREPARED, params_hash(params.data))
+        for note in manifest.get("notes", []):
+            click.echo(note)
         metrics = summarize(manifest)
         write_json(paths.stage_reports("prepare") / "metrics.json", metrics)
         run.log_metrics(metrics, step=0)

@@ -23,6 +23,7 @@ def command(params_path: str) -> None:
     from trainlab.io import require_writable
     from trainlab.engine import setup_runtime, teardown_runtime
     from trainlab.launch import relaunch_if_needed
+    from trainlab.models import write_manifest
     from trainlab.tracking import open_stage_run
     from trainlab.errors import TrainingDiverged
     from trainlab.outputs import publish_divergence, publish_training
@@ -45,6 +46,7 @@ def command(params_path: str) -> None:
                 raise
             if runtime.is_main:
                 publish_training(run, trained, params, paths.PRETRAINED, paths.stage_reports("pretrain"))
+                write_manifest("pretrain", [paths.PRETRAINED])   # what finetune and search check it against
                 finish(trained)
         finished(run, "pretrain")
     finally:

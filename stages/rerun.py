@@ -20,7 +20,8 @@ import click
 @click.option("--in-place", is_flag=True, default=False,
               help="Rerun only the stage, in this checkout (clean, at the recorded commit), without a worktree.")
 @click.option("--register", is_flag=True, default=False,
-              help="Let a rerun of evaluate register its model and move the alias (off by default).")
+              help="Let a rerun of evaluate register its model as a new version (off by default); it "
+                   "takes the alias only by evaluate.promote's rule, like any evaluate.")
 def command(run_id: str, tracking_uri: str | None, in_place: bool, register: bool) -> None:
     from trainlab.tracking.history import client_for
     from trainlab.tracking.rerun import rerun

@@ -27,7 +27,7 @@ def command(params_path: str) -> None:
     start_worker_server(params.search.workers)   # its imports overlap this process's own, below
 
     from trainlab.search.identity import study_name
-    from trainlab.search.publish import publish_study, publishing
+    from trainlab.search.publish import lost_line, publish_study, publishing
     from trainlab.search.runner import run_search
     from trainlab.search.space import check_space
     from trainlab.search.study import load_study_call, storage_label
@@ -44,6 +44,8 @@ def command(params_path: str) -> None:
             published = publish_study(study, params.search.top_k, params.search.metric)
             for path in published.files:
                 run.log_artifact(path, "study")
+        if published.lost:
+            click.echo(lost_line(published.lost, params.search.n_trials), err=True)
         best = published.best[0]
         run.log_metrics(published.metrics, step=0)
         run.set_tags({"optuna.best_slot": published.members[0]["slot"], "optuna.best_trial": best.number,

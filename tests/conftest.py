@@ -29,3 +29,17 @@ def prepared_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     trainlab(["prepare"], path)
     trainlab(["pretrain"], path)
     return path
+
+
+@pytest.fixture(scope="session")
+def ensembled_project(prepared_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The prepared project taken through finetune, a 2-trial search and ensemble: every model
+    file and the records of their SHA-256 exist (shared, treat as read-only; copy it to change it)."""
+    from trainlab.testing import copy_project, small_params, write_params
+
+    path = copy_project(prepared_project, tmp_path_factory.mktemp("ensembled") / "project")
+    space = {"finetune.optimizer.lr": {"type": "float", "low": 1.0e-3, "high": 1.0e-2, "log": True}}
+    write_params(path, small_params(search__sampler="random", search__space=space))
+    for stage in ("finetune", "search", "ensemble"):
+        trainlab([stage], path)
+    return path

@@ -103,8 +103,8 @@ def test_generation_comments_quote_the_papers_values() -> None:
      "inverse_sqrt, plateau"),
     ("data.name", "cifar", "params.yaml: data.name: 'cifar' is not one of mnist1d, digits, file"),
     ("model.arch", "transformer",
-     "params.yaml: model.arch: 'transformer' is not one of logreg, mlp, cnn1d, resnet1d, cnn2d, resnet2d"),
-    ("pretrain.loss.name", "hinge", "params.yaml: pretrain.loss.name: 'hinge' is not one of cross_entropy, bce, mse"),
+     "params.yaml: model.arch: 'transformer' is not one of auto, logreg, mlp, cnn1d, resnet1d, cnn2d, resnet2d"),
+    ("pretrain.loss.name", "hinge", "params.yaml: pretrain.loss.name: 'hinge' is not one of auto, cross_entropy, bce, mse, huber"),
     ("trainer.precision", "fp8", "params.yaml: trainer.precision: 'fp8' is not one of auto, fp32, bf16, fp16"),
     ("search.sampler", "cmaes", "params.yaml: search.sampler: 'cmaes' is not one of grid, random, tpe"),
     ("data.source.labels", "shuffled",
@@ -179,7 +179,8 @@ def test_only_one_label_budget() -> None:
 
 def test_file_dataset_needs_a_path() -> None:
     assert error_of(real_with(data__name="file")) == (
-        "params.yaml: data: data.name is 'file' but data.file.path is not set")
+        "params.yaml: data: data.name is 'file' but data.file.path is not set (it names data/own, the "
+        "placeholder); set it to your .csv, .parquet or .npz file")
 
 
 @pytest.mark.parametrize(("entry", "expected"), [
@@ -424,6 +425,8 @@ def test_the_largest_seed_is_accepted_and_usable() -> None:
     ("evaluate.alias", "latest", "'latest' is reserved by MLflow"),
     ("evaluate.alias", "v2", "'v2' is reserved by MLflow"),
     ("evaluate.alias", "my alias", "an alias may only contain letters, digits, _ and -"),
+    ("evaluate.alias", "challenger", "'challenger' is the alias of the versions evaluate does not promote"),
+    ("evaluate.promote", "sometimes", "'sometimes' is not one of auto, always, never"),
     ("tracking.experiment", "x" * 600, "600 characters; MLflow stores at most 256"),
     ("tracking.uri", "not-a-uri", "'not-a-uri' is not a tracking URI MLflow can open; accepted: http(s)://HOST"),
     ("tracking.uri", "/srv/mlruns", "'/srv/mlruns' is not a tracking URI MLflow can open"),

@@ -75,7 +75,7 @@ def test_folds_shared_over_two_processes_give_the_serial_results(tmp_path: Path,
     assert len(shared_pids) == 5 and len(set(shared_pids)) == 2
     assert shared_pids.count(os.getpid()) == 3
     assert shared.cross_validated and shared.heldout.folds == 4
-    np.testing.assert_array_equal(shared.heldout.probs, serial.heldout.probs)
+    np.testing.assert_array_equal(shared.heldout.outputs, serial.heldout.outputs)
     for a, b in zip(shared.model.state_dict().values(), serial.model.state_dict().values()):
         assert torch.equal(a, b)
     assert shared.result.best_epoch == serial.result.best_epoch and shared.result.steps == serial.result.steps
@@ -177,4 +177,4 @@ def test_a_refit_resumed_past_the_chosen_epoch_is_refit_to_it_with_the_serial_re
     assert len(pids_of(tmp_path / "pids1")) == 6   # 4 folds and the refit resumed, then the serial refit
     for a, b in zip(runs[1].model.state_dict().values(), serial.model.state_dict().values()):
         assert torch.equal(a, b)
-    np.testing.assert_array_equal(runs[1].heldout.probs, serial.heldout.probs)
+    np.testing.assert_array_equal(runs[1].heldout.outputs, serial.heldout.outputs)

@@ -234,7 +234,7 @@ def animals(n_per_class: int = 20, seed: int = 0) -> pd.DataFrame:
 
 def file_cfg(path: Path, **changes) -> FileConfig:
     """The file's raw values unless a test asks for standardizing (the shipped default)."""
-    return FileConfig(path=str(path), **{"standardize": False, **changes})
+    return FileConfig(path=str(path), **{"kind": "series", "normalize": "none", **changes})
 
 
 def assert_traceable(frame: pd.DataFrame, arrays: Arrays, classes: list[str]) -> None:
@@ -323,14 +323,14 @@ def test_npz_with_its_own_split(tmp_path: Path) -> None:
     np.testing.assert_array_equal(raw.target_test.y, arrays["y_test"])
 
 
-def test_standardize_is_fitted_on_train_only(tmp_path: Path) -> None:
+def test_per_feature_normalisation_is_fitted_on_train_only(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     frame = animals()
     frame["part"] = ["test" if i % 4 == 0 else "train" for i in range(len(frame))]
     for j in range(1, 4):   # train ~ N(1, 2^2); test shifted by +5
         frame[f"f{j}"] = 1 + 2 * rng.normal(size=len(frame)) + 5 * (frame["part"] == "test")
     frame.to_csv(tmp_path / "pets.csv", index=False)
-    raw = load_user_data(file_cfg(tmp_path / "pets.csv", split_column="part", standardize=True))
+    raw = load_user_data(file_cfg(tmp_path / "pets.csv", split_column="part", normalize="per_feature"))
     features = frame[["f0", "f1", "f2", "f3"]].to_numpy(np.float32)
     train_rows = features[(frame["part"] == "train").to_numpy()]
     test_rows = features[(frame["part"] == "test").to_numpy()]
@@ -339,7 +339,7 @@ def test_standardize_is_fitted_on_train_only(tmp_path: Path) -> None:
     np.testing.assert_allclose(raw.target_train.x.std(axis=0), 1, atol=1e-5)
     np.testing.assert_allclose(raw.target_test.x, (test_rows - mean) / std, rtol=1e-5, atol=1e-5)
     assert np.all(raw.target_test.x[:, 1:].mean(axis=0) > 1.5)   # test mean is NOT forced to 0
-    # Without standardize the values are the file's.
+    # normalize: none keeps the file's values.
     plain = load_user_data(file_cfg(tmp_path / "pets.csv", split_column="part"))
     np.testing.assert_array_equal(plain.target_test.x, test_rows)
 
@@ -391,20 +391,26 @@ def test_non_finite_features(tmp_path: Path, bad: float) -> None:
         f"{tmp_path / 'bad.npz'}: 1 sample(s) contain NaN or infinite values (first at row 7)")
 
 
-def test_strings_in_a_numeric_column(tmp_path: Path) -> None:
+def test_strings_in_a_series_column(tmp_path: Path) -> None:
     frame = animals()
     frame["f1"] = frame["f1"].astype(object)
     frame.loc[3, "f1"] = "n/a?"
     path = write_csv(tmp_path, frame)
     assert data_error(load_user_data, file_cfg(path)) == (
-        f"{path}: feature column(s) ['f1'] are not numeric (e.g. '{frame['f1'].iloc[0]}')")
+        f"{path}: column(s) ['f1'] are not numbers, but series and images need numbers in every feature "
+        f"column (set data.file.kind: table, or list the value columns in data.file.features)")
 
 
-def test_missing_label(tmp_path: Path) -> None:
+def test_rows_without_a_label_are_left_out_and_counted(tmp_path: Path) -> None:
     frame = animals()
     frame.loc[[4, 9], "label"] = None
     path = write_csv(tmp_path, frame)
-    assert data_error(load_user_data, file_cfg(path)) == f"{path}: column 'label' has 2 missing label(s)"
+    raw = load_user_data(file_cfg(path))
+    assert len(raw.target_train.y) + len(raw.target_test.y) == len(frame) - 2
+    assert "2 row(s) without a label left out" in raw.notes[0]
+    frame["label"] = None
+    path = write_csv(tmp_path, frame, "none.csv")
+    assert data_error(load_user_data, file_cfg(path)) == f"{path}: every row's label ('label') is missing"
 
 
 def test_single_class(tmp_path: Path) -> None:
@@ -666,16 +672,18 @@ def test_npz_that_is_not_arrays_or_not_a_zip(tmp_path: Path) -> None:
         f"{members}: member(s) ['x', 'y.txt'] are not .npy arrays (write the file with numpy.savez)")
 
 
-def test_continuous_labels_are_named_by_their_values(tmp_path: Path) -> None:
+def test_numbers_to_predict_are_a_regression(tmp_path: Path) -> None:
     frame = animals()
-    frame["label"] = np.linspace(0.0, 1.0, len(frame))
-    path = write_csv(tmp_path, frame)
-    message = data_error(load_user_data, file_cfg(path))
-    assert message.startswith(f"{path}: column 'label' holds non-integer numbers (e.g. 0.01694915254237288)"), message
-    frame["label"] = np.arange(len(frame))            # integers, but one per row: a measured count
-    path = write_csv(tmp_path, frame, "counts.csv")
-    assert data_error(load_user_data, file_cfg(path)).startswith(
-        f"{path}: 60 distinct labels for 60 samples (e.g. 0, 1, 10); that looks like a measured value")
+    frame["label"] = np.linspace(0.0, 1.0, len(frame))   # a measured value
+    raw = load_user_data(file_cfg(write_csv(tmp_path, frame)))
+    assert (raw.task, raw.target_classes, raw.target_train.y.dtype) == ("regression", [], np.float32)
+    frame["label"] = np.arange(len(frame))                # integers, one per row: a count
+    assert load_user_data(file_cfg(write_csv(tmp_path, frame, "counts.csv"))).task == "regression"
+    frame["label"] = np.arange(len(frame)) % 3            # a few integer values: classes
+    assert load_user_data(file_cfg(write_csv(tmp_path, frame, "classes.csv"))).task == "classification"
+    frame["label"] = np.repeat(np.linspace(0.0, 1.0, len(frame) // 4), 4)   # each value 4 times
+    forced = load_user_data(file_cfg(write_csv(tmp_path, frame, "forced.csv"), task="classification"))
+    assert len(forced.target_classes) == len(frame) // 4  # the user said so: every value is a class
 
 
 @pytest.mark.parametrize(("shape", "arch"), [((3, 40), "resnet1d"), ((2, 40), "cnn1d"), ((8, 8), "resnet2d"),

@@ -15,11 +15,12 @@ from trainlab import paths
 from trainlab.calibration import apply_temperature
 from trainlab.data import load_split, task_info
 from trainlab.ensemble.combine import load_any
-from trainlab.evaluation import ModelScore, choose_best, expected_calibration_error
+from trainlab.data import TaskInfo
+from trainlab.evaluation import ModelScore, champion_line, choose_best, compare_runner_up, expected_calibration_error
 from trainlab.selection import HeldOut
 from trainlab.testing import copy_project, trainlab
 
-from helpers.tracking import client_of, experiment_id
+from helpers.tracking import client_of, experiment_id, label
 
 MODELS = ("finetuned", "scratch", "linear", "best_trial", "ensemble")
 FILES = {"finetuned": paths.FINETUNED, "scratch": paths.SCRATCH, "linear": paths.LINEAR,
@@ -48,8 +49,43 @@ def test_ece_is_zero_when_confidence_matches_accuracy() -> None:
     assert expected_calibration_error(probs, np.array([0, 1, 0, 1]), bins=4) == pytest.approx(0.0, abs=1e-12)
 
 
-def scored(name: str, heldout_loss: float, test_acc: float) -> ModelScore:
-    return ModelScore(name, {"acc": test_acc}, heldout_loss, "validation", {}, np.zeros((2, 2)), np.zeros(2))
+def scored(name: str, heldout_loss: float, test_acc: float, predictions: np.ndarray | None = None) -> ModelScore:
+    y = np.array([0, 1])
+    return ModelScore(name, {"acc": test_acc}, heldout_loss, "validation", HeldOut("val", np.eye(2), y),
+                      predictions=np.zeros(2) if predictions is None else predictions)
+
+
+def test_a_champion_the_runner_up_ties_is_reported_as_a_tie() -> None:
+    y = np.arange(40) % 2
+    info = TaskInfo(2, ["a", "b"], (3,))
+    champion = y.copy()
+    champion[:3] = 1 - champion[:3]                  # 3 wrong
+    close = y.copy()
+    close[3:7] = 1 - close[3:7]                      # 4 wrong, other samples: McNemar p = 1.0
+    scores = [scored("ensemble", 0.10, 0.925, champion), scored("finetuned", 0.12, 0.9, close)]
+    comparison = compare_runner_up(scores, y, info)
+    assert (comparison.other, comparison.test, comparison.tied) == ("finetuned", "McNemar exact", True)
+    assert comparison.p_value == pytest.approx(1.0)
+    scores[0].test.update(acc_ci_low=0.8, acc_ci_high=0.97)
+    assert champion_line(scores[0], comparison, False) == (
+        "champion: ensemble, test acc 0.9250 (95% Wilson interval 0.8000 to 0.9700); statistically tied with "
+        "finetuned (McNemar exact p = 1 on the same test samples)")
+    far = 1 - y                                      # wrong everywhere the champion is right
+    apart = compare_runner_up([scores[0], scored("finetuned", 0.12, 0.075, far)], y, info)
+    assert not apart.tied and apart.p_value < 1e-6
+
+
+def test_a_regression_champion_is_compared_on_paired_squared_errors() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=60)
+    info = TaskInfo(1, ["price"], (3,), task="regression", target_scale=(10.0, 2.0))
+    actual = y * 2.0 + 10.0
+    good, bad = actual + rng.normal(0, 0.1, 60), actual + rng.normal(0, 2.0, 60)
+    scores = [scored("ensemble", 0.1, 0.0, good), scored("linear", 0.2, 0.0, bad)]
+    comparison = compare_runner_up(scores, y, info)
+    assert comparison.test == "Wilcoxon signed-rank" and not comparison.tied
+    same = compare_runner_up([scores[0], scored("linear", 0.2, 0.0, good.copy())], y, info)
+    assert same.tied and same.p_value == 1.0
 
 
 def test_choose_best_uses_heldout_loss_never_test() -> None:
@@ -87,7 +123,7 @@ def reference_scores(project: Path) -> dict[str, dict]:
         with torch.inference_mode():
             raw = model(torch.as_tensor(test.x)).float().softmax(-1).double().numpy()
         probs = apply_temperature(raw, temperature)
-        calibrated = HeldOut(heldout.kind, apply_temperature(heldout.probs, temperature), heldout.y)
+        calibrated = HeldOut(heldout.kind, apply_temperature(heldout.outputs, temperature), heldout.y)
         out[name] = {"raw": raw, "probs": probs, "pred": probs.argmax(1), "temperature": temperature,
                      "heldout_loss": calibrated.loss}
     return out
@@ -106,7 +142,7 @@ def macro_f1(y: np.ndarray, pred: np.ndarray, classes: int) -> float:
 @pytest.mark.slow
 def test_metrics_have_stable_keys_and_match_recomputed_scores(evaluated: Path) -> None:
     metrics = json.loads((evaluated / "reports/evaluate/metrics.json").read_text())
-    measures = ("acc", "loss", "ece", "ece_uncalibrated", "temperature", "f1_macro")
+    measures = ("acc", "acc_ci_low", "acc_ci_high", "loss", "ece", "ece_uncalibrated", "temperature", "f1_macro")
     expected_keys = ({f"test/{m}/{name}" for m in measures for name in MODELS}
                      | {f"heldout/loss/{name}" for name in MODELS}
                      | {f"champion/{m}" for m in measures}
@@ -126,6 +162,17 @@ def test_metrics_have_stable_keys_and_match_recomputed_scores(evaluated: Path) -
         assert metrics[f"test/temperature/{name}"] == ref["temperature"]
         assert metrics[f"test/f1_macro/{name}"] == pytest.approx(macro_f1(y, ref["pred"], classes), abs=1e-9)
         assert metrics[f"heldout/loss/{name}"] == pytest.approx(ref["heldout_loss"], rel=1e-6)
+        low, high = wilson(int((ref["pred"] == y).sum()), len(y))
+        assert (metrics[f"test/acc_ci_low/{name}"], metrics[f"test/acc_ci_high/{name}"]) == (
+            pytest.approx(low, abs=1e-9), pytest.approx(high, abs=1e-9))
+
+
+def wilson(correct: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval written out (Wilson 1927; Brown, Cai & DasGupta 2001, eq. 4)."""
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
 
 
 @pytest.mark.slow
@@ -173,7 +220,7 @@ def test_registered_model_is_chosen_on_heldout_loss(evaluated: Path) -> None:
     uri = f"sqlite:///{evaluated / 'mlflow.db'}"
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("trainlab")
-    runs = [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_name == "evaluate"]
+    runs = [r for r in client.search_runs([experiment.experiment_id]) if label(r) == "evaluate"]
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     run = runs[0]
     assert run.data.tags["best_model"] == expected
@@ -204,7 +251,7 @@ def test_every_model_a_stage_trains_is_an_mlflow_model_with_signature_and_exampl
     client = client_of(evaluated)
     models = client.search_logged_models(experiment_ids=[experiment_id(client)])
     found = client.search_runs([experiment_id(client)])
-    runs = {r.info.run_id: r.info.run_name for r in found}
+    runs = {r.info.run_id: label(r) for r in found}
     by_run = {runs[m.source_run_id]: m for m in models}
     assert set(by_run) == {"pretrain", "finetune", "finetune scratch baseline", "finetune linear probe",
                            "finetune linear baseline", "ensemble", "evaluate"}
@@ -242,9 +289,24 @@ def test_registered_version_has_a_model_card_and_tags(evaluated: Path) -> None:
               for split, sp in t["splits"].items() for name, f in sp["files"].items()}
     assert {k: tags[k] for k in hashes} == hashes
     card = version.description
-    assert card.startswith(f"# trainlab@champion: {champion}")
+    assert card.startswith(f"# trainlab v{version.version}: {champion}")
+    assert f"Registered as version {version.version} with alias `champion`: no champion yet." in card
+    assert tags["trainlab.promotion"] == "no champion yet"
     for needed in (f"trainlab rerun {run.info.run_id}", "dvc repro", run.data.tags["git.commit"],
                    f"{metrics[f'test/acc/{champion}']:.4f}", next(iter(hashes.values()))):
         assert needed in card
     logged = Path(client.download_artifacts(run.info.run_id, "model_card.md", str(evaluated / "card")))
     assert logged.read_text() == card
+
+
+def test_bootstrap_intervals_are_seeded_and_wilson_matches_its_formula() -> None:
+    from trainlab.evaluation_stats import bootstrap_interval, r2, wilson_interval
+
+    rng = np.random.default_rng(1)
+    actual = rng.normal(size=50)
+    predicted = actual + rng.normal(0, 0.5, 50)
+    first, again = bootstrap_interval(actual, predicted, r2), bootstrap_interval(actual, predicted, r2)
+    assert first == again                                  # a rerun writes the same report
+    assert first[0] < r2(actual, predicted) < first[1]
+    assert wilson_interval(18, 20) == pytest.approx(wilson(18, 20), abs=1e-12)
+    assert wilson_interval(20, 20)[1] == pytest.approx(1.0) and wilson_interval(20, 20)[0] < 1.0

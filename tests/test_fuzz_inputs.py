@@ -5,15 +5,20 @@ numpy's range, booleans and exponents where integers go, kernel sizes odd and ev
 one in range must train), names MLflow would refuse, odd data files (directories, symlink
 loops, text and random bytes under a data suffix, empty, 1-D, one-hot, mismatched, non-array
 members) and odd environments (store paths blocked by a file, a missing database driver, a
-damaged mlflow.db). Each case must end with exit 0, 2 (bad input) or 4 (the machine), and a
-failure in exactly one `error:` line. Bounded in time by construction: a fixed number of
-cases, each subprocess under a timeout; most run in-process.
+damaged mlflow.db), and damaged state files read by the next stage: the study journal (torn,
+zero-filled, garbled), members.json and the models' SHA-256 manifests (torn, garbled, retyped,
+removed) and model files (torn, flipped, another model copied over them). Each case must end
+with exit 0, 2 (bad input) or 4 (the machine), and a failure in exactly one `error:` line.
+Bounded in time by construction: a fixed number of cases, each subprocess under a timeout;
+most run in-process.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import re
+import shutil
 import string
 import zipfile
 from dataclasses import dataclass, field
@@ -82,9 +87,11 @@ def duplicate_key_cases(rng: random.Random) -> list[Case]:
 
 
 def seed_cases(rng: random.Random) -> list[Case]:
-    values = [-1, -rng.randint(2, 10**9), 2**32, 2**64 + rng.randint(0, 10**6), 99999999999999999999999]
+    # 1e23: a float past any integer (it said "Unable to parse input string as an integer").
+    values = [-1, -rng.randint(2, 10**9), 2**32, 2**64 + rng.randint(0, 10**6), 99999999999999999999999,
+              float(f"1e{rng.randint(20, 300)}")]
     return [Case(f"seed-{key}-{value}", with_key(key, value), f"{key}: must be ")
-            for key, value in zip(rng.sample(SEED_KEYS * 2, 5), values)]
+            for key, value in zip(rng.sample(SEED_KEYS * 2, len(values)), values)]
 
 
 def _or_auto(key: str) -> str:
@@ -171,10 +178,13 @@ def file_cases(rng: random.Random) -> list[Case]:
         "widths": ("in.npz", write_npz("in.npz", x_train=x, y_train=y, x_test=x[:, :5], y_test=y),
                    "both splits need the same features"),
         "header-only-csv": ("in.csv", header_only, "no rows of data"),
-        "continuous-labels": ("in.csv", continuous, "non-integer numbers"),
+        "continuous-labels-as-classes": ("in.csv", continuous, "has only 1 sample"),
         "one-class": ("in.npz", write_npz("in.npz", x=x, y=np.zeros(60)), "only one class"),
     }
-    return [Case(f"file-{kind}", small_params(data__name="file", data__file__path=name, data__train_samples=None),
+    # A number to predict is a regression unless the user says the values are classes.
+    task = {"continuous-labels-as-classes": "classification"}
+    return [Case(f"file-{kind}", small_params(data__name="file", data__file__path=name, data__train_samples=None,
+                                              data__file__task=task.get(kind, "auto")),
                  expect, make) for kind, (name, make, expect) in makers.items()]
 
 
@@ -246,9 +256,7 @@ def missing_driver(project: Path, rng: random.Random) -> dict[str, str]:
 
 
 def models_is_a_file(project: Path, rng: random.Random) -> dict[str, str]:
-    for path in (project / "models").iterdir():
-        path.unlink()
-    (project / "models").rmdir()
+    shutil.rmtree(project / "models")   # its model files and models/manifests/
     (project / "models").write_text("x")
     return {}
 
@@ -269,9 +277,128 @@ def test_odd_environments_end_in_one_line(environment: str, prepared_project: Pa
     assert "secret" not in line and not (project / "models/pretrained.pt").is_file()
 
 
+# ---------------------------------------------------------------------- damaged state files
+def tear(path: Path, rng: random.Random) -> None:
+    """Cut at a random byte, as a full disk or a power loss leaves a file."""
+    data = path.read_bytes()
+    path.write_bytes(data[: rng.randint(1, len(data) - 1)])
+
+
+def garble(path: Path, rng: random.Random) -> None:
+    path.write_bytes(rng.randbytes(rng.randint(1, 3000)))
+
+
+def flip(path: Path, rng: random.Random) -> None:
+    data = bytearray(path.read_bytes())
+    data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+    path.write_bytes(bytes(data))
+
+
+def empty(path: Path, rng: random.Random) -> None:
+    path.write_bytes(b"")
+
+
+def remove(path: Path, rng: random.Random) -> None:
+    path.unlink()
+
+
+def retype(path: Path, rng: random.Random) -> None:
+    """A JSON state file with one value replaced by a value of another type (or a key dropped)."""
+    data = json.loads(path.read_text())
+    node = data
+    while True:
+        keys = list(range(len(node))) if isinstance(node, list) else list(node)
+        key = rng.choice(keys)
+        if not isinstance(node[key], (dict, list)) or not node[key] or rng.random() < 0.3:
+            break
+        node = node[key]
+    if isinstance(node, dict) and rng.random() < 0.3:
+        del node[key]
+    else:
+        node[key] = rng.choice([None, "x", -1, 1.5, [], {}, True, "../../pretrained.pt"])
+    path.write_text(json.dumps(data))
+
+
+def append_garbage(path: Path, rng: random.Random) -> None:
+    with path.open("ab") as handle:
+        handle.write(rng.randbytes(rng.randint(1, 200)))
+
+
+def zero_tail(path: Path, rng: random.Random) -> None:
+    """What a power loss can leave on some file systems: the file's end as zero bytes."""
+    data = path.read_bytes()
+    keep = rng.randint(len(data) // 2, len(data) - 1)
+    path.write_bytes(data[:keep] + b"\0" * rng.randint(1, 4096))
+
+
+def middle_line(path: Path, rng: random.Random) -> None:
+    lines = path.read_bytes().split(b"\n")
+    i = rng.randrange(1, len(lines) - 2)
+    lines[i] = rng.randbytes(rng.randint(1, 80)).replace(b"\n", b" ")
+    path.write_bytes(b"\n".join(lines))
+
+
+def swap(other: str) -> Callable[[Path, random.Random], None]:
+    """Another model file of the project (`other`) copied over this one: a file that loads fine."""
+    def copy_over(path: Path, rng: random.Random) -> None:
+        project = next(folder for folder in path.parents if (folder / "params.yaml").is_file())
+        path.write_bytes((project / other).read_bytes())
+    copy_over.__name__ = "swap"
+    return copy_over
+
+
+@dataclass(frozen=True)
+class StateCase:
+    id: str
+    file: str                                   # relative to the project
+    damage: Callable[[Path, random.Random], None]
+    stage: str                                  # the stage that reads the file
+    codes: frozenset[int]                       # its allowed exit codes: 0 where the damage is harmless
+
+
+JOURNAL, MEMBERS = ".trainlab/search/study.journal", "models/search/members.json"
+STATE_FILES = {   # file -> (the stage that reads it, exit codes when damaged, the damages that apply)
+    JOURNAL: ("search", {0, 4}, [tear, append_garbage, zero_tail, middle_line, flip, empty]),
+    MEMBERS: ("ensemble", {0, 2}, [tear, garble, flip, retype, empty, remove]),
+    "models/manifests/finetune.json": ("ensemble", {0, 2}, [tear, garble, flip, retype, remove]),
+    "models/manifests/ensemble.json": ("evaluate", {0, 2}, [tear, flip, retype, remove]),
+    "models/manifests/pretrain.json": ("search", {0, 2}, [garble, retype, remove]),
+    "models/finetuned.pt": ("evaluate", {2}, [tear, garble, flip, swap("models/pretrained.pt")]),
+    "models/search/top2.pt": ("ensemble", {2}, [tear, flip, swap("models/search/top1.pt")]),
+    "models/ensemble.pt": ("evaluate", {2}, [tear, swap("models/finetuned.pt")]),
+    "models/pretrained.pt": ("search", {2}, [flip, swap("models/baselines/scratch.pt")]),
+}
+
+
+STATE_CASES = [StateCase(f"{Path(file).name}-{damage.__name__.replace('_', '-')}", file, damage, stage,
+                          frozenset(codes))
+               for file, (stage, codes, damages) in STATE_FILES.items() for damage in damages]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", STATE_CASES, ids=[case.id for case in STATE_CASES])
+def test_damaged_state_files_end_in_one_line(case: StateCase, ensembled_project: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    project = copy_project(ensembled_project, tmp_path / "project")
+    case.damage(project / case.file, random.Random(f"{SEED}-{case.id}"))
+    monkeypatch.chdir(project)
+    without_tracking_uri(monkeypatch)
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        line = one_error_or_success(invoke([case.stage]), set(case.codes))
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+    if line:
+        assert case.file in line or Path(case.file).parent.as_posix() in line, (case.id, line)
+
+
 def test_the_fuzz_covers_every_kind() -> None:
     kinds = {case.id.split("-")[0] for case in CASES}
     assert kinds == {"duplicate", "seed", "bool", "fraction", "exponent", "kernel", "model", "alias",
                      "experiment", "uri", "file"}
     assert len({case.id for case in CASES}) == len(CASES)
     assert all(yaml.safe_load(case.params) for case in CASES if isinstance(case.params, str))
+    # Every kind of state file (journal, members.json, manifests, model files) is damaged.
+    assert {case.file for case in STATE_CASES} == set(STATE_FILES)
+    assert len({case.id for case in STATE_CASES}) == len(STATE_CASES)

@@ -84,7 +84,8 @@ def pool_csv(tmp_path: Path, n: int = 60) -> Path:
 def test_pretraining_never_sees_validation_test_or_labels(tmp_path: Path) -> None:
     path = pool_csv(tmp_path)
     cfg = shipped_params(data__name="file", data__train_samples=10, data__file__path=str(path),
-                         data__file__split_column="split", data__file__standardize=False).data
+                         data__file__split_column="split", data__file__kind="series",
+                         data__file__normalize="none").data
     raw = load_user_data(cfg.file)
     splits = build_splits(raw, cfg)
     rows = {task: {split: set(a.x[:, 6].tolist()) for split, a in parts.items()} for task, parts in splits.items()}
@@ -157,7 +158,8 @@ def test_greedy_selection_never_loses_to_its_best_member_and_drops_noise() -> No
 
 def test_ensemble_stage_drops_a_chance_level_member(tmp_path: Path, monkeypatch) -> None:
     from trainlab.ensemble.assemble import build_ensemble
-    from trainlab.models import build_model, save_model
+    from trainlab.models import build_model, save_model, write_manifest
+    from trainlab.io import sha256_file as sha256_of
 
     params = shipped_params(model__arch="mlp", ensemble__top_k=2, ensemble__include_finetuned=True)
     monkeypatch.chdir(tmp_path)
@@ -171,8 +173,11 @@ def test_ensemble_stage_drops_a_chance_level_member(tmp_path: Path, monkeypatch)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_model(path, model, params.model, (4,), ["a", "b"],
                    meta={"heldout": HeldOut("cv", probs, y, 5).to_json(), "temperature": 1.0})
+    # What search and finetune record of their files: ensemble checks every file it reads.
     (paths.SEARCH_MODELS / "members.json").write_text(json.dumps(
-        [{"rank": 1, "file": "top1.pt"}, {"rank": 2, "file": "top2.pt"}]))
+        [{"rank": rank, "file": f"top{rank}.pt", "sha256": sha256_of(paths.SEARCH_MODELS / f"top{rank}.pt")}
+         for rank in (1, 2)]))
+    write_manifest("finetune", [paths.FINETUNED, paths.SCRATCH, paths.LINEAR])
     built = build_ensemble(params)
     weights = {m["name"]: m["weight"] for m in built.members}
     assert weights["search_top2"] == 0.0

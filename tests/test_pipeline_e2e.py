@@ -11,6 +11,8 @@ import pytest
 
 from trainlab.testing import BIN, run
 
+from helpers.tracking import label
+
 STAGES = ("prepare", "pretrain", "finetune", "search", "ensemble", "evaluate")
 # Keys every stage's metrics file must hold (a stable subset; see each stage).
 STAGE_KEYS = {
@@ -52,7 +54,7 @@ def test_dvc_repro_then_an_experiment(project: Path) -> None:
     assert json.loads(dvc(["status", "--json"], project).stdout) == {}
 
     runs = top_level_runs(project)
-    assert Counter(r.info.run_name for r in runs) == Counter(STAGES)
+    assert Counter(label(r) for r in runs) == Counter(STAGES)
     assert all(r.info.status == "FINISHED" for r in runs)
     # One `dvc repro` invocation: one pipeline id shared by every stage.
     assert len({r.data.tags["trainlab.pipeline_run"] for r in runs}) == 1
@@ -84,9 +86,9 @@ def test_dvc_repro_then_an_experiment(project: Path) -> None:
     assert "reports/prepare/metrics.json" not in diff and "reports/pretrain/metrics.json" not in diff
 
     runs = top_level_runs(project)
-    assert Counter(r.info.run_name for r in runs) == Counter(
+    assert Counter(label(r) for r in runs) == Counter(
         {"prepare": 1, "pretrain": 1, "finetune": 2, "search": 2, "ensemble": 2, "evaluate": 2})
     rerun = [r for r in runs if r.data.tags.get("dvc.exp_name") == exp["name"]]
-    assert sorted(r.info.run_name for r in rerun) == sorted(STAGES[2:])
-    assert all(float(r.data.params["finetune.optimizer.lr"]) == 0.002 for r in rerun if r.info.run_name == "finetune")
+    assert sorted(label(r) for r in rerun) == sorted(STAGES[2:])
+    assert all(float(r.data.params["finetune.optimizer.lr"]) == 0.002 for r in rerun if label(r) == "finetune")
     assert json.loads(dvc(["status", "--json"], project).stdout) == {}

@@ -36,6 +36,7 @@ def test_plots_show_draws_each_declared_plot_once_with_its_template(tmp_path: Pa
     run(["git", "init", "-q"], root)
     run([str(BIN / "dvc"), "init", "-q"], root)
     shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
+    shutil.copy(ROOT / "params.yaml", root / "params.yaml")   # dvc.yaml templates data.file.* from it
     write_reports(root)
 
     shown = json.loads(run([str(BIN / "dvc"), "plots", "show", "--json"], root).stdout)["data"]
@@ -47,6 +48,8 @@ def test_plots_show_draws_each_declared_plot_once_with_its_template(tmp_path: Pa
         used = marks(renders[0]["content"])
         if "confusion" in name:
             assert "rect" in used and "line" not in used, (name, used)
+        elif "predicted vs actual" in name:
+            assert "point" in used and "rect" not in used, (name, used)
         else:
             assert "line" in used and "rect" not in used, (name, used)
         x = renders[0]["content"].get("encoding", {}).get("x", {}).get("field")

@@ -223,13 +223,14 @@ def test_config_key_is_default_for_show_and_diff(repo):
 
 
 # The project's own dvc.yaml: six declared panels, laid out by DVC two per row.
-PROJECT_WIDTH, PROJECT_HEIGHT = 1000, 1200
-PANEL_ROWS = [(0, 385), (390, 775), (780, 1160)]
+PROJECT_WIDTH, PROJECT_HEIGHT = 1000, 1600
+PANEL_ROWS = [(0, 385), (390, 775), (780, 1160), (1170, 1550)]
 PANEL_COLS = [(0, 470), (470, 950)]
 
 
 def test_project_plots_draw_exactly_the_declared_panels(tmp_path):
-    """`dvc plots show` on the project's dvc.yaml: six panels, five line charts and one heatmap."""
+    """`dvc plots show` on the project's dvc.yaml: seven panels, five line charts, one heatmap and
+    one scatter plot (a regression's predicted against actual)."""
     import yaml
 
     from helpers.plots import write_reports
@@ -239,6 +240,7 @@ def test_project_plots_draw_exactly_the_declared_panels(tmp_path):
     _run(["git", "init", "-q"], root)
     _dvc(root, "init", "-q")
     shutil.copy(REPO_ROOT / "dvc.yaml", root / "dvc.yaml")
+    shutil.copy(REPO_ROOT / "params.yaml", root / "params.yaml")   # dvc.yaml templates data.file.* from it
     write_reports(root)
     _dvc(root, "plots", "show", "--html-template", str(TEMPLATE), "-o", "out")
     html = root / "out" / "index.html"
@@ -263,6 +265,8 @@ def test_project_plots_draw_exactly_the_declared_panels(tmp_path):
     for i, (name, (non_white, coloured)) in enumerate(zip(declared, stats)):
         if i == confusion:
             assert coloured > 20000, f"{name}: no heatmap ({non_white}, {coloured}): {png}"
+        elif "predicted vs actual" in name:   # axes and a few purple points: no line, no heatmap
+            assert non_white > 5000 and 20 < coloured < 5000, f"{name}: not a scatter ({non_white}, {coloured}): {png}"
         else:   # axes, grid and two purple curves; a filled heatmap would colour far more
             assert non_white > 5000 and 300 < coloured < 15000, f"{name}: not a line chart ({non_white}, {coloured}): {png}"
 

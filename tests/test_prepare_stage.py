@@ -95,7 +95,7 @@ def test_trainlab_prepare_user_csv(project: Path) -> None:
     frame.to_csv(project / "mine.csv", index=False)
     write_params(project, small_params(data__name="file", data__file__path="mine.csv", data__file__label="kind",
                                        data__train_samples=None, data__train_samples_per_class=10,
-                                       data__file__standardize=False))   # rows traced by their raw values
+                                       data__file__kind="series", data__file__normalize="none"))   # rows traced by raw values
     trainlab(["prepare"], project)
     manifest = manifest_of(project)
     assert manifest["dataset"] == "file" and manifest["input_shape"] == [5]

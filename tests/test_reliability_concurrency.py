@@ -20,8 +20,10 @@ from mlflow.tracking import MlflowClient
 
 from trainlab.models import load_model
 from trainlab.testing import BIN, clean_env, copy_project, small_params, trainlab, write_params
+from trainlab.tracking.mlflow_fields import summary_key
 
 from helpers.search import TINY_SPACE
+from helpers.tracking import label
 
 pytestmark = pytest.mark.slow
 
@@ -88,8 +90,9 @@ def test_two_pretrains_on_one_new_sqlite_store_lose_no_metric(prepared_project: 
         reported = json.loads((project / "reports/pretrain/metrics.json").read_text())
         counts = point_counts(client, run)
         expected = expected_points(reported["steps"], reported["epochs_run"], LAYER_EVERY, block_names(project))
-        # Every score of metrics.json as final/*; its 0/1 diagnosis/* flags are the tag trainlab.diagnosis.
-        expected.update({f"final/{key}": [reported["epochs_run"]] for key, value in reported.items()
+        # Every score of metrics.json as final.* (slashes made dots); its 0/1 diagnosis/* flags are
+        # the tag trainlab.diagnosis.
+        expected.update({summary_key(key): [reported["epochs_run"]] for key, value in reported.items()
                          if isinstance(value, (int, float)) and not key.startswith("diagnosis/")})
         assert counts == expected, project.name
         # The values too: the per-epoch curve in MLflow is the one DVC got.
@@ -109,7 +112,7 @@ def test_two_search_workers_log_every_point_of_every_trial(prepared_project: Pat
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("trainlab")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    parent = next(r for r in runs if r.info.run_name == "search" and "mlflow.parentRunId" not in r.data.tags)
+    parent = next(r for r in runs if label(r) == "search" and "mlflow.parentRunId" not in r.data.tags)
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(r.data.tags["optuna.slot"] for r in children) == [str(slot) for slot in range(trials)]
     assert all(r.info.run_name.startswith(f"search trial {r.data.tags['optuna.slot']} (lr=") for r in children)
@@ -122,7 +125,7 @@ def test_two_search_workers_log_every_point_of_every_trial(prepared_project: Pat
         assert child.info.status == "FINISHED"
         counts = point_counts(client, child)
         expected = expected_points(steps, epochs, LAYER_EVERY, block_names(project, frozen))
-        expected.update({key: [epochs] for key in counts if key.startswith("final/")})
-        assert {key for key in counts if key.startswith("final/")} >= {"final/val/loss", "final/steps"}
+        expected.update({key: [epochs] for key in counts if key.startswith("final.")})
+        assert {key for key in counts if key.startswith("final.")} >= {"final.val.loss", "final.steps"}
         assert counts == expected, child.info.run_name
-        assert child.data.metrics["final/steps"] == steps
+        assert child.data.metrics["final.steps"] == steps

@@ -28,6 +28,7 @@ from trainlab.io import atomic_path, staging_dir, write_text
 from trainlab.testing import BIN, clean_env, copy_project, run, small_params, trainlab, write_params
 
 from helpers.console import Outcome, error_line
+from helpers.tracking import label
 
 RESOURCE = 4   # ResourceUnavailable.exit_code
 
@@ -40,7 +41,7 @@ def stage(project: Path, *args: str, **env: str) -> Outcome:
 def statuses(db: Path) -> list[tuple[str, str]]:
     client = MlflowClient(f"sqlite:///{db}")
     experiment = client.get_experiment_by_name("trainlab")
-    return sorted((r.info.run_name, r.info.status) for r in client.search_runs([experiment.experiment_id]))
+    return sorted((label(r), r.info.status) for r in client.search_runs([experiment.experiment_id]))
 
 
 def temporaries(root: Path) -> list[Path]:
@@ -173,7 +174,7 @@ def test_prepared_data_is_world_readable(prepared_project: Path) -> None:
     prepared = prepared_project / "data/prepared"
     assert prepared.stat().st_mode & 0o777 == 0o755
     assert {p.stat().st_mode & 0o777 for p in prepared.rglob("*") if p.is_file()} == {0o644}
-    assert {p.stat().st_mode & 0o777 for p in (prepared_project / "models").rglob("*")} == {0o644}
+    assert {p.stat().st_mode & 0o777 for p in (prepared_project / "models").rglob("*") if p.is_file()} == {0o644}
 
 
 KILLED_WRITER = """

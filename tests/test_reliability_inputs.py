@@ -464,11 +464,13 @@ def bad_data(case: str) -> tuple[pd.DataFrame, dict]:
     frame, settings = animals(), {}
     if case == "missing-column":
         settings["label"] = "species"
-    elif case == "nan":
+    elif case == "nan":   # a series must be complete (a table's empty cells are imputed)
         frame.loc[len(frame) - 1, "f2"] = np.nan
-    elif case == "strings-in-numbers":
+        settings["kind"] = "series"
+    elif case == "strings-in-numbers":   # a series is numbers only (a table's strings are categories)
         frame["f1"] = frame["f1"].astype(object)
         frame.loc[5, "f1"] = "12 kg"
+        settings["kind"] = "series"
     elif case == "single-class":
         frame["label"] = "cat"
     elif case == "unseen-test-class":
@@ -487,7 +489,7 @@ def bad_data(case: str) -> tuple[pd.DataFrame, dict]:
 BAD_DATA = {
     "missing-column": "missing column(s) ['species']",
     "nan": "1 sample(s) contain NaN or infinite values (first at row 59)",
-    "strings-in-numbers": "feature column(s) ['f1'] are not numeric",
+    "strings-in-numbers": "column(s) ['f1'] are not numbers, but series and images need numbers",
     "single-class": "only one class (cat) in the labels",
     "unseen-test-class": "test labels ['fish'] never appear in the train split",
     "empty-split": "the test split is empty",
@@ -615,9 +617,10 @@ def test_failed_prepare_leaves_the_previous_data_intact(in_copy: Path) -> None:
     before = tree_digest(in_copy / "data")
     metrics_before = sha256(in_copy / "reports/prepare/metrics.json")
     # A readable file whose last row is NaN: the failure comes after reading the whole file.
-    frame, _ = bad_data("nan")
+    frame, settings = bad_data("nan")
     frame.to_csv(in_copy / "data.csv", index=False)
-    write_params(in_copy, small_params(data__name="file", data__file__path="data.csv", data__train_samples=None))
+    write_params(in_copy, small_params(data__name="file", data__file__path="data.csv", data__train_samples=None,
+                                       **{f"data__file__{k}": v for k, v in settings.items()}))
     line = error_line(invoke(["prepare"]))
     assert line == f"error: data.csv: {BAD_DATA['nan']}", line
     assert tree_digest(in_copy / "data") == before          # byte-identical, no staging dir left behind

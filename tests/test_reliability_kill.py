@@ -32,6 +32,7 @@ from optuna.trial import TrialState
 from trainlab.testing import BIN, clean_env, copy_project, make_project, run, small_params, trainlab, write_params
 
 from helpers.search import by_slot, only_study, search_params, wait_for
+from helpers.tracking import label
 
 pytestmark = pytest.mark.slow
 
@@ -112,14 +113,14 @@ def run_statuses(project: Path) -> list[tuple[str, str]]:
     """(run name, status) of every MLflow run in the project's store, sorted."""
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("trainlab")
-    return sorted((r.info.run_name, r.info.status) for r in client.search_runs([experiment.experiment_id]))
+    return sorted((label(r), r.info.status) for r in client.search_runs([experiment.experiment_id]))
 
 
 def run_tags(project: Path, name: str, status: str) -> dict:
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("trainlab")
     found = [r for r in client.search_runs([experiment.experiment_id])
-             if r.info.run_name == name and r.info.status == status]
+             if label(r) == name and r.info.status == status]
     assert len(found) == 1, (name, status, run_statuses(project))
     return found[0].data.tags
 

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from trainlab.config import load_params
 from trainlab.testing import copy_project, run, small_params, trainlab, write_params
 
-from helpers.tracking import client_of, experiment_id, only_run, steps_of
+from helpers.tracking import client_of, experiment_id, label, only_run, steps_of
 
 
 def timing(key: str) -> bool:
@@ -25,7 +25,7 @@ def compared_keys(metrics: dict[str, float]) -> list[str]:
 
 def reruns_of(client: MlflowClient, run_id: str) -> dict:
     runs = client.search_runs([experiment_id(client)], filter_string=f"tags.`trainlab.rerun_of` = '{run_id}'")
-    return {r.info.run_name: r for r in runs}
+    return {label(r): r for r in runs}
 
 
 def worktrees(project: Path) -> list[str]:
@@ -107,7 +107,9 @@ def test_rerun_of_evaluate_leaves_the_registry_alone_unless_asked(prepared_proje
 
     assert asked.returncode == 0, asked.stdout + asked.stderr
     assert sorted(str(v.version) for v in client.search_model_versions("name = 'trainlab'")) == ["1", "2"]
-    assert str(client.get_model_version_by_alias("trainlab", "champion").version) == "2"
+    # The same model on the same data: no lower held-out loss, so the champion stays (tracking/promotion.py).
+    assert str(client.get_model_version_by_alias("trainlab", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("trainlab", "challenger").version) == "2"
 
 
 def test_rerun_refuses_a_commit_missing_from_the_repo(prepared_project: Path, tmp_path: Path) -> None:

@@ -31,12 +31,13 @@ from trainlab.testing import BIN, ROOT, clean_env, copy_project, trainlab, write
 
 from helpers.search import (LR, TINY_SPACE, by_slot, counted, killed, metrics, mlflow_runs, new_project,
                             only_study, search_params, studies, wait_for)
+from helpers.tracking import label
 
 
 def search_children(project: Path) -> tuple[Any, list]:
     """The (single) top-level search run and its child runs."""
     runs = mlflow_runs(project)
-    parents = [r for r in runs if r.info.run_name == "search" and "mlflow.parentRunId" not in r.data.tags]
+    parents = [r for r in runs if label(r) == "search" and "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1, [r.info.run_name for r in runs]
     parent = parents[0]
     return parent, [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
@@ -104,7 +105,7 @@ def test_trials_are_child_runs_of_the_search_run(searched, sampler: str) -> None
         values = slots[slot][0]
         assert run.info.run_name == (f"search trial {slot} (lr={values[LR]:.3g}, "
                                      f"dropout={values['model.dropout']:.3g})")
-        assert run.data.metrics["final/val/loss"] == pytest.approx(slots[slot][1])
+        assert run.data.metrics["final.val.loss"] == pytest.approx(slots[slot][1])
         assert float(run.data.params[LR]) == pytest.approx(slots[slot][0][LR])
 
 
@@ -190,20 +191,25 @@ def test_median_pruner_prunes_a_bad_trial(searched) -> None:
                                                                3: "PRUNED"}
     assert slots[3][0] == {LR: 1.0e-7}
     trials = {int(t.user_attrs["slot"]): t for t in counted(only_study(project))}
-    # Pruned at the first epoch the pruner may act on (step 3), against the median there.
+    # Pruned at the first epoch the pruner may act on (epoch 4: steps count epochs from 1, as
+    # MLflow's epoch axis does), against the median there.
     pruned = trials[3]
-    assert max(pruned.intermediate_values) == 3
-    median = sorted(trials[s].intermediate_values[3] for s in range(3))[1]
-    assert pruned.intermediate_values[3] > median
-    assert all(len(trials[s].intermediate_values) == 5 for s in range(3))
+    assert max(pruned.intermediate_values) == 4
+    median = sorted(trials[s].intermediate_values[4] for s in range(3))[1]
+    assert pruned.intermediate_values[4] > median
+    assert all(sorted(trials[s].intermediate_values) == [1, 2, 3, 4, 5] for s in range(3))
     found = metrics(project)
     assert found["trials/pruned"] == 1 and found["trials/complete"] == 3
     _, children = search_children(project)
     states = {r.data.tags["optuna.slot"]: r.data.tags["optuna.state"] for r in children}
     assert states == {"0": "COMPLETE", "1": "COMPLETE", "2": "COMPLETE", "3": "PRUNED"}
-    # Visibly pruned in MLflow, which has no PRUNED status: KILLED (stopped early) and named so.
+    # Visibly pruned in MLflow, which has no PRUNED status: named so and tagged, and FINISHED
+    # (stopped on purpose), not KILLED or FAILED, whose red icon is a crash's.
     runs = {r.data.tags["optuna.slot"]: r for r in children}
-    assert [runs[s].info.status for s in "0123"] == ["FINISHED", "FINISHED", "FINISHED", "KILLED"]
+    assert [runs[s].info.status for s in "0123"] == ["FINISHED"] * 4
+    # Each trial names its MLflow run (user attribute mlflow_run_id).
+    assert {s: trials[s].user_attrs["mlflow_run_id"] for s in range(4)} == {s: runs[str(s)].info.run_id
+                                                                          for s in range(4)}
     assert runs["3"].info.run_name == "search trial 3 (lr=1e-07) [pruned]"
     assert runs["3"].data.tags["optuna.pruned"].startswith("pruned at epoch 4 (val/loss=")
     assert not any(r.info.run_name.endswith("[pruned]") for s, r in runs.items() if s != "3")

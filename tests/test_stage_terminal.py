@@ -55,13 +55,13 @@ def test_a_stage_ends_with_its_mlflow_run_and_the_files_it_wrote(project: Path) 
     exp, run_id = experiment_id(client_of(project)), prepared.info.run_id
     assert said[-2:] == [
         f"[prepare] MLflow run {run_id}: `mlflow ui --backend-store-uri {store} --host 127.0.0.1 --port 5000` then "
-        f"http://127.0.0.1:5000/#/experiments/{exp}/runs/{run_id}",
+        f"http://127.0.0.1:5000/#/experiments/{exp}/runs/{run_id}?workflowType=machine_learning",
         "[prepare] wrote: data/prepared/, reports/prepare/"]
 
 
 def test_a_tracking_server_run_links_to_its_page() -> None:
     assert (run_link("http://mlflow.example:8080/", "7", "abc123")
-            == "http://mlflow.example:8080/#/experiments/7/runs/abc123")
+            == "http://mlflow.example:8080/#/experiments/7/runs/abc123?workflowType=machine_learning")
 
 
 class Slow(Hook):

@@ -16,7 +16,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.preprocessing import FunctionTransformer, MinMaxScaler
 
 from trainlab.data import tables
-from trainlab.data.table_plan import HASH_BUCKETS, ColumnPlan
+from trainlab.data.table_plan import TEXT_COMPONENTS, ColumnPlan, column_kind
 from trainlab.data.tables import (fit_preprocessor, infer_task, input_schema, load_preprocessor,
                                   output_names, plan_columns, save_preprocessor, transform)
 from trainlab.errors import DataError
@@ -89,31 +89,32 @@ def test_column_kinds_follow_the_stated_rules() -> None:
         "score": rng.integers(0, 500, n),                          # many integers: a quantity
         "code": np.r_[rng.integers(0, 4, n - 3), [9, 9, 9]],       # 5 integers: a code, 9 rare
         "when": pd.to_datetime("2020-01-01") + pd.to_timedelta(rng.integers(0, 900, n), "D"),
-        "shop": [f"shop {i % 80}" for i in range(n)],              # 80 levels of 5 rows: hashed
-        "rare": [f"r{i % 150}" for i in range(n)],                 # no level in 5 rows
+        "shop": [f"shop {i % 80}" for i in range(n)],              # 80 levels of 5 rows: text
+        "rare": [f"r{i % 150}" for i in range(n)],                 # 150 levels, none in 5 rows: text
         "empty": [np.nan] * n,
         "flag": pd.array([True, None, False, True] * (n // 4), dtype="boolean"),
         "label": rng.normal(size=n),
     })
     plan = plan_of(frame, drop=["score"])
-    assert plan.numeric == () and plan.one_hot == ("code", "flag") and plan.hashed == ("shop",)
+    assert plan.numeric == () and plan.one_hot == ("code", "flag") and plan.text == ("shop", "rare")
     assert plan.dates == (("when", "ISO8601"),)
-    assert dict(plan.dropped) == {"score": "listed in data.file.drop",
-                                  "rare": "no level in 5 or more rows: 150 levels in 400 rows",
-                                  "empty": "all missing"}
+    assert dict(plan.dropped) == {"score": "listed in data.file.drop", "empty": "all missing"}
+    # Up to 64 levels, none seen in 5 rows: nothing to learn a level's column from.
+    assert column_kind(pd.Series([f"r{i % 30}" for i in range(100)]), "few") == (
+        "rare levels", "no level in 5 or more rows: 30 levels in 100 rows")
     pre = fit_preprocessor(frame, plan)
     names = output_names(pre)
-    assert sum(n.startswith("hashed__shop_") for n in names) == HASH_BUCKETS
+    assert sum(n.startswith("text0__") for n in names) == sum(n.startswith("text1__") for n in names) == TEXT_COMPONENTS
     x = transform(pre, frame)
     assert x.shape == (n, len(names)) and x.dtype == np.float32 and np.isfinite(x).all()
     # Levels seen in fewer than 5 rows share one column with levels never seen.
     rare = pd.DataFrame({"code": [3, 7], "flag": [None, None]}).assign(
-        **{c: frame[c].iloc[:2].to_numpy() for c in ("when", "shop")})
+        **{c: frame[c].iloc[:2].to_numpy() for c in ("when", "shop", "rare")})
     pooled = transform(pre, rare)[:, names.index("one_hot__code_infrequent_sklearn")]
     assert "one_hot__code_infrequent_sklearn" in names and pooled.tolist() == [0.0, 1.0]
     # An explicitly listed column is used as what it looks like, not dropped.
     explicit = plan_of(frame, features=["score", "rare"])
-    assert explicit.numeric == ("score",) and explicit.one_hot == ("rare",) and explicit.dropped == ()
+    assert explicit.numeric == ("score",) and explicit.text == ("rare",) and explicit.dropped == ()
 
 
 # ------------------------------------------------------------- fitted on train rows only
@@ -194,11 +195,11 @@ def test_save_and_load_round_trip_gives_the_same_output(tmp_path: Path) -> None:
 
 
 def test_the_trusted_list_is_exactly_what_skops_does_not_trust_itself() -> None:
-    # A preprocessor using every branch: numeric with empty cells, date, one-hot, hashed.
+    # A preprocessor using every branch: numeric with empty cells, date, one-hot, text.
     frame = mixed_table(400)
     frame["shop"] = [f"shop {i % 80}" for i in range(400)]
     plan = plan_of(frame)
-    assert plan.numeric and plan.dates and plan.one_hot and plan.hashed
+    assert plan.numeric and plan.dates and plan.one_hot and plan.text
     blob = skops.io.dumps(fit_preprocessor(frame, plan))
     assert skops.io.get_untrusted_types(data=blob) == sorted(tables.TRUSTED_TYPES)
 

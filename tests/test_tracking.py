@@ -30,8 +30,8 @@ from trainlab.models import load_model
 from trainlab.testing import BIN, ROOT, copy_project, run, trainlab as trainlab_cli
 import trainlab
 
-from helpers.tracking import (PER_EPOCH, PER_STEP, artifact_paths, client_of, download, experiment_id, only_run,
-                              stage_runs, steps_of)
+from helpers.tracking import (PER_EPOCH, PER_STEP, artifact_paths, client_of, download, experiment_id, label,
+                              only_run, stage_runs, steps_of)
 
 
 def history(client: MlflowClient, run_id: str, key: str) -> list[float]:
@@ -54,10 +54,12 @@ def git_head(project: Path) -> str:
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("stage", ["prepare", "pretrain"])
 def test_stage_run_lineage_tags(prepared_project: Path, stage: str) -> None:
-    """One FINISHED run named after the stage, tagged with where it came from."""
+    """One FINISHED run named after the stage and its pipeline run (no DVC experiment here), tagged
+    with where it came from."""
     found = only_run(prepared_project, stage)
     tags = found.data.tags
-    assert found.info.run_name == stage and found.info.status == "FINISHED"
+    assert found.info.run_name == f"{stage} · {tags['trainlab.pipeline_run']}" and found.info.status == "FINISHED"
+    assert tags["trainlab.run_label"] == stage
     assert tags["git.commit"] == git_head(prepared_project)
     assert tags["git.dirty"] == "false"   # outputs are untracked; tracked files match the commit
     assert tags["dvc.stage"] == tags["trainlab.stage"] == stage
@@ -126,7 +128,7 @@ def test_defaults_left_out_of_the_params_file_are_logged(prepared_project: Path,
     assert logged["data.split_seed"] == "1"
     assert logged["data.digits.source_classes"] == "[0, 1, 2, 3, 4]"
     assert logged["data.file.label"] == "label"
-    assert logged["data.file.path"] == "None"
+    assert logged["data.file.path"] == "data/own"          # the placeholder: no file of the user's
     # The file as given is kept next to the resolved config.
     client = client_of(project)
     assert (download(client, new.info.run_id, "config/partial.yaml", tmp_path / "dl").read_text()
@@ -152,9 +154,9 @@ def test_pretrain_metrics_have_explicit_steps(prepared_project: Path) -> None:
     assert history(client, run_id, "val/acc") == [row["val_acc"] for row in curves]
     dvc_metrics = json.loads((prepared_project / "reports/pretrain/metrics.json").read_text())
     latest = client.get_run(run_id).data.metrics
-    assert latest["final/val/acc"] == dvc_metrics["val/acc"]
-    assert latest["final/steps"] == dvc_metrics["steps"] == epochs * steps_per_epoch
-    assert latest["final/best_epoch"] in steps_of(client, run_id, "val/loss")
+    assert latest["final.val.acc"] == dvc_metrics["val/acc"]
+    assert latest["final.steps"] == dvc_metrics["steps"] == epochs * steps_per_epoch
+    assert latest["final.best_epoch"] in steps_of(client, run_id, "val/loss")
 
 
 def test_pretrain_artifacts(prepared_project: Path, tmp_path: Path) -> None:
@@ -203,7 +205,7 @@ def test_one_dvc_repro_shares_a_pipeline_run_tag(prepared_project: Path, tmp_pat
     run([str(BIN / "dvc"), "repro", "-f", "prepare", "pretrain"], project)
     client = client_of(project)
     new = [r for r in client.search_runs([experiment_id(client)]) if r.info.run_id not in before]
-    assert sorted(r.info.run_name for r in new) == ["prepare", "pretrain"]
+    assert sorted(label(r) for r in new) == ["prepare", "pretrain"]
     assert all(r.info.status == "FINISHED" for r in new)
     shared = {r.data.tags["trainlab.pipeline_run"] for r in new}
     assert len(shared) == 1
@@ -211,6 +213,9 @@ def test_one_dvc_repro_shares_a_pipeline_run_tag(prepared_project: Path, tmp_pat
     original = {r.data.tags["trainlab.pipeline_run"] for r in client.search_runs([experiment_id(client)])
                 if r.info.run_id in before}
     assert len(original) == 2 and not shared & original
+    # The run table tells the two invocations apart: each name ends in its pipeline run id.
+    pipeline = next(iter(shared))
+    assert {r.info.run_name for r in new} == {f"{stage} · {pipeline}" for stage in ("prepare", "pretrain")}
 
 
 def test_failing_stage_leaves_a_failed_run(prepared_project: Path, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import yaml
 from trainlab.config import flatten, load_params
 from trainlab.config.sections import STAGE_PARAMS, stage_params
 from trainlab.testing import ROOT
+from trainlab.tracking.mlflow_fields import summary_key
 
 from helpers.tracking import only_run
 
@@ -42,6 +43,6 @@ def test_summary_metrics_are_the_scores_and_the_diagnosis_a_tag(prepared_project
     # metrics.json keeps a key per finding made, for `dvc metrics diff`; MLflow has the tag.
     assert flags and {reported[key] for key in flags} == {1}
     assert {key.split("/", 1)[1] for key in flags} == set(run.data.tags["trainlab.diagnosis"].split(","))
-    finals = {key for key in run.data.metrics if key.startswith("final/")}
-    assert finals == {f"final/{key}" for key in set(reported) - flags}
+    finals = {key for key in run.data.metrics if key.startswith("final.")}
+    assert finals == {summary_key(key) for key in set(reported) - flags}
     assert not [key for key in run.data.metrics if "diagnosis" in key]   # no one-point charts

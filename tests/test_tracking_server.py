@@ -21,7 +21,7 @@ from trainlab.engine.checkpoint import load_resume
 from trainlab.models import load_model
 from trainlab.testing import BIN, clean_env, copy_project, make_project, trainlab, write_params
 
-from helpers.tracking import PER_EPOCH, PER_STEP, artifact_paths, download, steps_of
+from helpers.tracking import PER_EPOCH, PER_STEP, artifact_paths, download, label, steps_of
 from helpers.tracking_server import Server, free_port, wait_healthy
 
 
@@ -59,7 +59,7 @@ def test_stage_runs_through_the_server(server: Server, served_project: Path, tmp
     client = MlflowClient(server.uri)
     experiment = client.get_experiment_by_name("trainlab")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
-    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    runs = {label(r): r for r in client.search_runs([experiment.experiment_id])}
     assert sorted(runs) == ["prepare", "pretrain"]
     assert all(r.info.status == "FINISHED" for r in runs.values())
     assert not (served_project / "mlflow.db").exists()   # nothing went to the local store
@@ -72,7 +72,7 @@ def test_stage_runs_through_the_server(server: Server, served_project: Path, tmp
     assert pretrain.data.tags["dvc.stage"] == "pretrain" and pretrain.data.tags["device"] == "cpu"
 
     run_id = pretrain.info.run_id
-    steps = int(pretrain.data.metrics["final/steps"])
+    steps = int(pretrain.data.metrics["final.steps"])
     for key in PER_STEP:
         assert steps_of(client, run_id, key) == list(range(steps)), key
     for key in PER_EPOCH:

@@ -25,6 +25,8 @@ from trainlab.testing import copy_project, small_params, trainlab, write_params
 from trainlab.training import finish
 from trainlab.transfer import finetune, load_pretrained
 
+from helpers.tracking import label
+
 
 @pytest.fixture(scope="module")
 def work_copy(prepared_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -243,7 +245,7 @@ def test_finetune_stage_child_runs(finetuned_project: Path) -> None:
     experiment = client.get_experiment_by_name(yaml.safe_load((finetuned_project / "params.yaml").read_text())
                                                ["tracking"]["experiment"])
     runs = client.search_runs([experiment.experiment_id])
-    parents = [r for r in runs if r.info.run_name == "finetune"]
+    parents = [r for r in runs if label(r) == "finetune"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent_id = parents[0].info.run_id
     children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id}
@@ -252,10 +254,10 @@ def test_finetune_stage_child_runs(finetuned_project: Path) -> None:
     assert children["finetune linear baseline"].data.params["model.arch"] == "logreg"   # what it trained
     assert children["finetune scratch baseline"].data.params["model.arch"] != "logreg"
     metrics = json.loads((finetuned_project / "reports/finetune/metrics.json").read_text())
-    assert children["finetune linear probe"].data.metrics["final/val/acc"] == pytest.approx(metrics["probe/val_acc"])
-    assert (children["finetune scratch baseline"].data.metrics["final/val/acc"]
+    assert children["finetune linear probe"].data.metrics["final.val.acc"] == pytest.approx(metrics["probe/val_acc"])
+    assert (children["finetune scratch baseline"].data.metrics["final.val.acc"]
             == pytest.approx(metrics["scratch/val_acc"]))
-    assert parents[0].data.metrics["final/transfer/gain"] == pytest.approx(metrics["transfer/gain"])
+    assert parents[0].data.metrics["final.transfer.gain"] == pytest.approx(metrics["transfer/gain"])
     # The saved baseline is what the scratch child run trained.
     assert val_accuracy(finetuned_project / paths.SCRATCH, finetuned_project) == pytest.approx(
-        children["finetune scratch baseline"].data.metrics["final/val/acc"], abs=one_sample(finetuned_project))
+        children["finetune scratch baseline"].data.metrics["final.val.acc"], abs=one_sample(finetuned_project))

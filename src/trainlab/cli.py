@@ -41,7 +41,11 @@ COMMANDS = {
     "evaluate": ("evaluate:command", "Score every final model on the held-out test split."),
     "diagnose": ("diagnose:command", "Diagnose the learning curves of any MLflow run."),
     "rerun": ("rerun:command", "Rerun a recorded MLflow run and compare its metrics."),
+    "promote": ("promote:command", "Make a registered model version the champion (evaluate.alias)."),
 }
+
+# The commands that keep resume checkpoints (training; the search also keeps its study).
+RESUMABLE = ("pretrain", "finetune", "search")
 
 
 class LazyGroup(click.Group):
@@ -71,8 +75,17 @@ class LazyGroup(click.Group):
             click.echo(f"error: {err}", err=True)
             ctx.exit(err.exit_code)
         except KeyboardInterrupt:
-            click.echo("interrupted: the last checkpoint is kept; rerun to resume", err=True)
+            click.echo(interrupted_line(ctx.invoked_subcommand), err=True)
             ctx.exit(130)
+
+
+def interrupted_line(command: str | None) -> str:
+    """What a Ctrl-C left: a checkpoint to resume from only where the command keeps one."""
+    if command in RESUMABLE:
+        return "interrupted: the last checkpoint is kept; rerun to resume"
+    if command in COMMANDS and command not in ("diagnose", "rerun", "promote"):
+        return f"interrupted: {command} keeps no checkpoint and left no file half-written; rerun it to start again"
+    return "interrupted"
 
 
 def load_stages_package() -> ModuleType:

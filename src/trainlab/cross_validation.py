@@ -64,7 +64,7 @@ def cross_validated(params: Params, spec: TrainSpec, build: ModelFactory, train:
     def fold(k: int) -> tuple[list[np.ndarray], list[Checkpointing]]:
         model, groups, extra = build()
         rest = np.setdiff1d(np.arange(len(y)), held[k])
-        predictions = EpochPredictions(x[held[k]])
+        predictions = EpochPredictions(x[held[k]], info.regression)
         watch = [pruning] if pruning and k == 0 else []
         fitted = fit_model(quiet, fold_spec, model, groups, subset(labelled, rest), subset(labelled, held[k]),
                            info, [*extra, predictions, *watch], runtime, f"{label} fold {k + 1}/{len(held)}",
@@ -169,12 +169,13 @@ def _fold_processes(runtime: Runtime, batch_size: int, sample_values: int, folds
 
 def _replace_val_curves(trained: TrainedModel, pooled: list[np.ndarray], y: np.ndarray, best: int) -> None:
     """The refit's own val metrics are in-sample; under CV, val/* is the pooled out-of-fold score."""
+    names = ["val/loss"] + ([] if HeldOut("cv", pooled[0], y).regression else ["val/acc"])
     for epoch, row in enumerate(trained.result.history):
         scored = HeldOut("cv", pooled[epoch], y)
-        row["val/loss"], row["val/acc"] = scored.loss, scored.acc
+        row.update({"val/loss": scored.loss, **({"val/acc": scored.acc} if "val/acc" in names else {})})
     shown = range(len(trained.result.history))
-    trained.curves["val/loss"] = [(e, trained.result.history[e]["val/loss"]) for e in shown]
-    trained.curves["val/acc"] = [(e, trained.result.history[e]["val/acc"]) for e in shown]
+    for name in names:
+        trained.curves[name] = [(e, trained.result.history[e][name]) for e in shown]
     result = trained.result
     result.best_epoch, result.monitor = best, "val/loss"
     result.best_value = result.history[best]["val/loss"]

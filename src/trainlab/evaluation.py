@@ -1,10 +1,18 @@
 """Score the final models on the test split: the only code that ever loads it.
 
-For each model: accuracy, loss, per-class precision/recall/F1, expected calibration
-error before and after temperature scaling (the temperature was fitted on held-out
-predictions, never on test), a reliability diagram and a confusion matrix. The model to
-register is chosen by its calibrated *held-out* loss, so the test split never influences
-any choice.
+Classification, for each model: accuracy, loss, per-class precision/recall/F1, expected
+calibration error before and after temperature scaling (the temperature was fitted on
+held-out predictions, never on test), a reliability diagram and a confusion matrix.
+
+Regression, for each model: RMSE, MAE and R^2 in the target's own unit, and the test
+coverage of its conformal interval at `selection.interval` (fitted on held-out residuals)
+beside that nominal level, with a predicted-vs-actual table.
+
+Every test score carries a 95% confidence interval, and the champion is compared with the
+runner-up on the same test samples (`trainlab.evaluation_stats`).
+
+The model to register is chosen by its calibrated *held-out* loss (NLL, or squared error),
+so the test split never influences any choice.
 """
 
 from __future__ import annotations
@@ -16,9 +24,12 @@ import numpy as np
 import torch
 
 from trainlab import paths
-from trainlab.data import load_split, task_info
-from trainlab.calibration import apply_temperature, expected_calibration_error, probs_nll, reliability_rows
-from trainlab.ensemble.combine import load_any, load_ensemble, member_probabilities
+from trainlab.calibration import conformal_halfwidth, expected_calibration_error, probs_nll, reliability_rows
+from trainlab.data import TaskInfo, load_split, task_info
+from trainlab.ensemble.combine import load_any, load_ensemble, member_outputs
+from trainlab.evaluation_stats import (Comparison, bootstrap_interval, mcnemar_exact, paired_errors_p, r2,
+                                       wilson_interval)
+from trainlab.models import check_recorded
 from trainlab.selection import HeldOut
 
 
@@ -28,9 +39,10 @@ class ModelScore:
     test: dict[str, float]
     heldout_loss: float          # calibrated, on validation or out-of-fold predictions: chooses the champion
     heldout: str                 # what those held-out predictions were
-    per_class: dict[str, dict[str, float]]
-    confusion: np.ndarray
-    predictions: np.ndarray = field(repr=False)
+    heldout_predictions: HeldOut = field(repr=False)
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)
+    confusion: np.ndarray | None = None
+    predictions: np.ndarray = field(default=None, repr=False)   # class indices, or values in the target's unit
     reliability: list[dict[str, float]] = field(default_factory=list, repr=False)
 
 
@@ -44,13 +56,17 @@ def final_models() -> dict[str, Path]:
 
 def score(name: str, raw_probs: np.ndarray, y: np.ndarray, temperature: float, heldout: HeldOut,
           classes: list[str], bins: int) -> ModelScore:
+    """A classifier's test scores; probabilities are rescaled by its held-out temperature."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    from trainlab.calibration import apply_temperature
 
     probs = apply_temperature(raw_probs, temperature)
     predicted = probs.argmax(1)
     precision, recall, f1, support = precision_recall_fscore_support(
         y, predicted, labels=range(len(classes)), zero_division=0)
-    test = {"acc": float((predicted == y).mean()),
+    low, high = wilson_interval(int((predicted == y).sum()), len(y))
+    test = {"acc": float((predicted == y).mean()), "acc_ci_low": low, "acc_ci_high": high,
             "loss": probs_nll(probs, y),
             "ece": expected_calibration_error(probs, y, bins),
             "ece_uncalibrated": expected_calibration_error(raw_probs, y, bins),
@@ -58,48 +74,92 @@ def score(name: str, raw_probs: np.ndarray, y: np.ndarray, temperature: float, h
     per_class = {c: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
                  for c, p, r, f, s in zip(classes, precision, recall, f1, support)}
     confusion = confusion_matrix(y, predicted, labels=range(len(classes)))
-    calibrated_heldout = HeldOut(heldout.kind, apply_temperature(heldout.probs, temperature), heldout.y)
-    return ModelScore(name, test, calibrated_heldout.loss, heldout.describe(), per_class, confusion, predicted,
-                      reliability_rows(probs, y, bins))
+    return ModelScore(name, test, heldout.calibrated(temperature).loss, heldout.describe(), heldout, per_class,
+                      confusion, predicted, reliability_rows(probs, y, bins))
 
 
-def probabilities(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
-    return member_probabilities([model], x)[0].numpy()
+def score_regression(name: str, outputs: np.ndarray, y: np.ndarray, heldout: HeldOut, info: TaskInfo,
+                     level: float) -> ModelScore:
+    """A regression's test scores in the target's own unit, and its interval's test coverage."""
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    mean, std = info.target_scale or (0.0, 1.0)
+    predicted, actual = outputs[:, 0] * std + mean, np.asarray(y, dtype=np.float64) * std + mean
+    halfwidth = conformal_halfwidth(heldout.outputs, heldout.y, level) * std
+    low, high = bootstrap_interval(actual, predicted, r2)
+    test = {"rmse": float(np.sqrt(mean_squared_error(actual, predicted))),
+            "mae": float(mean_absolute_error(actual, predicted)), "r2": float(r2_score(actual, predicted)),
+            "r2_ci_low": low, "r2_ci_high": high,
+            "loss": float(np.mean((outputs[:, 0] - y) ** 2)),
+            "coverage": float(np.mean(np.abs(actual - predicted) <= halfwidth)),
+            "interval_width": 2.0 * halfwidth, "interval_level": level}
+    return ModelScore(name, test, heldout.loss, heldout.describe(), heldout, predictions=predicted)
 
 
-def evaluate_all(bins: int) -> tuple[list[ModelScore], dict[str, float]]:
+def evaluate_all(bins: int, level: float) -> tuple[list[ModelScore], dict[str, float]]:
     """Scores of every final model, plus how the ensemble compares with its members."""
     test = load_split(paths.PREPARED, "target", "test")
-    classes = task_info(paths.PREPARED, "target").class_names
+    info = task_info(paths.PREPARED, "target")
     x_test = torch.as_tensor(test.x)
     scores, extra = [], {}
     for name, path in final_models().items():
         model, blob = load_any(path)
+        check_recorded(path)   # scored as what its stage wrote, never another model copied over it
         meta = blob.get("meta", {})
-        scores.append(score(name, probabilities(model, x_test), test.y, float(meta.get("temperature", 1.0)),
-                            _heldout(meta, model), classes, bins))
+        outputs = member_outputs([model], x_test, info.regression)[0].numpy().astype(np.float64)
+        heldout = _heldout(meta, model, info.regression)
+        if info.regression:
+            scores.append(score_regression(name, outputs, test.y, heldout, info, level))
+        else:
+            scores.append(score(name, outputs, test.y, float(meta.get("temperature", 1.0)), heldout,
+                                info.class_names, bins))
         if name == "ensemble":
-            extra.update(_member_comparison(path, x_test, test.y))
+            extra.update(_member_comparison(path, x_test, test.y, info.regression))
     return scores, extra
 
 
-def _heldout(meta: dict, model: torch.nn.Module) -> HeldOut:
+def _heldout(meta: dict, model: torch.nn.Module, regression: bool) -> HeldOut:
     if "heldout" in meta:
         return HeldOut.from_json(meta["heldout"])
     val = load_split(paths.PREPARED, "target", "val")   # a file from before held-out predictions were kept
-    return HeldOut("val", probabilities(model, torch.as_tensor(val.x)), np.asarray(val.y))
+    outputs = member_outputs([model], torch.as_tensor(val.x), regression)[0].numpy().astype(np.float64)
+    return HeldOut("val", outputs, np.asarray(val.y))
 
 
-def _member_comparison(path: Path, x: torch.Tensor, y: np.ndarray) -> dict[str, float]:
+def _member_comparison(path: Path, x: torch.Tensor, y: np.ndarray, regression: bool) -> dict[str, float]:
     ensemble, _ = load_ensemble(path)
-    member_acc = [(p.argmax(-1).numpy() == y).mean() for p in member_probabilities(list(ensemble.members), x)]
-    return {"test/acc/ensemble_member_mean": float(np.mean(member_acc)),
-            "test/acc/ensemble_member_best": float(np.max(member_acc))}
+    outputs = member_outputs(list(ensemble.members), x, regression).numpy().astype(np.float64)
+    scores = [HeldOut("test", member, np.asarray(y)).score for member in outputs]
+    name = "r2" if regression else "acc"
+    return {f"test/{name}/ensemble_member_mean": float(np.mean(scores)),
+            f"test/{name}/ensemble_member_best": float(np.max(scores))}
 
 
 def choose_best(scores: list[ModelScore]) -> ModelScore:
     """Lowest calibrated held-out loss: a loss, unlike accuracy, rarely ties on a small split."""
     return min(scores, key=lambda s: (s.heldout_loss, s.name))
+
+
+def compare_runner_up(scores: list[ModelScore], y: np.ndarray, info: TaskInfo) -> Comparison | None:
+    """The champion against the model selection ranked next, on the same test samples."""
+    ranked = sorted(scores, key=lambda s: (s.heldout_loss, s.name))
+    if len(ranked) < 2:
+        return None
+    best, other = ranked[0], ranked[1]
+    if info.regression:
+        mean, std = info.target_scale or (0.0, 1.0)
+        actual = np.asarray(y, dtype=np.float64) * std + mean
+        p = paired_errors_p((actual - best.predictions) ** 2, (actual - other.predictions) ** 2)
+        return Comparison(other.name, "Wilcoxon signed-rank", p)
+    return Comparison(other.name, "McNemar exact", mcnemar_exact(best.predictions == y, other.predictions == y))
+
+
+def champion_line(best: ModelScore, comparison: Comparison | None, regression: bool) -> str:
+    """One line: the champion's test score with its 95% interval, and whether the runner-up ties it."""
+    key, how = ("r2", "bootstrap") if regression else ("acc", "Wilson")
+    line = (f"champion: {best.name}, test {key} {best.test[key]:.4f} (95% {how} interval "
+            f"{best.test[f'{key}_ci_low']:.4f} to {best.test[f'{key}_ci_high']:.4f})")
+    return line + (f"; {comparison.describe()}" if comparison else "")
 
 
 def flat_metrics(scores: list[ModelScore], extra: dict[str, float]) -> dict[str, float]:
@@ -110,55 +170,18 @@ def flat_metrics(scores: list[ModelScore], extra: dict[str, float]) -> dict[str,
 
 
 def confusion_rows(score: ModelScore, y: np.ndarray, classes: list[str]) -> list[dict[str, str]]:
-    """Rows for DVC's confusion template (actual vs predicted)."""
+    """Rows for DVC's confusion template (actual vs predicted); none for a regression."""
+    if score.confusion is None:
+        return []
     return [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(y, score.predictions)]
 
 
-def plot_confusion(score: ModelScore, classes: list[str], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from trainlab.io import atomic_path
-
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    ax.imshow(score.confusion, cmap="Blues")
-    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes, yticklabels=classes,
-           xlabel="predicted", ylabel="actual", title=f"{score.name}: test acc {score.test['acc']:.3f}")
-    for (i, j), count in np.ndenumerate(score.confusion):
-        if count:
-            ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
-                    color="white" if count > score.confusion.max() / 2 else "black")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    return path
-
-
-def plot_reliability(scores: list[ModelScore], path: Path) -> Path:
-    """Reliability diagram: accuracy against confidence per bin, calibrated, every model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from trainlab.io import atomic_path
-
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
-    for s in scores:
-        rows = s.reliability
-        ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], marker="o",
-                label=f"{s.name} (ECE {s.test['ece']:.3f})")
-    ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.02), title="test reliability")
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    return path
+def prediction_rows(score: ModelScore, y: np.ndarray, info: TaskInfo) -> list[dict[str, float]]:
+    """Rows for DVC's scatter template (actual vs predicted, the target's unit); none for classes."""
+    if not info.regression:
+        return []
+    mean, std = info.target_scale or (0.0, 1.0)
+    return [{"actual": float(a) * std + mean, "predicted": float(p)} for a, p in zip(y, score.predictions)]
 
 
 def reliability_table(score: ModelScore) -> list[dict[str, object]]:

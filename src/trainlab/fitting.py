@@ -7,6 +7,7 @@ decides the result (`fingerprint`), and returns a `TrainedModel`. `trainlab.trai
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -17,7 +18,8 @@ from typing import Callable, Sequence
 from trainlab import paths
 from trainlab.config import Params, TrainSpec
 from trainlab.data import TaskInfo, read_manifest
-from trainlab.engine import Checkpointing, FitResult, Hook, ParamGroup, Runtime, SignalAtStep, TrainData, fit
+from trainlab.engine import (Checkpointing, FaultAtStep, FitResult, Hook, ParamGroup, Runtime, SignalAtStep,
+                             TrainData, fit)
 from trainlab.errors import TrainingDiverged
 from trainlab.learning_curves import CurveRecorder, Curves
 from trainlab.models import Classifier
@@ -30,6 +32,8 @@ ModelFactory = Callable[[], tuple[Classifier, "list[ParamGroup] | None", "list[H
 
 # Tests set this to "STEP" or "STEP:SIGNAME" to interrupt a run right after that step.
 TEST_SIGNAL_ENV = "TRAINLAB_TEST_SIGNAL_AT_STEP"
+# ... and this to "STEP:ENOSPC" (or another errno name) to fail it there as a full disk would.
+TEST_FAULT_ENV = "TRAINLAB_TEST_FAULT_AT_STEP"
 
 
 @dataclass
@@ -87,12 +91,18 @@ def say(note: str, label: str, runtime: Runtime | None) -> None:
 
 
 def _test_hooks() -> list[Hook]:
-    """The signal a test asked for with TEST_SIGNAL_ENV (after the step's checkpoint is written)."""
+    """The signal or fault a test asked for with TEST_SIGNAL_ENV / TEST_FAULT_ENV (after the
+    step's checkpoint is written)."""
+    hooks: list[Hook] = []
     spec = os.environ.get(TEST_SIGNAL_ENV)
-    if not spec:
-        return []
-    step, _, name = spec.partition(":")
-    return [SignalAtStep(int(step), getattr(signal, name or "SIGINT"))]
+    if spec:
+        step, _, name = spec.partition(":")
+        hooks.append(SignalAtStep(int(step), getattr(signal, name or "SIGINT")))
+    spec = os.environ.get(TEST_FAULT_ENV)
+    if spec:
+        step, _, name = spec.partition(":")
+        hooks.append(FaultAtStep(int(step), getattr(errno, name or "ENOSPC")))
+    return hooks
 
 
 def finish(trained: TrainedModel) -> None:

@@ -11,6 +11,7 @@ line naming the file, and the temporary is removed, which frees its space again.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -27,7 +28,8 @@ TEMP_PATTERN = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
 ENVIRONMENT_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
                       errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
                       errno.EPERM: "operation not permitted", errno.ENOTDIR: "a file is in the way of a folder",
-                      errno.EEXIST: "a file is in the way of a folder"}
+                      errno.EEXIST: "a file is in the way of a folder",
+                      errno.EIO: "input/output error (the disk or its file system failed)"}
 
 
 def temp_name(path: Path) -> Path:
@@ -56,11 +58,19 @@ def environment_faults(what: str | Path) -> Iterator[None]:
     try:
         yield
     except OSError as err:
-        reason = ENVIRONMENT_ERRNOS.get(err.errno or 0)
-        if reason is None:
+        fault = environment_fault(err, what)
+        if fault is None:
             raise
-        where = f" ({err.filename})" if err.filename and str(err.filename) != str(what) else ""
-        raise ResourceUnavailable(f"{what}: cannot write: {reason}{where}") from None
+        raise fault from None
+
+
+def environment_fault(err: OSError, what: str | Path) -> ResourceUnavailable | None:
+    """The one-line ResourceUnavailable for an OSError that is the machine's fault, else None."""
+    reason = ENVIRONMENT_ERRNOS.get(err.errno or 0)
+    if reason is None:
+        return None
+    where = f" ({err.filename})" if err.filename and str(err.filename) != str(what) else ""
+    return ResourceUnavailable(f"{what}: cannot write: {reason}{where}")
 
 
 @contextmanager
@@ -125,6 +135,12 @@ def require_writable(*folders: str | Path) -> None:
 def write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (hex): what manifests record and readers check."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def write_json(path: str | Path, data: Any) -> None:

@@ -53,13 +53,19 @@ def summary_metrics(result: FitResult) -> dict[str, float]:
     return {key: value for key, value in summary.items() if value is not None}
 
 
+# Fields dvc.yaml's accuracy panels read: present (null) also where there is no accuracy (a
+# regression target, a pretext task), since DVC drops a whole panel over a missing field.
+ACCURACY_FIELDS = ("train_acc", "val_acc")
+
+
 def curve_rows(result: FitResult) -> list[dict[str, float]]:
     """Per-epoch rows for `dvc plots` (x: epoch). Timings stay in MLflow: in a git-tracked
     file they would change on every rerun and hide real differences."""
     rows = []
     for i, metrics in enumerate(result.history):
-        rows.append({"epoch": i + 1, **{k.replace("epoch/", "").replace("/", "_"): _finite(v)
-                                         for k, v in metrics.items() if k not in TIMING_KEYS}})
+        row = {"epoch": i + 1, **{k.replace("epoch/", "").replace("/", "_"): _finite(v)
+                                  for k, v in metrics.items() if k not in TIMING_KEYS}}
+        rows.append({**row, **{name: row.get(name) for name in ACCURACY_FIELDS}})
     return rows
 
 

@@ -12,18 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from trainlab import paths
 from trainlab.config import Params
-from trainlab.data import TaskInfo, load_split
 from trainlab.errors import TrainingDiverged
 from trainlab.io import write_text
 from trainlab.models import save_model
 from trainlab.learning_curves import Curves, DiagnosisReport, diagnose_training, write_training_reports
 from trainlab.selection import model_meta, selection_metrics
-from trainlab.tracking.logged_model import EXAMPLE_ROWS, ModelSpec
+from trainlab.serving import served_spec
 from trainlab.training import TrainedModel
 
 
@@ -32,7 +27,7 @@ class TrainingOutputs:
     """The files one training wrote, and what its tracking run should record of them."""
 
     metrics: dict[str, Any]                 # as written to metrics.json
-    step: int                               # the step of the final/* metrics: epochs run
+    step: int                               # the step of the final.* metrics: epochs run
     tags: dict[str, Any]                    # diagnosis, stop reason, precision, class count
     artifacts: list[tuple[Path, str | None]]  # (file, MLflow artifact folder)
     backfill: Curves | None                 # curves from before a resume (or of a CV refit)
@@ -50,7 +45,8 @@ def write_training_outputs(trained: TrainedModel, params: Params, stage: str, la
                            extra_metrics: dict[str, Any] | None = None) -> TrainingOutputs:
     """Model file, metrics/curves for DVC and diagnosis.md; returns what to track of them."""
     held = trained.heldout
-    diagnosis = diagnose_training(trained.curves, None if trained.pretext else trained.info.num_classes,
+    classes = None if trained.pretext or trained.info.regression else trained.info.num_classes
+    diagnosis = diagnose_training(trained.curves, classes,
                                   label=label, stage=tuning_stage(stage),
                                   val_samples=len(held.y) if held and held.kind == "val" else None)
     selection = model_meta(held, params.selection.calibrate)
@@ -88,18 +84,10 @@ def publish_training(run, trained: TrainedModel, params: Params, model_path: Pat
         # Named after the file (pretrained, finetuned, scratch) or the run (probe).
         name = model_path.stem if model_path is not None else run.run_name.rsplit("/", 1)[-1]
         run.log_model(served_spec(trained.model, trained.info, task, outputs.temperature,
-                                  probabilities=not trained.pretext), name)
+                                  probabilities=not trained.pretext, heldout=trained.heldout,
+                                  level=params.selection.interval), name)
     print(outputs.diagnosis.terminal)
     return outputs.metrics
-
-
-def served_spec(module: torch.nn.Module, info: TaskInfo, task: str, temperature: float = 1.0,
-                probabilities: bool = True) -> ModelSpec:
-    """What tracking needs to log `module` as an MLflow model; the input example is the
-    first rows of `task`'s training split."""
-    x = load_split(paths.PREPARED, task, "train", mmap=True).x
-    return ModelSpec(module, tuple(info.input_shape), list(info.class_names), np.array(x[:EXAMPLE_ROWS]),
-                     temperature, probabilities)
 
 
 def publish_divergence(run, err: TrainingDiverged) -> None:

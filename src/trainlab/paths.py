@@ -8,6 +8,11 @@ from pathlib import Path
 
 PARAMS = Path("params.yaml")
 
+# The placeholder data.file.path and data.file.source_path name when no file of the user's
+# is used: a committed folder holding only its README. Those keys are DVC dependencies of
+# prepare (dvc.yaml templates them), so they must always name a path that exists.
+OWN_DATA = Path("data/own")
+
 PREPARED = Path("data/prepared")
 MANIFEST = PREPARED / "manifest.json"
 
@@ -19,7 +24,13 @@ SCRATCH = BASELINES / "scratch.pt"
 LINEAR = BASELINES / "linear.pt"
 BASELINE_MODELS = {"scratch": SCRATCH, "linear": LINEAR}   # the baselines that are final models too
 SEARCH_MODELS = MODELS / "search"          # top-k trial checkpoints
+SEARCH_MEMBERS = SEARCH_MODELS / "members.json"   # their index: rank, file, trial, SHA-256
 ENSEMBLE = MODELS / "ensemble.pt"
+# The SHA-256 of each model file pretrain, finetune and ensemble wrote, which every stage
+# reading one checks (the search's are in SEARCH_MEMBERS): models/manifests/<stage>.json.
+MANIFESTS = MODELS / "manifests"
+MODEL_STAGE = {PRETRAINED: "pretrain", FINETUNED: "finetune", SCRATCH: "finetune", LINEAR: "finetune",
+               ENSEMBLE: "ensemble"}
 
 REPORTS = Path("reports")
 
@@ -55,15 +66,22 @@ def resume_checkpoint(run_name: str) -> Path:
     return RESUME / f"{run_name}.pt"
 
 
+def model_manifest(stage: str) -> Path:
+    """The SHA-256 manifest of the model files `stage` wrote (a DVC output of that stage)."""
+    return MANIFESTS / f"{stage}.json"
+
+
 def output_folders(stage: str) -> list[Path]:
     """Folders a stage writes into, checked to be writable before it does any work."""
-    models = {"pretrain": [MODELS, RESUME], "finetune": [MODELS, BASELINES, RESUME], "ensemble": [MODELS]}
+    models = {"pretrain": [MODELS, MANIFESTS, RESUME], "finetune": [MODELS, BASELINES, MANIFESTS, RESUME],
+              "ensemble": [MODELS, MANIFESTS]}
     return [*models.get(stage, []), stage_reports(stage)]
 
 
 def stage_outputs(stage: str) -> list[Path]:
     """What a stage writes, as its `outs` and `metrics` in dvc.yaml name them (a stage's
     reports folder whole), for the stage's closing line."""
-    models = {"prepare": [PREPARED], "pretrain": [PRETRAINED], "finetune": [FINETUNED, BASELINES],
-              "search": [SEARCH_MODELS], "ensemble": [ENSEMBLE]}
+    models = {"prepare": [PREPARED], "pretrain": [PRETRAINED, model_manifest("pretrain")],
+              "finetune": [FINETUNED, BASELINES, model_manifest("finetune")],
+              "search": [SEARCH_MODELS], "ensemble": [ENSEMBLE, model_manifest("ensemble")]}
     return [*models.get(stage, []), stage_reports(stage)]

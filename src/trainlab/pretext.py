@@ -35,7 +35,7 @@ def reconstruction_task(train: TrainData, val: TrainData, info: TaskInfo, seed: 
                         ) -> tuple[TrainData, TrainData, TaskInfo]:
     """The masked-reconstruction version of an unlabelled source task: one output per input value."""
     outputs = int(np.prod(info.input_shape))
-    recon = TaskInfo(outputs, [f"value{i}" for i in range(outputs)], info.input_shape)
+    recon = TaskInfo(outputs, [f"value{i}" for i in range(outputs)], info.input_shape, info.kind, "regression")
     return masked_views(train, seed), masked_views(val, seed + 1), recon
 
 

@@ -1,10 +1,12 @@
 """Processes and signals: whether a process recorded by an earlier stage (in an MLflow tag or a
 trial attribute) still runs, and holding Ctrl-C/SIGTERM while a write must complete."""
 
+import fcntl
 import os
 import signal
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 
@@ -40,3 +42,15 @@ def signals_held(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> 
                 handler(held[0], None)       # Python's handler: raises KeyboardInterrupt
             elif handler != signal.SIG_IGN:
                 os.kill(os.getpid(), held[0])
+
+
+@contextmanager
+def host_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock between the processes of this host (flock; released if the holder dies)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

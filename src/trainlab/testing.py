@@ -94,7 +94,7 @@ def make_project(directory: Path, params: dict | None = None) -> Path:
     shutil.copy(ROOT / "dvc.yaml", directory / "dvc.yaml")
     shutil.copy(ROOT / ".dvcignore", directory / ".dvcignore")
     # dvc.yaml lists src/ and stages/ as dependencies: give the copy the real ones.
-    for tree in ("src", "stages"):
+    for tree in ("src", "stages", "data/own"):   # data/own: the placeholder data.file.* name (a DVC dep)
         shutil.copytree(ROOT / tree, directory / tree, ignore=shutil.ignore_patterns("__pycache__"))
     write_params(directory, params if params is not None else small_params())
     (directory / ".gitignore").write_text("/mlflow.db\n/mlruns/\n/.trainlab/\n/dvc_plots/\n")

@@ -16,7 +16,7 @@ from trainlab.fitting import (TEST_SIGNAL_ENV, ModelFactory, TrainedModel, data_
                               fit_model, say)
 from trainlab.models import build_model
 from trainlab.pretext import reconstruction_spec, reconstruction_task
-from trainlab.selection import HeldOut, predict_probs, uses_cv
+from trainlab.selection import HeldOut, predict_outputs, uses_cv
 
 # What stages, search and tests import from here (defined in trainlab.fitting).
 __all__ = ["TEST_SIGNAL_ENV", "ModelFactory", "TrainedModel", "data_hashes", "fingerprint", "finish", "load_task",
@@ -60,7 +60,7 @@ def train_task(params: Params, spec: TrainSpec, task: str, *, resume_name: str,
     fitted = fit_model(params, budget.spec, model, groups, train, val, info,
                        [*extra, *hooks, *([pruning] if pruning else [])], runtime, label, resume_name, identity)
     if task == "target":
-        fitted.heldout = HeldOut("val", predict_probs(model, val.x), np.asarray(val.y))
+        fitted.heldout = HeldOut("val", predict_outputs(model, val.x, info.regression), np.asarray(val.y))
     return fitted
 
 
@@ -83,5 +83,5 @@ def _pretext(params: Params, spec: TrainSpec, train: TrainData, val: TrainData, 
 def _fresh_model(params: Params, info: TaskInfo) -> ModelFactory:
     def build():
         seed_everything(params.seed)
-        return build_model(params.model, info.input_shape, info.num_classes), None, []
+        return build_model(params.model, info.input_shape, info.num_classes, info.kind), None, []
     return build

@@ -16,7 +16,8 @@ from trainlab.config import Params, with_overrides
 from trainlab.config.schema import FinetuneConfig
 from trainlab.engine import Hook, LoopState, ParamGroup, Runtime, TrainData, seed_everything
 from trainlab.errors import CheckpointError
-from trainlab.models import Classifier, model_from_blob, read_checkpoint, resolve_frozen, set_frozen
+from trainlab.models import (Classifier, check_recorded, model_from_blob, read_checkpoint, resolve_frozen,
+                             set_frozen)
 from trainlab.training import TrainedModel, load_task, train_task
 
 
@@ -28,6 +29,7 @@ def load_pretrained(params: Params, path: Path, input_shape: tuple[int, ...], nu
     if tuple(blob.get("input_shape", ())) != tuple(input_shape):
         raise CheckpointError(f"{path}: pretrained on inputs of shape {blob.get('input_shape')}, "
                               f"but the target data has shape {list(input_shape)}")
+    check_recorded(path)   # the file pretrain wrote, not another model copied over it
     seed_everything(params.seed)   # the new head's initial weights are seeded
     return model_from_blob(blob, str(path), params.model, num_classes)
 
@@ -112,20 +114,23 @@ def linear_probe(params: Params, pretrained: Path, *, hooks: Sequence[Hook] = ()
 
 
 def _file_id(path: Path) -> str:
-    from trainlab.data.prepared import sha256_file
+    from trainlab.io import sha256_file
 
     return sha256_file(path) if Path(path).is_file() else "missing"
 
 def transfer_metrics(tuned, baselines) -> dict:
-    """What pretraining bought: gain over scratch, and over a linear probe, on val accuracy."""
+    """What pretraining bought: gain over scratch, and over a linear probe, on the validation
+    score: accuracy, or for a regression target the reduction of the validation loss (MSE)."""
     from trainlab.learning_curves import summary_metrics
 
-    best = summary_metrics(tuned.result)["val/acc"]
+    best = summary_metrics(tuned.result)
+    key = "val/acc" if "val/acc" in best else "val/loss"
+    sign = 1.0 if key == "val/acc" else -1.0   # a gain is a higher accuracy or a lower loss
     metrics = {}
     for name, trained in baselines.items():
-        acc = summary_metrics(trained.result)["val/acc"]
-        metrics[f"{name}/val_acc"] = acc
-        metrics[f"transfer/gain_over_{name}" if name != "scratch" else "transfer/gain"] = best - acc
+        value = summary_metrics(trained.result)[key]
+        metrics[f"{name}/{key.replace('/', '_')}"] = value
+        metrics[f"transfer/gain_over_{name}" if name != "scratch" else "transfer/gain"] = sign * (best[key] - value)
     return metrics
 
 
@@ -133,7 +138,12 @@ def no_gain_note(comparison: dict) -> str | None:
     """The line saying pretraining did not help (transfer/gain <= 0), else None."""
     if comparison.get("transfer/gain", 1.0) > 0:
         return None
-    gain, scratch = comparison["transfer/gain"], comparison["scratch/val_acc"]
-    return (f"transfer: pretraining did not help: fine-tuned val/acc {scratch + gain:.3f}, from scratch "
-            f"{scratch:.3f} (transfer/gain {gain:+.3f}); evaluate picks whichever model scores best on "
-            f"held-out data")
+    gain = comparison["transfer/gain"]
+    if "scratch/val_acc" in comparison:
+        scratch = comparison["scratch/val_acc"]
+        scores = f"fine-tuned val/acc {scratch + gain:.3f}, from scratch {scratch:.3f}"
+    else:
+        scratch = comparison["scratch/val_loss"]
+        scores = f"fine-tuned val/loss {scratch - gain:.4f}, from scratch {scratch:.4f}"
+    return (f"transfer: pretraining did not help: {scores} (transfer/gain {gain:+.3f}); evaluate picks "
+            f"whichever model scores best on held-out data")

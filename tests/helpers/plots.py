@@ -18,3 +18,5 @@ def write_reports(root: Path) -> None:
     (root / "reports/evaluate/reliability.json").write_text(json.dumps(reliability))
     confusion = [{"actual": str(a), "predicted": str(p)} for a in range(3) for p in range(3)]
     (root / "reports/evaluate/confusion.json").write_text(json.dumps(confusion))
+    predictions = [{"actual": a, "predicted": a + 0.1} for a in (1.0, 2.0, 3.0)]
+    (root / "reports/evaluate/predictions.json").write_text(json.dumps(predictions))

@@ -16,6 +16,12 @@ PER_EPOCH = ("val/loss", "val/acc", "train/loss", "train/acc", "epoch/lr")   # s
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
+def label(run) -> str:
+    """A run's own name: a top-level run's stage (the name the run table shows adds the DVC
+    experiment or the pipeline run id: `finetune · shock-wool`), a nested run's name."""
+    return run.data.tags.get("trainlab.run_label", run.info.run_name)
+
+
 def client_of(project: Path) -> MlflowClient:
     return MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
 

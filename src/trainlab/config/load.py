@@ -110,6 +110,9 @@ def describe(error: Mapping[str, Any]) -> str:
     if kind in bounds:
         limit = next(iter(ctx.values()))
         return f"{key}: must be {bounds[kind]} {limit}, got {value!r}"
+    if kind == "int_parsing_size":   # a float such as 1e23, past what an integer holds here
+        keyword = f" or {error['keyword']}" if "keyword" in error else ""
+        return f"{key}: must be {_integer_range(loc)}{keyword}, got {value!r}"
     if kind in {"int_type", "int_parsing", "int_from_float"}:
         keyword = f" or {error['keyword']}" if "keyword" in error else ""
         return f"{key}: expected an integer{keyword}, got {value!r}"
@@ -133,6 +136,26 @@ def _is_union_branch(part: Any) -> bool:
     return isinstance(part, str) and (
         "[" in part or "-" in part or part in {"int", "str", "float", "bool", "none"}
     )
+
+
+def _integer_range(loc: list[str]) -> str:
+    """'an integer from 0 to 4294967295': the bounds the schema gives the integer at `loc`."""
+    model: type[BaseModel] | None = Params
+    field = None
+    for part in loc:
+        field = model.model_fields.get(part) if model else None
+        annotation = getattr(field, "annotation", None)
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    constraints = list(getattr(field, "metadata", []))
+    for member in typing.get_args(getattr(field, "annotation", None)):   # `int or auto`: the int's own
+        constraints += [c for arg in typing.get_args(member)[1:] for c in getattr(arg, "metadata", [arg])]
+    low = next((c.ge if hasattr(c, "ge") else c.gt + 1 for c in constraints if hasattr(c, "ge") or hasattr(c, "gt")),
+               None)
+    high = next((c.le if hasattr(c, "le") else c.lt - 1 for c in constraints if hasattr(c, "le") or hasattr(c, "lt")),
+                None)
+    if low is not None and high is not None:
+        return f"an integer from {low} to {high}"
+    return f"an integer of at least {low}" if low is not None else "a smaller integer"
 
 
 def _fields_at(loc: list[str]) -> list[str]:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import re
 import typing
+from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from trainlab.config.names import AliasName, ExperimentName, ModelName, TrackingUri
+from trainlab.paths import OWN_DATA
 
 PositiveInt = Annotated[int, Field(gt=0)]
 # Upper bounds catch typos such as an extra zero block that would exhaust memory or time.
@@ -96,16 +98,37 @@ class DigitsConfig(Section):
 
 
 class FileConfig(Section):
-    """The user's own data: a CSV, Parquet or NPZ file."""
+    """The user's own data: a table (CSV, Parquet) or arrays (NPZ) of series or images."""
 
-    path: str | None = None
+    # The file is a DVC dependency of prepare (dvc.yaml templates these two keys), so each
+    # must name a path that exists even when no file is used: the placeholder folder
+    # data/own (committed, holds only its README) stands for "no file".
+    path: str | None = str(OWN_DATA)
+    kind: Literal["auto", "table", "series", "image"] = "auto"     # auto: see data/user_file.py
+    task: Literal["auto", "classification", "regression"] = "auto"  # auto: from the label values
     label: str = "label"
-    features: tuple[str, ...] | None = None       # null = every column but label/split
+    features: tuple[str, ...] | None = None       # null = every column but label/split/drop
+    drop: tuple[str, ...] = ()                    # columns left out (tables)
     split_column: str | None = None               # values "train"/"test" (or "val")
     shape: tuple[PositiveInt, ...] | None = None  # e.g. [1, 28, 28] for images
-    standardize: bool = True                      # fitted on the train split only
+    # auto: tables per column, series and images per channel (bench/RESULTS.md)
+    normalize: Literal["auto", "per_sample", "per_feature", "global", "none"] = "auto"
     test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
-    source_path: str | None = None                # a second file to pretrain on
+    source_path: str | None = str(OWN_DATA)       # a second, labelled file to pretrain on
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, values: Any) -> Any:
+        if isinstance(values, dict) and "standardize" in values:
+            raise ValueError("standardize was replaced by normalize: write normalize: per_feature for "
+                             "standardize: true (one mean/std per column), none for false, or auto "
+                             "(tables per column, series and images per channel)")
+        return values
+
+    def uses(self, key: str) -> Path | None:
+        """The file `path` or `source_path` names, or None where it holds the placeholder."""
+        value = getattr(self, key)
+        return None if value is None or Path(value) == OWN_DATA else Path(value)
 
 
 class DataConfig(Section):
@@ -125,8 +148,9 @@ class DataConfig(Section):
     def _one_budget(self) -> "DataConfig":
         if self.train_samples is not None and self.train_samples_per_class is not None:
             raise ValueError("set train_samples or train_samples_per_class, not both")
-        if self.name == "file" and not self.file.path:
-            raise ValueError("data.name is 'file' but data.file.path is not set")
+        if self.name == "file" and self.file.uses("path") is None:
+            raise ValueError(f"data.name is 'file' but data.file.path is not set (it names {OWN_DATA}, "
+                             f"the placeholder); set it to your .csv, .parquet or .npz file")
         return self
 
 
@@ -134,7 +158,8 @@ class DataConfig(Section):
 class ModelConfig(Section):
     """Architecture: every model is a backbone of named blocks plus a linear head."""
 
-    arch: Literal["logreg", "mlp", "cnn1d", "resnet1d", "cnn2d", "resnet2d"] = "resnet1d"
+    # auto: mlp for tables, resnet1d for series, resnet2d for images (the data's kind, from prepare)
+    arch: Literal["auto", "logreg", "mlp", "cnn1d", "resnet1d", "cnn2d", "resnet2d"] = "auto"
     width: Width = 32
     depth: Annotated[int, Field(gt=0, le=256)] = 3
     # auto: 5 for series (1-D nets), 3x3 for images (2-D nets)
@@ -194,8 +219,10 @@ class TrainerConfig(Section):
 
 
 class LossConfig(Section):
-    name: Literal["cross_entropy", "bce", "mse"] = "cross_entropy"
-    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    # auto: cross_entropy for classes, mse for a number to predict (regression)
+    name: Literal["auto", "cross_entropy", "bce", "mse", "huber"] = "auto"
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0   # cross_entropy only
+    huber_delta: PositiveFloat = 1.0   # huber: quadratic within this many standard deviations of the target
 
 
 class OptimizerConfig(Section):
@@ -427,6 +454,17 @@ class EvaluateConfig(Section):
     register_model: bool = True
     model_name: ModelName = "trainlab"   # checked here: MLflow refuses a bad one only at the very end
     alias: AliasName = "champion"
+    # Whether the new version takes `alias` (tracking/promotion.py): auto = only if none holds
+    # it yet or the new one has a lower held-out loss on the same held-out data; always; never.
+    # A version that does not take it gets `challenger`.
+    promote: Literal["auto", "always", "never"] = "auto"
+
+    @field_validator("alias")
+    @classmethod
+    def _not_challenger(cls, value: str) -> str:
+        if value == "challenger":
+            raise ValueError("'challenger' is the alias of the versions evaluate does not promote; choose another")
+        return value
 
 
 class SelectionConfig(Section):
@@ -437,6 +475,9 @@ class SelectionConfig(Section):
     cv_below: Annotated[int, Field(ge=0, le=10_000_000)] = 100
     folds: Annotated[int, Field(ge=2, le=20)] = 5
     calibrate: bool = True      # temperature scaling fitted on held-out predictions
+    # Regression: the level of the conformal prediction interval around every prediction,
+    # fitted on the held-out residuals (split-conformal; see trainlab/calibration.py).
+    interval: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.9
 
 
 class TrackingConfig(Section):

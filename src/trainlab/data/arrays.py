@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -12,7 +13,7 @@ from trainlab.errors import DataError
 @dataclass(frozen=True)
 class Arrays:
     x: np.ndarray   # float32, shape (n, *input_shape)
-    y: np.ndarray   # int64 class indices
+    y: np.ndarray   # int64 class indices, or float32 values of a regression target
 
 
 @dataclass(frozen=True)
@@ -20,9 +21,16 @@ class RawData:
     target_train: Arrays
     target_test: Arrays
     source: Arrays | None     # None: no separate corpus; pretraining uses unlabelled target inputs
-    target_classes: list[str]
+    target_classes: list[str]     # regression: none
     source_classes: list[str]
     input_shape: tuple[int, ...]
+    kind: str = "series"          # table | series | image: what model.arch auto builds for
+    task: str = "classification"  # of the target; or regression
+    notes: tuple[str, ...] = ()   # what prepare decided, one line each (kind, task, column plan)
+    preprocessor: Any = None      # a table's fitted ColumnTransformer (trainlab.data.tables)
+    normalization: dict[str, Any] | None = None   # series/images: trainlab.data.normalize's spec
+    raw_columns: list[tuple[str, str]] | None = None   # a table's input columns and their types
+    example: list | None = None   # two raw training rows (JSON): the served model's input example
 
 
 def check_finite(x: np.ndarray, what: str) -> None:

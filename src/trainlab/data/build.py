@@ -58,20 +58,42 @@ def _source_splits(raw: RawData, train_pool: Arrays, cfg: DataConfig) -> dict[st
     return {"train": take(inputs, np.sort(order[n_val:])), "val": take(inputs, np.sort(order[:n_val]))}
 
 
+def standardize_target(splits: dict[str, Arrays]) -> tuple[dict[str, Arrays], dict[str, float]]:
+    """A regression target in units of its train split's standard deviation, around its mean.
+
+    Losses and learning rates then mean the same whatever the target's unit (a price in
+    dollars, a weight in grams); every output is turned back with `target_scale`.
+    """
+    y = np.asarray(splits["train"].y, dtype=np.float64)
+    mean, std = float(y.mean()), float(y.std())
+    std = std if std > 0 else 1.0
+    scaled = {name: Arrays(a.x, ((np.asarray(a.y, dtype=np.float64) - mean) / std).astype(np.float32))
+              for name, a in splits.items()}
+    return scaled, {"mean": mean, "std": std}
+
+
 def prepare(cfg: DataConfig, out: Path, params_hash: str) -> dict:
     """Build and write the prepared dataset; returns the manifest."""
     raw = load_raw(cfg)
     splits = build_splits(raw, cfg)
     labelled = raw.source is not None
     classes = {"target": raw.target_classes, "source": raw.source_classes if labelled else UNLABELLED}
-    meta = {"dataset": cfg.name, "params_hash": params_hash, "source_labelled": labelled}
-    return write_prepared(out, splits, classes, raw.input_shape, meta)
+    meta = {"dataset": cfg.name, "params_hash": params_hash, "source_labelled": labelled, "kind": raw.kind,
+            "notes": list(raw.notes), "inputs": {"normalization": raw.normalization, "columns": raw.raw_columns, "example": raw.example}}
+    tasks = {"target": {"task": raw.task}, "source": {"task": "classification"}}
+    if raw.task == "regression":
+        splits["target"], tasks["target"]["target_scale"] = standardize_target(splits["target"])
+        tasks["target"]["label"] = cfg.file.label
+    return write_prepared(out, splits, classes, raw.input_shape, meta, tasks, raw.preprocessor)
 
 
 def summarize(manifest: dict) -> dict[str, int]:
     """Split sizes and class counts as flat metrics (`dvc metrics show`, MLflow)."""
     metrics = {}
     for task, entry in manifest["tasks"].items():
+        if "class_counts" not in next(iter(entry["splits"].values())):   # a regression target: sizes only
+            metrics.update({f"{task}/{split}/samples": info["num_samples"] for split, info in entry["splits"].items()})
+            continue
         metrics[f"{task}/num_classes"] = entry["num_classes"]
         for split, info in entry["splits"].items():
             metrics[f"{task}/{split}/samples"] = info["num_samples"]

@@ -7,41 +7,45 @@ corrupted or edited file is named, never silently trained on.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from trainlab.data.sources import Arrays
 from trainlab.errors import DataError
-from trainlab.io import staging_dir, temp_name
+from trainlab.io import sha256_file, staging_dir, temp_name
 
 MANIFEST_NAME = "manifest.json"
+PREPROCESSOR_NAME = "preprocessor.skops"   # paths.PREPROCESSOR
 SPLITS = {"source": ("train", "val"), "target": ("train", "val", "test")}
 
 
 @dataclass(frozen=True)
 class TaskInfo:
-    num_classes: int
-    class_names: list[str]
+    num_classes: int                  # outputs of the model's head: 1 for a regression target
+    class_names: list[str]            # regression: the label's name
     input_shape: tuple[int, ...]
+    kind: str = "series"              # table | series | image (what model.arch auto builds)
+    task: str = "classification"      # or regression
+    target_scale: tuple[float, float] | None = None   # regression: (mean, std) the target was standardised by
 
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
 
 
 def write_prepared(root: Path, splits: dict[str, dict[str, Arrays]], classes: dict[str, list[str]],
-                   input_shape: tuple[int, ...], meta: dict) -> dict:
-    """Write every split and the manifest into a temporary directory, then swap it into place."""
+                   input_shape: tuple[int, ...], meta: dict, task_meta: dict[str, dict] | None = None,
+                   preprocessor: Any = None) -> dict:
+    """Write every split and the manifest into a temporary directory, then swap it into place.
+
+    `task_meta` adds to each task's entry (its task kind, a regression target's scale);
+    `preprocessor` is a table's fitted ColumnTransformer, saved beside the arrays."""
     root = Path(root)
     with staging_dir(root) as staging:
         tasks = {}
@@ -50,9 +54,15 @@ def write_prepared(root: Path, splits: dict[str, dict[str, Arrays]], classes: di
             entries = {}
             for split, arrays in task_splits.items():
                 entries[split] = _write_split(staging, task, split, arrays, classes[task])
-            tasks[task] = {"num_classes": len(classes[task]), "class_names": classes[task],
-                           "splits": entries}
+            tasks[task] = {"num_classes": len(classes[task]) or 1, "class_names": classes[task],
+                           "splits": entries, **(task_meta or {}).get(task, {})}
         manifest = {**meta, "input_shape": list(input_shape), "tasks": tasks}
+        if preprocessor is not None:
+            from trainlab.data.tables import save_preprocessor
+
+            save_preprocessor(preprocessor, staging / PREPROCESSOR_NAME)
+            manifest["inputs"] = {**manifest.get("inputs", {}), "preprocessor": {
+                "path": PREPROCESSOR_NAME, "sha256": sha256_file(staging / PREPROCESSOR_NAME)}}
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         _swap_into_place(staging, root)
     return manifest
@@ -64,6 +74,11 @@ def _write_split(staging: Path, task: str, split: str, arrays: Arrays, class_nam
         relative = f"{task}/{split}_{name}.npy"
         np.save(staging / relative, np.ascontiguousarray(array), allow_pickle=False)
         files[name] = {"path": relative, "sha256": sha256_file(staging / relative)}
+    if not class_names:   # a regression target (standardised): its range instead of class counts
+        y = np.asarray(arrays.y, dtype=np.float64)
+        return {"num_samples": int(len(y)), "files": files,
+                "target": {"mean": float(y.mean()), "std": float(y.std()), "min": float(y.min()),
+                           "max": float(y.max())}}
     counts = np.bincount(arrays.y, minlength=len(class_names))
     return {"num_samples": int(len(arrays.y)), "files": files,
             "class_counts": {class_names[i]: int(c) for i, c in enumerate(counts)}}
@@ -94,7 +109,23 @@ def read_manifest(root: Path) -> dict:
 def task_info(root: Path, task: str) -> TaskInfo:
     manifest = read_manifest(root)
     entry = manifest["tasks"][task]
-    return TaskInfo(entry["num_classes"], entry["class_names"], tuple(manifest["input_shape"]))
+    scale = entry.get("target_scale")
+    names = entry["class_names"] or [entry.get("label", "prediction")]
+    return TaskInfo(entry["num_classes"], names, tuple(manifest["input_shape"]), manifest.get("kind", "series"),
+                    entry.get("task", "classification"), (scale["mean"], scale["std"]) if scale else None)
+
+
+def load_preprocessor(root: Path) -> Any:
+    """A table's fitted preprocessing (None for series and images), checked against the manifest."""
+    info = read_manifest(root).get("inputs", {}).get("preprocessor")
+    if info is None:
+        return None
+    path = Path(root) / info["path"]
+    if not path.is_file() or sha256_file(path) != info["sha256"]:
+        raise DataError(f"{path}: missing or does not match {MANIFEST_NAME}; rerun `dvc repro prepare`")
+    from trainlab.data.tables import load_preprocessor as load
+
+    return load(path)
 
 
 def load_split(root: Path, task: str, split: str, mmap: bool = False) -> Arrays:

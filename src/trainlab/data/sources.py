@@ -99,6 +99,7 @@ def _digits(cfg: DataConfig) -> RawData:
         target_classes=[str(c) for c in sorted(tgt)],
         source_classes=[str(c) for c in sorted(src)],
         input_shape=(8, 8),
+        kind="image",
     )
 
 

@@ -1,4 +1,8 @@
-"""Stratified, seeded splits: deterministic for a seed, disjoint, class-balanced."""
+"""Stratified, seeded splits: deterministic for a seed, disjoint, class-balanced.
+
+A regression target (float labels) is stratified by its quantiles instead of classes
+(`strata`), so every split spans the range of the number to predict.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,25 @@ import numpy as np
 
 from trainlab.errors import DataError
 
+# Regression targets: at most this many quantile bins, and at least this many samples in
+# each, so that every bin keeps members on both sides of a split.
+MAX_BINS = 10
+MIN_PER_BIN = 10
+
+
+def strata(y: np.ndarray) -> np.ndarray:
+    """What splits are stratified by: the class index, or a float target's quantile bin."""
+    y = np.asarray(y)
+    if not np.issubdtype(y.dtype, np.floating):
+        return y
+    bins = max(1, min(MAX_BINS, len(y) // MIN_PER_BIN))
+    edges = np.quantile(y, np.linspace(0, 1, bins + 1)[1:-1])
+    return np.searchsorted(edges, y, side="right").astype(np.int64)
+
 
 def stratified_split(y: np.ndarray, fraction: float, seed: int, what: str) -> tuple[np.ndarray, np.ndarray]:
     """Indices (rest, taken) where `taken` holds `fraction` of every class, at least one each."""
+    y = strata(y)
     rng = np.random.default_rng(seed)
     rest, taken = [], []
     for label in np.unique(y):
@@ -29,6 +49,10 @@ def stratified_subset(y: np.ndarray, total: int | None, per_class: int | None, s
     """Indices of a label budget: `per_class` of each class, or `total` spread in proportion."""
     if total is None and per_class is None:
         return np.arange(len(y))
+    if per_class is not None and np.issubdtype(np.asarray(y).dtype, np.floating):
+        raise DataError(f"{what}: train_samples_per_class needs classes, but the target is a number to "
+                        f"predict (regression); set data.train_samples instead")
+    y = strata(y)
     if total is not None and total > len(y):
         raise DataError(f"{what}: train_samples={total} but the train split has only {len(y)} samples")
     rng = np.random.default_rng(seed)

@@ -9,18 +9,21 @@ Every column ends up in exactly one place of a `ColumnPlan`:
     one_hot   categoricals with at most MAX_ONE_HOT_LEVELS levels seen in MIN_LEVEL_ROWS rows:
               one column per such level, the rarer levels (and unseen ones) pooled in one
               column; an empty cell is a level of its own ("<missing>")
-    hashed    categoricals with more frequent levels: hashed into HASH_BUCKETS columns each
+    text      categoricals with more than MAX_ONE_HOT_LEVELS distinct levels (names, free text,
+              product codes): character n-grams (2 to 4 letters, hashed), reduced to
+              TEXT_COMPONENTS columns by a truncated SVD fitted on the training rows: skrub's
+              StringEncoder recipe (tf-idf of character n-grams + SVD), with hashing in place
+              of the vocabulary. Levels that share parts ("ford pinto", "ford torino") get
+              close codes, and a level never seen in training still gets a meaningful one
     dropped   (column, reason): identifiers, constants, all-missing columns, data.file.drop
 
-Why hashing and not ordinal codes for many levels, measured (MLP, 5-fold accuracy, a binary
-label driven by the level plus a numeric column; 20 rows per level):
-    60 levels:  drop 0.695, ordinal 0.727, one-hot capped at 21 0.736, hashed(64) 0.828, one-hot 0.895
-    150 levels: drop 0.714, ordinal 0.721, one-hot capped at 51 0.747, hashed(128) 0.836, one-hot 0.873
-An ordinal code is worth no more than dropping the column (its order means nothing, and an
-unseen level gets one shared code); hashing keeps most of one-hot's gain at a bounded width.
-For a near-unique column (cars' Name, 311 levels in 406 rows: Origin accuracy drop 0.811,
-ordinal 0.745, hashed(16/64) 0.763/0.720, one-hot of levels seen 5+ times 0.804) counting only the
-frequent levels keeps it narrow and harmless.
+Why character n-grams for many levels, measured on cars' Name (311 levels in 406 rows;
+Origin's test accuracy on the zoo's split, logistic regression / sklearn's MLP): dropped
+0.755, one-hot of the levels seen 5+ times 0.725, one-hot of every level 0.784 (the classic
+baseline's encoding: 0.824 with days-since-1970 dates), character n-grams 0.99 / 0.99: a car's
+make is in its name. Earlier measurements on synthetic levels (MLP, 5-fold, 60 levels of 20
+rows): ordinal codes 0.727, no better than dropping the column (0.695): an order means
+nothing, and every unseen level shares one code.
 
 `infer_task` decides classification or regression from the labels when the user has not.
 Both functions refuse in one line (`DataError`) naming the file and the key to set.
@@ -44,11 +47,12 @@ MISSING = "<missing>"     # a categorical's empty cell: a level of its own
 # learned from almost nothing. Such levels share one "infrequent" column with the levels
 # never seen in training.
 MIN_LEVEL_ROWS = 5
-# Up to 64 such levels become one-hot columns (one-hot beat hashing at 60 levels, above);
-# more are hashed into 128 columns per categorical, so one column cannot make the input
-# thousands wide (a zip code, a product id).
+# A categorical of up to 64 distinct levels becomes one-hot columns; one with more is
+# encoded as text (character n-grams), so one column cannot make the input thousands wide
+# (a zip code, a product name) and its rare levels still carry information.
 MAX_ONE_HOT_LEVELS = 64
-HASH_BUCKETS = 128
+TEXT_GRAMS = 1024        # hashed character n-gram features per text column, before the SVD
+TEXT_COMPONENTS = 30     # columns a text column becomes (skrub's StringEncoder default)
 # An integer column with at most 10 distinct values, each seen twice on average, is a code
 # (cylinders, a rating, a 0/1 flag), not a quantity: one-hot lets each value have its own
 # effect. More values, or values seen once, read as a measured count.
@@ -80,7 +84,7 @@ class ColumnPlan:
     numeric: tuple[str, ...] = ()
     dates: tuple[tuple[str, str], ...] = ()       # (column, strptime format or "ISO8601")
     one_hot: tuple[str, ...] = ()
-    hashed: tuple[str, ...] = ()
+    text: tuple[str, ...] = ()
     dropped: tuple[tuple[str, str], ...] = ()     # (column, reason)
 
     def describe(self, output_names: Sequence[str], rows_without_label: int = 0) -> str:
@@ -95,8 +99,8 @@ class ColumnPlan:
             parts.append(f"{len(self.dates)} date (as {'/'.join(DATE_PARTS)})")
         if self.one_hot:
             parts.append(f"{len(self.one_hot)} categorical one-hot ({count('one_hot__')} columns)")
-        if self.hashed:
-            parts.append(f"{len(self.hashed)} categorical hashed ({count('hashed__')} columns)")
+        if self.text:
+            parts.append(f"{len(self.text)} text (character n-grams: {count('text')} columns)")
         if self.dropped:
             parts.append(f"{len(self.dropped)} dropped: "
                          + ", ".join(f"{name!r} ({why})" for name, why in self.dropped))
@@ -108,7 +112,7 @@ class ColumnPlan:
 
 def plan_columns(frame: pd.DataFrame, features: Sequence[str] | None, drop: Sequence[str],
                  label: str, split_column: str | None, path: str) -> ColumnPlan:
-    """Sort the training rows' columns into numeric/date/one-hot/hashed/dropped."""
+    """Sort the training rows' columns into numeric/date/one-hot/text/dropped."""
     columns = [str(c) for c in frame.columns]
     twice = sorted({c for c in columns if columns.count(c) > 1})
     if twice:
@@ -130,7 +134,7 @@ def plan_columns(frame: pd.DataFrame, features: Sequence[str] | None, drop: Sequ
 
     explicit = features is not None
     candidates = list(features) if explicit else [c for c in columns if c not in reserved]
-    kinds: dict[str, list] = {"numeric": [], "dates": [], "one_hot": [], "hashed": []}
+    kinds: dict[str, list] = {"numeric": [], "dates": [], "one_hot": [], "text": []}
     dropped = [(c, "listed in data.file.drop") for c in candidates if c in set(drop)]
     for name in (c for c in candidates if c not in set(drop)):
         kind, detail = column_kind(frame[name], name)
@@ -155,12 +159,12 @@ def plan_columns(frame: pd.DataFrame, features: Sequence[str] | None, drop: Sequ
         raise DataError(f"{path}: no usable feature columns ({why}); set data.file.features")
     return ColumnPlan(features=tuple(c for c in candidates if c in used),
                       numeric=tuple(kinds["numeric"]), dates=tuple(kinds["dates"]),
-                      one_hot=tuple(kinds["one_hot"]), hashed=tuple(kinds["hashed"]),
+                      one_hot=tuple(kinds["one_hot"]), text=tuple(kinds["text"]),
                       dropped=tuple(dropped))
 
 
 def column_kind(column: pd.Series, name: str) -> tuple[str, str]:
-    """(kind, detail): numeric/dates/one_hot/hashed, or (another kind, the reason to drop it)."""
+    """(kind, detail): numeric/dates/one_hot/text, or (another kind, the reason to drop it)."""
     filled = column.dropna()
     if filled.empty:
         return "all missing", "all missing"
@@ -177,7 +181,7 @@ def column_kind(column: pd.Series, name: str) -> tuple[str, str]:
             return "identifier", "identifier: a unique number per row, named like an id"
         if integral and _is_code(filled):
             kind, detail = _categorical(column)
-            return (kind, detail) if kind in {"one_hot", "hashed"} else ("numeric", "")
+            return (kind, detail) if kind in {"one_hot", "text"} else ("numeric", "")
         return "numeric", ""
     if ptypes.is_timedelta64_dtype(column) or ptypes.is_complex_dtype(column):
         return "unsupported", f"unsupported type {column.dtype}"
@@ -256,13 +260,16 @@ def _check_names(path: str, key: str, names: Sequence[str], columns: list[str], 
 
 
 def _categorical(column: pd.Series) -> tuple[str, str]:
-    """one_hot or hashed by the number of levels (an empty cell is one) in MIN_LEVEL_ROWS+ rows."""
+    """text by the number of distinct levels, else one_hot by the levels (an empty cell is one)
+    seen in MIN_LEVEL_ROWS+ rows."""
     counts = column.astype(object).map(cell_text).value_counts()
+    if len(counts) > MAX_ONE_HOT_LEVELS:
+        return "text", ""
     frequent = int((counts >= MIN_LEVEL_ROWS).sum())
     if frequent == 0:
         return "rare levels", (f"no level in {MIN_LEVEL_ROWS} or more rows: "
                                f"{len(counts)} levels in {len(column)} rows")
-    return ("one_hot", "") if frequent <= MAX_ONE_HOT_LEVELS else ("hashed", "")
+    return "one_hot", ""
 
 
 def _is_code(filled: pd.Series) -> bool:
@@ -274,7 +281,7 @@ def _kept_kind(column: pd.Series) -> str:
     if ptypes.is_numeric_dtype(column) and not ptypes.is_bool_dtype(column):
         return "numeric"
     kind, _ = _categorical(column)
-    return "hashed" if kind == "hashed" else "one_hot"
+    return "text" if kind == "text" else "one_hot"
 
 
 def _has_bools(filled: pd.Series) -> bool:

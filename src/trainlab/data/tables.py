@@ -8,7 +8,8 @@
 The fitted object is one scikit-learn `ColumnTransformer` that reads the raw columns by name,
 so the served model applies it to raw rows as they come: numbers, category names, date
 strings, empty cells, levels never seen in training. Date columns are expanded to
-year/month/weekday numbers, categoricals with many levels hashed (`table_plan` says why).
+year/month/weekday numbers, categoricals with many levels encoded as text: character n-grams
+and a truncated SVD (`table_plan` says why).
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ import numpy as np
 import pandas as pd
 import skops.io
 from sklearn.compose import ColumnTransformer
-from sklearn.feature_extraction import FeatureHasher
+from sklearn.decomposition import TruncatedSVD
+from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
-from trainlab.data.table_plan import (DATE_PARTS, HASH_BUCKETS, MIN_LEVEL_ROWS, ColumnPlan,
+from trainlab.data.table_plan import (DATE_PARTS, MIN_LEVEL_ROWS, TEXT_COMPONENTS, TEXT_GRAMS, ColumnPlan,
                                       cell_text, infer_task, input_schema, plan_columns)
 from trainlab.errors import DataError
 
@@ -43,8 +45,8 @@ TRUSTED_TYPES = [
     "trainlab.data.tables.category_text",
     "trainlab.data.tables.date_part_names",
     "trainlab.data.tables.date_parts",
-    "trainlab.data.tables.hashed_levels",
-    "trainlab.data.tables.hashed_names",
+    "trainlab.data.tables.gram_names",
+    "trainlab.data.tables.text_grams",
 ]
 # skops itself trusts every scikit-learn estimator; a preprocessor holds only these.
 ESTIMATOR_TYPES = {
@@ -53,6 +55,7 @@ ESTIMATOR_TYPES = {
     "sklearn.preprocessing._data.StandardScaler",
     "sklearn.preprocessing._encoders.OneHotEncoder",
     "sklearn.preprocessing._function_transformer.FunctionTransformer",
+    "sklearn.decomposition._truncated_svd.TruncatedSVD",
 }
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)   # the earliest a zip can say: saved files do not vary with the clock
 
@@ -69,8 +72,7 @@ def fit_preprocessor(train_rows: pd.DataFrame, plan: ColumnPlan) -> ColumnTransf
         ("one_hot", Pipeline([("text", _text()), ("encode", OneHotEncoder(
             handle_unknown="infrequent_if_exist", min_frequency=MIN_LEVEL_ROWS,
             sparse_output=False))]), list(plan.one_hot)),
-        ("hashed", FunctionTransformer(hashed_levels, kw_args={"buckets": HASH_BUCKETS},
-                                       feature_names_out=hashed_names), list(plan.hashed)),
+        *((f"text{i}", _text_encoder(len(train_rows)), [column]) for i, column in enumerate(plan.text)),
     ]
     preprocessor = ColumnTransformer([p for p in parts if p[2]], remainder="drop", sparse_threshold=0)
     rows = _raw_columns(train_rows, list(plan.features), list(plan.numeric), "the training rows")
@@ -130,17 +132,17 @@ def category_text(cells) -> np.ndarray:
     return out
 
 
-def hashed_levels(cells, buckets: int) -> np.ndarray:
-    """Each categorical column's text hashed into its own `buckets` columns (+1/-1/0)."""
-    text, hasher = category_text(cells), FeatureHasher(n_features=buckets, input_type="string")
-    blocks = [hasher.transform([[v] for v in text[:, j]]).toarray() for j in range(text.shape[1])]
-    return np.hstack(blocks) if blocks else np.empty((len(text), 0))
+def text_grams(cells, features: int) -> np.ndarray:
+    """One text column's cells as counts of their character 2- to 4-grams, hashed into
+    `features` columns and scaled to unit length (stateless: nothing to fit or store)."""
+    grams = HashingVectorizer(analyzer="char_wb", ngram_range=(2, 4), n_features=features, alternate_sign=False)
+    return grams.transform(category_text(cells)[:, 0]).toarray()
 
 
-def hashed_names(transformer, input_features) -> np.ndarray:
-    """Output names of hashed_levels: 'city_0' ... 'city_127'."""
-    buckets = transformer.kw_args["buckets"]
-    return np.asarray([f"{c}_{j}" for c in input_features for j in range(buckets)], dtype=object)
+def gram_names(transformer, input_features) -> np.ndarray:
+    """Output names of text_grams: 'name_gram0' ... 'name_gram1023'."""
+    features = transformer.kw_args["features"]
+    return np.asarray([f"{c}_gram{j}" for c in input_features for j in range(features)], dtype=object)
 
 
 def date_parts(cells, formats: tuple[str, ...]) -> np.ndarray:
@@ -162,6 +164,14 @@ def date_part_names(transformer, input_features) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------- helpers
+
+def _text_encoder(rows: int) -> Pipeline:
+    """Character n-grams of one text column, reduced by a truncated SVD fitted on the training rows."""
+    components = max(1, min(TEXT_COMPONENTS, rows - 1))
+    return Pipeline([("grams", FunctionTransformer(text_grams, kw_args={"features": TEXT_GRAMS},
+                                                   feature_names_out=gram_names)),
+                     ("svd", TruncatedSVD(components, random_state=0))])
+
 
 def _text() -> FunctionTransformer:
     return FunctionTransformer(category_text, feature_names_out="one-to-one")

@@ -1,200 +1,284 @@
-"""The user's own data: CSV, Parquet or NPZ, checked before anything trains on it."""
+"""The user's own data: a table (CSV, Parquet) or arrays (NPZ), read as the user has it.
+
+What prepare decides here, each printed in one line:
+
+- **kind** (`data.file.kind: auto`): a CSV or Parquet file is a *table* (columns of
+  numbers, strings, booleans, empty cells), unless `data.file.shape` says each row is a
+  series or an image. NPZ arrays are *series* when a sample has one axis ([length]) or
+  two unequal ones ([channels, length]), *images* when it has two equal axes ([H, W]) or
+  three ([C, H, W]). A CSV of series without a shape, or an NPZ of table rows, needs the
+  key set (`kind: series` / `kind: table`).
+- **task** (`data.file.task: auto`): classification or regression, from the label values
+  (`trainlab.data.tables.infer_task`). Rows without a label are left out and counted.
+- **inputs**: a table goes through a scikit-learn `ColumnTransformer` fitted on the
+  training rows only (`trainlab.data.tables`); series and images are normalised
+  (`trainlab.data.normalize`), fitted on the training rows only. Both are stored with the
+  prepared data and applied by the served model.
+"""
 
 from __future__ import annotations
 
-import errno
-import os
-import stat
-import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from trainlab.config.schema import FileConfig
 from trainlab.data.arrays import Arrays, RawData, check_finite
+from trainlab.data.file_reading import MAX_AXES, read_frame, read_npz, value_columns
+from trainlab.data.normalize import fit_normalization, normalize, resolve_mode
 from trainlab.data.splits import stratified_split
 from trainlab.errors import DataError
 
 TRAIN_NAMES = {"train", "training", "val", "valid", "validation"}
 TEST_NAMES = {"test", "testing"}
-MAX_AXES = 3   # [length], [channels, length], [H, W], [C, H, W]
+# A regression target needs enough distinct values to be a quantity at all.
+MIN_DISTINCT_TARGETS = 3
+EXAMPLE_ROWS = 2   # raw training rows kept as the served model's input example
+
+
+@dataclass
+class Loaded:
+    """One file as read: a frame (CSV/Parquet) or arrays (NPZ), its labels and split column."""
+
+    path: Path
+    frame: Any | None          # pandas DataFrame of the feature columns (tables)
+    x: np.ndarray | None       # (n, *shape) (NPZ, or a CSV of series/images)
+    labels: np.ndarray
+    split: np.ndarray | None
+    unlabelled: int = 0        # rows left out because their label is missing
+
+    def rows(self, keep: np.ndarray) -> "Loaded":
+        frame = None if self.frame is None else self.frame.iloc[keep].reset_index(drop=True)
+        x = None if self.x is None else self.x[keep]
+        split = None if self.split is None else self.split[keep]
+        return Loaded(self.path, frame, x, self.labels[keep], split, self.unlabelled)
 
 
 def load_user_data(cfg: FileConfig) -> RawData:
     """Read the target file (and an optional source file) into train/test pools."""
-    path = Path(cfg.path or "")
-    train, test, classes, shape = _read_target(path, cfg)
-    if cfg.source_path:
-        sx, sy_raw, _ = _read_table_or_npz(Path(cfg.source_path), cfg)
-        source_classes = _class_names(sy_raw, Path(cfg.source_path))
-        sy = _encode(sy_raw, source_classes)
-        source = Arrays(_shape(sx, shape, cfg.source_path), sy)
-    else:
-        # No separate corpus: prepare gives pretraining the target train pool's inputs
-        # without their labels (never validation or test samples, never a label).
-        source, source_classes = None, []
-    return RawData(train, test, source, classes, source_classes, shape)
+    from trainlab.data.tables import infer_task
+
+    loaded = _read(cfg.uses("path"), cfg, "data.file.path")
+    kind = resolve_kind(cfg, loaded)
+    task = infer_task(loaded.labels, cfg.task, f"{loaded.path}: column '{cfg.label}'"
+                      if loaded.frame is not None else f"{loaded.path}: y")
+    targets, classes = _targets(loaded, task)
+    train_idx, test_idx = _train_test(loaded, targets, cfg)
+    inputs = _fit_inputs(loaded, train_idx, kind, cfg)
+    x = inputs.transform(loaded)
+    notes = [f"data: {loaded.path.name}: a {kind} of {len(targets)} labelled rows, {task}"
+             + (f" ({len(classes)} classes)" if task == "classification" else f" of '{cfg.label}'")
+             + (f"; {loaded.unlabelled} row(s) without a label left out" if loaded.unlabelled else ""),
+             inputs.note]
+    source, source_classes = None, []
+    if cfg.uses("source_path"):
+        source, source_classes = _source(cfg, inputs)
+    return RawData(Arrays(x[train_idx], targets[train_idx]), Arrays(x[test_idx], targets[test_idx]),
+                   source, classes, source_classes, tuple(x.shape[1:]), kind=kind, task=task,
+                   notes=tuple(notes), preprocessor=inputs.preprocessor, normalization=inputs.normalization,
+                   raw_columns=inputs.raw_columns, example=inputs.example(loaded, train_idx[:EXAMPLE_ROWS]))
 
 
-def _read_target(path: Path, cfg: FileConfig):
-    x, labels, split = _read_table_or_npz(path, cfg)
-    _check_labels(labels, path, cfg)
-    if split is None:
-        classes = _class_names(labels, path)
-        y = _encode(labels, classes)
-        train_idx, test_idx = stratified_split(y, cfg.test_fraction, 0, f"{path}")
-    else:
-        split = np.asarray([str(s).strip().lower() for s in split])
-        unknown = sorted(set(split.tolist()) - TRAIN_NAMES - TEST_NAMES)
-        if unknown:
-            raise DataError(f"{path}: column '{cfg.split_column}' has value(s) {unknown[:3]}; "
-                            f"accepted: train, val, test")
-        train_idx, test_idx = np.flatnonzero(np.isin(split, list(TRAIN_NAMES))), np.flatnonzero(np.isin(split, list(TEST_NAMES)))
-        for name, idx in (("train", train_idx), ("test", test_idx)):
-            if len(idx) == 0:
-                raise DataError(f"{path}: the {name} split is empty")
-        classes = _class_names(labels[train_idx], path)
-        unseen = sorted({str(v) for v in labels[test_idx]} - set(classes))
-        if unseen:
-            raise DataError(f"{path}: test labels {unseen[:3]} never appear in the train split")
-        y = _encode(labels, classes)
-    shape = tuple(cfg.shape) if cfg.shape else tuple(x.shape[1:])
-    x = _shape(x, shape, str(path))
-    if cfg.standardize:
-        # Statistics of the train pool only: the test split must not leak into training.
-        mean, std = x[train_idx].mean(axis=0), x[train_idx].std(axis=0)
-        x = (x - mean) / np.where(std > 0, std, 1.0)
-    return Arrays(x[train_idx], y[train_idx]), Arrays(x[test_idx], y[test_idx]), classes, shape
+def resolve_kind(cfg: FileConfig, loaded: Loaded) -> str:
+    """table, series or image: the setting, or what the file's layout says (module docstring)."""
+    if cfg.kind != "auto":
+        return cfg.kind
+    if loaded.frame is not None and cfg.shape is None:
+        return "table"
+    shape = tuple(cfg.shape) if cfg.shape else tuple(loaded.x.shape[1:])
+    if len(shape) == 3 or (len(shape) == 2 and shape[0] == shape[1]):
+        return "image"
+    return "series"
 
 
-def _read_table_or_npz(path: Path, cfg: FileConfig):
-    """Features, raw labels and the split column (or None), validated."""
-    _check_regular_file(path, "data.file.source_path" if str(path) == cfg.source_path else "data.file.path")
+def _read(path: Path, cfg: FileConfig, key: str) -> Loaded:
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        return _read_npz(path)
-    if suffix not in {".csv", ".parquet", ".pq"}:
-        raise DataError(f"data.file.path: {path} has suffix '{suffix}'; accepted: .csv, .parquet, .npz")
+        x, labels, split = read_npz(path, key)
+        loaded = Loaded(path, None, x, labels, split)
+    else:
+        frame, labels, split = read_frame(path, cfg, key)
+        loaded = Loaded(path, frame, None, labels, split)
+    missing = _missing(loaded.labels)
+    if missing.any():
+        loaded = loaded.rows(np.flatnonzero(~missing))
+        loaded.unlabelled = int(missing.sum())
+        if len(loaded.labels) == 0:
+            raise DataError(f"{path}: every row's label ('{cfg.label}') is missing")
+    return loaded
+
+
+def _missing(labels: np.ndarray) -> np.ndarray:
     import pandas as pd
 
-    try:
-        frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
-    except Exception as err:  # a parser's own error: report it in one line, naming the file
-        raise DataError(f"{path}: could not be read: {str(err).splitlines()[0]}") from None
-    needed = [cfg.label] + ([cfg.split_column] if cfg.split_column else []) + list(cfg.features or [])
-    missing = [c for c in needed if c not in frame.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; the file has {list(frame.columns)[:10]}")
-    if frame.empty:
-        raise DataError(f"{path}: has column names but no rows of data")
-    labels = frame[cfg.label]
-    if labels.isna().any():
-        raise DataError(f"{path}: column '{cfg.label}' has {int(labels.isna().sum())} missing label(s)")
-    features = list(cfg.features) if cfg.features else [
-        c for c in frame.columns if c not in {cfg.label, cfg.split_column}]
-    if not features:
-        raise DataError(f"{path}: no feature columns besides '{cfg.label}'")
-    non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
-    if non_numeric:
-        raise DataError(f"{path}: feature column(s) {non_numeric[:5]} are not numeric "
-                        f"(e.g. {frame[non_numeric[0]].iloc[0]!r})")
-    x = frame[features].to_numpy(dtype=np.float32)
-    check_finite(x, str(path))
-    split = frame[cfg.split_column].to_numpy() if cfg.split_column else None
-    return x, labels.to_numpy(), split
+    return np.asarray(pd.isna(pd.Series(labels)), dtype=bool)
 
 
-def _read_npz(path: Path):
-    """An NPZ with x/y (one pool) or x_train/y_train/x_test/y_test (its own split)."""
-    # numpy falls back to unpickling what is not a zip and advises allow_pickle=True:
-    # wrong advice for a text file with the wrong suffix, and unsafe for a stranger's file.
-    if not zipfile.is_zipfile(path):
-        raise DataError(f"{path}: not an NPZ archive (a .npz file is a zip of .npy arrays, "
-                        f"as numpy.savez writes)")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except Exception as err:
-        raise DataError(f"{path}: not a readable NPZ file ({str(err).splitlines()[0]})") from None
-    not_arrays = sorted(name for name, value in arrays.items() if not isinstance(value, np.ndarray))
-    if not_arrays:
-        raise DataError(f"{path}: member(s) {not_arrays[:3]} are not .npy arrays (write the file with numpy.savez)")
-    if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
-        widths = {name: arrays[name].shape[1:] for name in ("x_train", "x_test")}
-        if widths["x_train"] != widths["x_test"]:
-            raise DataError(f"{path}: x_train has samples of shape {list(widths['x_train'])} but x_test "
-                            f"{list(widths['x_test'])}; both splits need the same features")
-        x = np.concatenate([arrays["x_train"], arrays["x_test"]])
-        y = np.concatenate([arrays["y_train"], arrays["y_test"]])
-        split = np.array(["train"] * len(arrays["y_train"]) + ["test"] * len(arrays["y_test"]))
-    elif {"x", "y"} <= arrays.keys():
-        x, y, split = arrays["x"], arrays["y"], None
-    else:
-        raise DataError(f"{path}: expected arrays x, y or x_train, y_train, x_test, y_test; "
-                        f"found {sorted(arrays)}")
-    if not np.issubdtype(x.dtype, np.number):
-        raise DataError(f"{path}: features have dtype {x.dtype}, expected numbers")
-    _check_npz_shapes(path, x, y)
-    x = x.astype(np.float32)
-    check_finite(x, str(path))
-    if y.dtype.kind == "f" and np.isnan(y).any():
-        raise DataError(f"{path}: y has {int(np.isnan(y).sum())} missing label(s)")
-    return x, y, split
-
-
-def _check_regular_file(path: Path, key: str) -> None:
-    """Name what the path really is when it is not a readable file (not just "not found")."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        what = f"is a broken symlink (to {os.readlink(path)})" if path.is_symlink() else "not found"
-        raise DataError(f"{key}: {path} {what}") from None
-    except OSError as err:
-        what = "is a symlink loop" if err.errno == errno.ELOOP else f"cannot be opened ({err.strerror})"
-        raise DataError(f"{key}: {path} {what}") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise DataError(f"{key}: {path} is a directory; name a .csv, .parquet or .npz file in it")
-    if not stat.S_ISREG(info.st_mode):
-        raise DataError(f"{key}: {path} is not a regular file (a device, pipe or socket)")
-    if not os.access(path, os.R_OK):
-        raise DataError(f"{key}: {path} is not readable (permission denied)")
-
-
-def _check_npz_shapes(path: Path, x: np.ndarray, y: np.ndarray) -> None:
-    """Samples along the first axis of x, one class label per sample in y."""
-    if x.ndim < 2:
-        raise DataError(f"{path}: x has shape {list(x.shape)}, one value per sample; expected "
-                        f"[samples, features] (or [samples, channels, length], [samples, H, W], ...)")
-    if x.ndim - 1 > MAX_AXES:
-        raise DataError(f"{path}: x has samples of shape {list(x.shape[1:])}; accepted: [length], "
-                        f"[channels, length], [H, W] or [C, H, W]")
-    if y.ndim == 2 and y.shape[1] > 1 and np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all():
-        raise DataError(f"{path}: y is one-hot encoded (shape {list(y.shape)}); store one class per "
-                        f"sample instead, e.g. y.argmax(axis=1)")
-    if y.ndim != 1:
-        raise DataError(f"{path}: y has shape {list(y.shape)}; expected one label per sample, shape [samples]")
-    if len(x) != len(y):
-        raise DataError(f"{path}: {len(x)} feature rows but {len(y)} labels")
-    if len(x) == 0:
-        raise DataError(f"{path}: holds no samples (x has 0 rows)")
-
-
-def _check_labels(labels: np.ndarray, path: Path, cfg: FileConfig) -> None:
-    """Labels must be classes: a measured quantity (regression target) is refused with its values."""
-    values = np.asarray(labels)
-    if values.dtype.kind == "f" and not np.all(np.mod(values, 1) == 0):
-        example = next(float(v) for v in values if not float(v).is_integer())
-        what = "y" if path.suffix.lower() == ".npz" else f"column '{cfg.label}'"
-        raise DataError(f"{path}: {what} holds non-integer numbers (e.g. {example}); classification "
-                        f"needs class labels (integers or names), not a measured value")
-    names, counts = np.unique([_label_text(v) for v in values], return_counts=True)
-    if len(names) > 2 and len(names) > len(values) // 2:
-        raise DataError(f"{path}: {len(names)} distinct labels for {len(values)} samples (e.g. "
-                        f"{', '.join(map(str, names[:3]))}); that looks like a measured value, not classes")
+def _targets(loaded: Loaded, task: str) -> tuple[np.ndarray, list[str]]:
+    """Class indices and class names, or the regression target as float32 (names: none)."""
+    if task == "regression":
+        values = np.asarray(loaded.labels, dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise DataError(f"{loaded.path}: the label holds infinite values")
+        if len(np.unique(values)) < MIN_DISTINCT_TARGETS:
+            raise DataError(f"{loaded.path}: the label has fewer than {MIN_DISTINCT_TARGETS} distinct values; "
+                            f"a regression target needs a range (set data.file.task: classification)")
+        return values.astype(np.float32), []
+    names, counts = np.unique([_label_text(v) for v in loaded.labels], return_counts=True)
     single = [str(name) for name in names[counts < 2]]
     if single:
-        raise DataError(f"{path}: class {single[0]!r} has only 1 sample; every class needs at least 2 "
+        raise DataError(f"{loaded.path}: class {single[0]!r} has only 1 sample; every class needs at least 2 "
                         f"to be split into train and validation")
+    classes = _class_names(loaded.labels, loaded.path)
+    return _encode(loaded.labels, classes), classes
+
+
+def _train_test(loaded: Loaded, targets: np.ndarray, cfg: FileConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The file's own split (its split column, or NPZ's x_train/x_test), else a stratified one."""
+    if loaded.split is None:
+        return stratified_split(targets, cfg.test_fraction, 0, f"{loaded.path}")
+    split = np.asarray([str(s).strip().lower() for s in loaded.split])
+    unknown = sorted(set(split.tolist()) - TRAIN_NAMES - TEST_NAMES)
+    if unknown:
+        raise DataError(f"{loaded.path}: column '{cfg.split_column}' has value(s) {unknown[:3]}; "
+                        f"accepted: train, val, test")
+    train_idx = np.flatnonzero(np.isin(split, list(TRAIN_NAMES)))
+    test_idx = np.flatnonzero(np.isin(split, list(TEST_NAMES)))
+    for name, idx in (("train", train_idx), ("test", test_idx)):
+        if len(idx) == 0:
+            raise DataError(f"{loaded.path}: the {name} split is empty")
+    if not np.issubdtype(targets.dtype, np.floating):
+        unseen = sorted(set(targets[test_idx].tolist()) - set(targets[train_idx].tolist()))
+        if unseen:
+            raise DataError(f"{loaded.path}: test labels {[_class_of(loaded, targets, u) for u in unseen[:3]]} "
+                            f"never appear in the train split")
+    return train_idx, test_idx
+
+
+def _class_of(loaded: Loaded, targets: np.ndarray, code: int) -> str:
+    return _label_text(loaded.labels[int(np.flatnonzero(targets == code)[0])])
+
+
+@dataclass
+class FittedInputs:
+    """How raw rows become model inputs: a table's ColumnTransformer, or a normalisation."""
+
+    kind: str
+    shape: tuple[int, ...] | None
+    preprocessor: Any | None = None
+    normalization: dict[str, Any] | None = None
+    raw_columns: list[tuple[str, str]] | None = None   # a table's input columns and their types
+    note: str = ""
+
+    def transform(self, loaded: Loaded) -> np.ndarray:
+        if self.preprocessor is not None:
+            from trainlab.data.tables import transform
+
+            return transform(self.preprocessor, loaded.frame[[name for name, _ in self.raw_columns]])
+        x = _as_samples(loaded, self.shape)
+        return normalize(x, self.normalization)
+
+    def example(self, loaded: Loaded, index: np.ndarray) -> list:
+        """Raw rows as JSON values: a table's input columns as records (a missing cell as null),
+        a series' or image's values flattened."""
+        if self.raw_columns:
+            import json
+
+            columns = [name for name, _ in self.raw_columns]
+            return json.loads(loaded.frame.iloc[index][columns].to_json(orient="records", date_format="iso"))
+        return _as_samples(loaded, self.shape)[index].astype(np.float64).reshape(len(index), -1).tolist()
+
+
+def _fit_inputs(loaded: Loaded, train_idx: np.ndarray, kind: str, cfg: FileConfig) -> FittedInputs:
+    """Fit the preprocessing on the training rows only: the test rows must not shape it."""
+    if kind == "table" and loaded.frame is not None:
+        from trainlab.data.tables import fit_preprocessor, output_names, plan_columns
+
+        if cfg.normalize not in ("auto", "per_feature"):
+            raise DataError(f"data.file.normalize: {cfg.normalize} does not apply to a table, whose columns are "
+                            f"standardised one by one inside its fitted preprocessing; accepted: auto, per_feature")
+        train_rows = loaded.frame.iloc[train_idx]
+        plan = plan_columns(train_rows, cfg.features, cfg.drop, cfg.label, cfg.split_column, str(loaded.path))
+        preprocessor = fit_preprocessor(train_rows, plan)
+        note = "columns: " + plan.describe(output_names(preprocessor))
+        return FittedInputs(kind, None, preprocessor=preprocessor, raw_columns=_column_types(train_rows, plan),
+                            note=note)
+    _keep_value_columns(loaded, cfg)
+    shape = _sample_shape(loaded, cfg)
+    x = _as_samples(loaded, shape)
+    normalization = fit_normalization(x[train_idx], cfg.normalize, kind)
+    mode = resolve_mode(cfg.normalize, kind)
+    return FittedInputs(kind, shape, normalization=normalization,
+                        note=f"inputs: samples of shape {list(shape)}, normalised {mode}"
+                             + (" (data.file.normalize: auto)" if cfg.normalize == "auto" else ""))
+
+
+def _column_types(frame: Any, plan: Any) -> list[tuple[str, str]]:
+    """The served model's input columns with what they hold: "double" (numbers), "string"
+    (text) or "any" (booleans, dates): what the MLflow signature declares of each."""
+    import pandas as pd
+
+    def kind(column: Any) -> str:
+        if pd.api.types.is_bool_dtype(column):
+            return "any"
+        if pd.api.types.is_numeric_dtype(column):
+            return "double"
+        return "string" if pd.api.types.is_string_dtype(column) or column.dtype == object else "any"
+
+    return [(name, kind(frame[name])) for name in plan.features]
+
+
+def _keep_value_columns(loaded: Loaded, cfg: FileConfig) -> None:
+    """A CSV of series or images: keep its value columns, which must hold numbers only."""
+    if loaded.frame is not None:
+        loaded.frame = loaded.frame[value_columns(loaded.frame, cfg, loaded.path)]
+        _require_numeric(loaded)
+
+
+def _sample_shape(loaded: Loaded, cfg: FileConfig) -> tuple[int, ...]:
+    natural = tuple(loaded.frame.shape[1:] if loaded.frame is not None else loaded.x.shape[1:])
+    shape = tuple(cfg.shape) if cfg.shape else natural
+    if len(shape) > MAX_AXES:
+        raise DataError(f"data.file.shape: {list(shape)} has {len(shape)} axes; accepted: [length], "
+                        f"[channels, length], [H, W] or [C, H, W]")
+    if int(np.prod(shape)) != int(np.prod(natural)):
+        raise DataError(f"data.file.shape: {list(shape)} holds {int(np.prod(shape))} values but "
+                        f"{loaded.path} has {int(np.prod(natural))} features per sample")
+    return shape
+
+
+def _require_numeric(loaded: Loaded) -> None:
+    import pandas as pd
+
+    frame = loaded.frame
+    non_numeric = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])
+                   or pd.api.types.is_bool_dtype(frame[c])]
+    if non_numeric:
+        raise DataError(f"{loaded.path}: column(s) {non_numeric[:5]} are not numbers, but series and images need "
+                        f"numbers in every feature column (set data.file.kind: table, or list the value "
+                        f"columns in data.file.features)")
+
+
+def _as_samples(loaded: Loaded, shape: tuple[int, ...]) -> np.ndarray:
+    raw = loaded.frame.to_numpy(dtype=np.float32) if loaded.frame is not None else loaded.x
+    x = np.asarray(raw, dtype=np.float32).reshape(len(raw), *shape)
+    check_finite(x, str(loaded.path))
+    return x
+
+
+def _source(cfg: FileConfig, inputs: FittedInputs) -> tuple[Arrays, list[str]]:
+    """The labelled pretraining file, through the target's fitted preprocessing (same inputs)."""
+    path = cfg.uses("source_path")
+    loaded = _read(path, cfg, "data.file.source_path")
+    if inputs.preprocessor is None:
+        _keep_value_columns(loaded, cfg)
+    if inputs.preprocessor is None and int(np.prod(_sample_shape(loaded, cfg))) != int(np.prod(inputs.shape)):
+        raise DataError(f"{path}: samples of {int(np.prod(_sample_shape(loaded, cfg)))} values, but the target "
+                        f"file's have {int(np.prod(inputs.shape))}; both files need the same features")
+    classes = _class_names(loaded.labels, path)
+    return Arrays(inputs.transform(loaded), _encode(loaded.labels, classes)), classes
 
 
 def _class_names(labels: np.ndarray, path: Path) -> list[str]:
@@ -219,14 +303,3 @@ def _natural(name: str):
 def _encode(labels: np.ndarray, classes: list[str]) -> np.ndarray:
     index = {name: i for i, name in enumerate(classes)}
     return np.asarray([index[_label_text(v)] for v in labels], dtype=np.int64)
-
-
-def _shape(x: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
-    if len(shape) > MAX_AXES:
-        raise DataError(f"data.file.shape: {list(shape)} has {len(shape)} axes; accepted: [length], "
-                        f"[channels, length], [H, W] or [C, H, W]")
-    per_sample = int(np.prod(x.shape[1:]))
-    if int(np.prod(shape)) != per_sample:
-        raise DataError(f"data.file.shape: {list(shape)} holds {int(np.prod(shape))} values but "
-                        f"{what} has {per_sample} features per sample")
-    return x.reshape(len(x), *shape).astype(np.float32)

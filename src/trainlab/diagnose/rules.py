@@ -235,7 +235,7 @@ def _huge_initial_loss(curves: CurveDict, num_classes: int | None) -> Finding | 
     )
     suggestion = (
         "the models use PyTorch's default init, so huge initial logits point at unscaled inputs: "
-        "check the input normalisation (your own data: `data.file.standardize: true`) and turn "
+        "check the input normalisation (your own data: `data.file.normalize: auto`) and turn "
         "on batch norm (`model.batchnorm: true`)."
     )
     return Finding(

@@ -208,7 +208,9 @@ class Progress(Hook):
             self.bar = None
         if self.quiet or not state.runtime.is_main:
             return
-        shown = " ".join(f"{k}={metrics[k]:.4f}" for k in ("epoch/train_loss", "val/loss", "val/acc")
+        # Under the names metrics.json and MLflow use (the engine's own is epoch/train_loss).
+        shown = " ".join(f"{name}={metrics[k]:.4f}" for k, name in (("epoch/train_loss", "train/loss"),
+                                                                      ("val/loss", "val/loss"), ("val/acc", "val/acc"))
                          if k in metrics)
         print(f"[{self.label}] epoch {state.epoch + 1}/{state.spec.epochs} {shown} "
               f"({time.perf_counter() - self.started:.1f}s)", file=sys.stderr, flush=True)
@@ -228,3 +230,16 @@ class SignalAtStep(Hook):
     def on_step_end(self, state: LoopState) -> None:
         if state.step == self.step:
             os.kill(os.getpid(), self.signum)
+
+
+class FaultAtStep(Hook):
+    """Raise OSError(`code`) once optimizer step `step` has ended: a full disk (ENOSPC), a
+    read-only file system (EROFS) or a failing disk (EIO) at an exact moment, for tests
+    (see trainlab.fitting.TEST_FAULT_ENV); ordinary runs never carry it."""
+
+    def __init__(self, step: int, code: int):
+        self.step, self.code = step, code
+
+    def on_step_end(self, state: LoopState) -> None:
+        if state.step == self.step:
+            raise OSError(self.code, os.strerror(self.code), f"(test fault at step {self.step})")

@@ -80,7 +80,7 @@ def _train(model: torch.nn.Module, train: TrainData, val: TrainData, spec: Train
            groups: list[ParamGroup] | None, runtime: Runtime, label: str, tiny: bool) -> FitResult:
     """fit() once the runtime, budget and thread count are settled: the loop of the module docstring."""
     seed_everything(seed)
-    _check_compatible(spec, trainer, runtime)
+    _check_compatible(spec, trainer, runtime, train)
     model.to(runtime.device)
     use_loader = trainer.loader == "dataloader"
     if not use_loader:
@@ -99,7 +99,7 @@ def _train(model: torch.nn.Module, train: TrainData, val: TrainData, spec: Train
                       runtime.grad_scaler(), runtime, spec, trainer, seed, len(plan), best,
                       Hooks([*hooks, Progress(trainer.progress, label)], checkpointing))
     forward_model = parallel.forward
-    loss_fn = build_loss(spec.loss)
+    loss_fn = build_loss(spec.loss, regression=not has_classes(train.y))
     recorder, divergence = StepRecorder(state, parallel.model), DivergenceCheck(state)
     source = BatchSource(train, runtime.device, trainer.num_workers if use_loader else None)
 
@@ -175,7 +175,10 @@ def _divergence_message(state: LoopState, step: int, loss: float, lr: float) -> 
     return f"training diverged: loss became {loss} at step {step} (epoch {state.epoch + 1}, lr {lr:.3g}); {cause}; {kept}"
 
 
-def _check_compatible(spec: TrainSpec, trainer: TrainerConfig, runtime: Runtime) -> None:
+def _check_compatible(spec: TrainSpec, trainer: TrainerConfig, runtime: Runtime, train: TrainData) -> None:
+    if spec.early_stopping.monitor == "val/acc" and not has_classes(train.y):
+        raise ParamsError("early_stopping.monitor: val/acc needs class labels, but the target is a number "
+                          "to predict (regression); use val/loss")
     if spec.optimizer.name == "lbfgs":
         if trainer.grad_accum != 1 or runtime.precision == "fp16":
             raise ParamsError("optimizer.name: lbfgs re-evaluates the loss in a closure and needs "

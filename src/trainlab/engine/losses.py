@@ -1,4 +1,4 @@
-"""Loss functions: cross-entropy (label smoothing), binary cross-entropy, mean squared error."""
+"""Loss functions: cross-entropy (label smoothing), binary cross-entropy, mean squared error, Huber."""
 
 from __future__ import annotations
 
@@ -9,23 +9,39 @@ import torch
 import torch.nn.functional as F
 
 from trainlab.config.schema import LossConfig
+from trainlab.errors import ParamsError
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def build_loss(cfg: LossConfig) -> LossFn:
+def build_loss(cfg: LossConfig, regression: bool = False) -> LossFn:
     """A mean-reduced loss of (logits, targets).
 
     Integer targets are class indices. For bce and mse they become one-hot vectors
     (one-vs-rest and a Brier-style score); float targets are used as they are
-    (multi-label for bce, regression for mse).
+    (multi-label for bce, regression for mse and huber). `auto` is cross-entropy for
+    classes and mean squared error for a regression target.
     """
-    if cfg.name == "cross_entropy":
+    name = resolved_loss(cfg, regression)
+    if name == "cross_entropy":
         smoothing = cfg.label_smoothing
         return lambda logits, y: F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
-    if cfg.name == "bce":
+    if name == "bce":
         return lambda logits, y: F.binary_cross_entropy_with_logits(logits.float(), _dense(y, logits))
+    if name == "huber":
+        delta = cfg.huber_delta
+        return lambda logits, y: F.huber_loss(_prediction(logits, y), _dense(y, logits), delta=delta)
     return lambda logits, y: F.mse_loss(_prediction(logits, y), _dense(y, logits))
+
+
+def resolved_loss(cfg: LossConfig, regression: bool) -> str:
+    """The loss `cfg.name` stands for on these targets; a classification loss on a number is refused."""
+    if cfg.name == "auto":
+        return "mse" if regression else "cross_entropy"
+    if regression and cfg.name in ("cross_entropy", "bce"):
+        raise ParamsError(f"loss.name: {cfg.name} needs class labels, but the target is a number to predict "
+                          f"(regression); accepted there: auto, mse, huber")
+    return cfg.name
 
 
 def _dense(y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

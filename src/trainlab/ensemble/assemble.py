@@ -8,7 +8,6 @@ ensemble never scores below its best member on them.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 
@@ -16,13 +15,12 @@ import numpy as np
 import torch
 
 from trainlab import paths
-from trainlab.calibration import apply_temperature, fit_temperature
 from trainlab.config import Params
 from trainlab.data import load_split
 from trainlab.ensemble.combine import Ensemble, combine, fit_weights, greedy_selection, save_ensemble
 from trainlab.errors import DataError
-from trainlab.models import model_from_blob, read_checkpoint
-from trainlab.selection import HeldOut, predict_probs
+from trainlab.models import check_recorded, model_from_blob, read_checkpoint, read_members
+from trainlab.selection import HeldOut, model_meta, predict_outputs
 
 
 @dataclass
@@ -30,6 +28,7 @@ class BuiltEnsemble:
     ensemble: Ensemble
     members: list[dict]
     metrics: dict[str, float]
+    heldout: HeldOut           # the ensemble's own held-out predictions
 
 
 @dataclass
@@ -46,10 +45,7 @@ def member_files(params: Params) -> list[tuple[str, object]]:
     pretrained backbone; the baselines do not, so where pretraining hurts, or a linear model
     suits the data, the vote can still use them (and where they add nothing, greedy selection
     leaves them out)."""
-    index = paths.SEARCH_MODELS / "members.json"
-    if not index.is_file():
-        raise DataError(f"{index}: not found; run `dvc repro search` first")
-    ranked = json.loads(index.read_text())[: params.ensemble.top_k]
+    ranked = read_members()[: params.ensemble.top_k]   # a damaged index is one line, not a KeyError
     files = [(f"search_top{m['rank']}", paths.SEARCH_MODELS / m["file"]) for m in ranked]
     if params.ensemble.include_finetuned:
         files.append(("finetuned", paths.FINETUNED))
@@ -64,16 +60,16 @@ def load_candidates(params: Params) -> list[Candidate]:
     candidates = []
     for name, path in member_files(params):
         blob = read_checkpoint(path)
+        check_recorded(path)   # the file its stage wrote (members.json, models/manifests), not a copy of another
         meta = blob.get("meta", {})
         if "heldout" in meta:
             heldout, temperature = HeldOut.from_json(meta["heldout"]), float(meta.get("temperature", 1.0))
         else:   # a model written without held-out predictions: score it on the validation split
             val = load_split(paths.PREPARED, "target", "val")
-            heldout = HeldOut("val", predict_probs(model_from_blob(blob, name).eval(), val.x), np.asarray(val.y))
-            temperature = 1.0
-        calibrated = HeldOut(heldout.kind, apply_temperature(heldout.probs, temperature), heldout.y,
-                             heldout.folds)
-        candidates.append(Candidate(name, blob, calibrated, temperature))
+            y = np.asarray(val.y)
+            outputs = predict_outputs(model_from_blob(blob, name).eval(), val.x, np.issubdtype(y.dtype, np.floating))
+            heldout, temperature = HeldOut("val", outputs, y), 1.0
+        candidates.append(Candidate(name, blob, heldout.calibrated(temperature), temperature))
     first = candidates[0].heldout
     for other in candidates[1:]:
         if other.heldout.kind != first.kind or not np.array_equal(other.heldout.y, first.y):
@@ -84,48 +80,52 @@ def load_candidates(params: Params) -> list[Candidate]:
 
 
 def chance_level(y: np.ndarray) -> float:
-    """Accuracy of always predicting the commonest class."""
+    """The score of a model that learned nothing: the accuracy of always predicting the
+    commonest class, or the R^2 of always predicting the mean (0)."""
+    if np.issubdtype(y.dtype, np.floating):
+        return 0.0
     return float(np.bincount(y).max() / len(y))
 
 
 def build_ensemble(params: Params) -> BuiltEnsemble:
     """Weigh the candidates on held-out predictions, save models/ensemble.pt."""
     candidates = load_candidates(params)
-    y = candidates[0].heldout.y
+    first = candidates[0].heldout
+    y, regression, score = first.y, first.regression, first.score_name
     chance = chance_level(y)
-    useful = [c for c in candidates if c.heldout.acc > chance]
+    useful = [c for c in candidates if c.heldout.score > chance]
     for dropped in (c for c in candidates if c not in useful):
-        print(f"ensemble: {dropped.name} dropped: held-out acc {dropped.heldout.acc:.3f} is no better than "
-              f"chance ({chance:.3f})", file=sys.stderr)
+        print(f"ensemble: {dropped.name} dropped: held-out {score} {dropped.heldout.score:.3f} is no better "
+              f"than {'predicting the mean' if regression else 'chance'} ({chance:.3f})", file=sys.stderr)
     useful = useful or [min(candidates, key=lambda c: c.heldout.loss)]
-    probs = np.stack([c.heldout.probs for c in useful])
-    weights = _weights(params, probs, y)
-    ensemble_probs = combine(torch.from_numpy(probs), torch.from_numpy(weights), params.ensemble.method).numpy()
-    best_member = max(useful, key=lambda c: (c.heldout.acc, -c.heldout.loss))
-    if float((ensemble_probs.argmax(1) == y).mean()) < best_member.heldout.acc:
+    outputs = np.stack([c.heldout.outputs for c in useful])
+    weights = _weights(params, outputs, y)
+    ensemble_outputs = combine(torch.from_numpy(outputs), torch.from_numpy(weights), params.ensemble.method,
+                               regression).numpy()
+    best_member = max(useful, key=lambda c: (c.heldout.score, -c.heldout.loss))
+    if HeldOut(first.kind, ensemble_outputs, y).score < best_member.heldout.score:
         # Never ship an ensemble that loses to one of its members where it can be checked.
         print(f"ensemble: the combination scores below {best_member.name} on held-out data; "
               f"keeping {best_member.name} alone", file=sys.stderr)
         weights = np.array([1.0 if c is best_member else 0.0 for c in useful])
-        ensemble_probs = best_member.heldout.probs
+        ensemble_outputs = best_member.heldout.outputs
     kept = [(c, w) for c, w in zip(useful, weights) if w > 0]
     members = [model_from_blob(c.blob, c.name).eval() for c, _ in kept]
     ensemble = Ensemble(members, torch.tensor([w for _, w in kept]), params.ensemble.method,
-                        torch.tensor([c.temperature for c, _ in kept]))
-    temperature = (fit_temperature(np.log(np.clip(ensemble_probs, 1e-12, None)), y)
-                   if params.selection.calibrate else 1.0)
-    heldout = HeldOut(candidates[0].heldout.kind, ensemble_probs, y, candidates[0].heldout.folds)
+                        torch.tensor([c.temperature for c, _ in kept]), regression)
+    heldout = HeldOut(first.kind, ensemble_outputs, y, first.folds)
+    temperature = model_meta(heldout, params.selection.calibrate)["temperature"]
     save_ensemble(paths.ENSEMBLE, ensemble, [c.blob for c, _ in kept], [c.name for c, _ in kept],
                   meta={"heldout": heldout.to_json(), "temperature": temperature})
     weight_of = {c.name: float(w) for c, w in zip(useful, weights)}
-    table = [{"name": c.name, "weight": weight_of.get(c.name, 0.0), "heldout_acc": c.heldout.acc,
+    table = [{"name": c.name, "weight": weight_of.get(c.name, 0.0), f"heldout_{score}": c.heldout.score,
               "heldout_loss": c.heldout.loss} for c in candidates]
-    metrics = {"heldout/acc/ensemble": heldout.acc, "heldout/loss/ensemble": heldout.loss,
-               "heldout/acc/member_best": best_member.heldout.acc,
-               "heldout/acc/member_mean": float(np.mean([c.heldout.acc for c in candidates])),
-               "members": float(len(kept)), "candidates": float(len(candidates)),
+    metrics = {f"heldout/{score}/ensemble": heldout.score, "heldout/loss/ensemble": heldout.loss,
+               f"heldout/{score}/member_best": best_member.heldout.score,
+               f"heldout/{score}/member_mean": float(np.mean([c.heldout.score for c in candidates])),
+               "members": len(kept), "candidates": len(candidates),   # counts: ints in metrics.json too
                "calibration/temperature": temperature}
-    return BuiltEnsemble(ensemble, table, metrics)
+    return BuiltEnsemble(ensemble, table, metrics, heldout)
 
 
 def _weights(params: Params, probs: np.ndarray, y: np.ndarray) -> np.ndarray:

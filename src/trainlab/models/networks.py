@@ -27,6 +27,7 @@ class Classifier(nn.Module):
         self.head = nn.Sequential(OrderedDict(dropout=nn.Dropout(dropout),
                                               linear=nn.Linear(feature_dim, num_classes)))
         self.frozen_blocks: set[str] = set()   # see set_frozen
+        self.config: ModelConfig | None = None  # set by build_model
 
     def train(self, mode: bool = True) -> "Classifier":
         # Frozen blocks stay in eval mode so their batch-norm running statistics do not move.
@@ -59,8 +60,28 @@ class Classifier(nn.Module):
         return [(f"{i:02d}_{name}", params) for i, (name, params) in enumerate(groups)]
 
 
-def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> Classifier:
-    """Construct the configured architecture for inputs of `input_shape` (without batch dim)."""
+# `arch: auto`: the network made for each kind of data (prepare decides the kind).
+AUTO_ARCH = {"table": "mlp", "series": "resnet1d", "image": "resnet2d"}
+
+
+def resolve_arch(cfg: ModelConfig, kind: str) -> ModelConfig:
+    """`cfg` with `arch: auto` replaced by the network for data of `kind`."""
+    return cfg.model_copy(update={"arch": AUTO_ARCH[kind]}) if cfg.arch == "auto" else cfg
+
+
+def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int,
+                kind: str = "series") -> Classifier:
+    """Construct the configured architecture for inputs of `input_shape` (without batch dim).
+
+    The model keeps the resolved config it was built from (`model.config`), which its file
+    records, so a saved `arch: auto` model rebuilds as the network it is."""
+    cfg = resolve_arch(cfg, kind)
+    model = _build(cfg, input_shape, num_classes)
+    model.config = cfg
+    return model
+
+
+def _build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> Classifier:
     act = ACTIVATIONS[cfg.activation]
     if cfg.arch == "logreg":
         flat = int(torch.tensor(input_shape).prod())

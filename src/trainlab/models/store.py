@@ -21,7 +21,7 @@ def save_model(path: str | Path, model: Classifier, model_cfg: ModelConfig, inpu
     torch_save({
         "format": FORMAT,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "model": model_cfg.model_dump(mode="json"),
+        "model": (model.config or model_cfg).model_dump(mode="json"),   # arch: auto resolved
         "input_shape": list(input_shape),
         "class_names": list(class_names),
         "meta": meta or {},
@@ -57,7 +57,9 @@ def model_from_blob(blob: dict[str, Any], source: str, cfg: ModelConfig | None =
     fresh head for `num_classes` classes (transfer); seed first for a reproducible head.
     """
     new_head = num_classes is not None
-    cfg = cfg or ModelConfig.model_validate(blob["model"])
+    saved = ModelConfig.model_validate(blob["model"])
+    # `arch: auto` fine-tunes the network the file holds (resolved when it was built).
+    cfg = saved if cfg is None else cfg.model_copy(update={"arch": saved.arch}) if cfg.arch == "auto" else cfg
     model = build_model(cfg, tuple(blob["input_shape"]), num_classes if new_head else len(blob["class_names"]))
     load_state(model, blob["state_dict"], source, skip_prefixes=("head.",) if new_head else ())
     return model

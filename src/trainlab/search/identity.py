@@ -35,11 +35,13 @@ def study_name(params: Params) -> str:
 
 def pretrained_hash() -> str:
     """SHA-256 of models/pretrained.pt, the backbone every trial starts from."""
-    from trainlab.data.prepared import sha256_file
+    from trainlab.io import sha256_file
+    from trainlab.models import check_recorded
 
     if not paths.PRETRAINED.is_file():
         raise CheckpointError(f"{paths.PRETRAINED}: not found; run the stage that writes it first "
                               "(dvc repro pretrain)")
+    check_recorded(paths.PRETRAINED)   # before any trial: the file pretrain wrote, not one copied over it
     return sha256_file(paths.PRETRAINED)
 
 

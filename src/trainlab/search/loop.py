@@ -4,7 +4,8 @@
         trial = study.ask()                  # a queued trial, else a fresh one
         slot = claim_slot(study, trial)      # past the budget (a racing worker): stop
         propose(seed, slot, history) -> the values a fresh trial suggests
-        fine-tune; tell COMPLETE / PRUNED / FAIL (diverged); Ctrl-C: re-queue, tell FAIL
+        fine-tune; tell COMPLETE / PRUNED / FAIL (diverged)
+        Ctrl-C, or a fault of the machine (full disk, ...): re-queue, tell FAIL, stop
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import optuna
 from optuna.trial import TrialState
 
 from trainlab.config import Params
-from trainlab.errors import TrainingDiverged
-from trainlab.search.study import (SURPLUS, ProposalSampler, budget_left, claim_slot, history, open_study,
-                                   propose, requeue_interrupted)
+from trainlab.errors import ResourceUnavailable, TrackingUnavailable, TrainingDiverged, UserError
+from trainlab.io import environment_fault
+from trainlab.search.study import (SURPLUS, ProposalSampler, budget_left, claim_slot, history, lose_trial,
+                                   open_study, propose, requeue_interrupted)
 from trainlab.search.trials import run_trial
 from trainlab.processes import signals_held
 
@@ -93,6 +95,15 @@ def _run_and_tell(study: optuna.Study, trial: optuna.Trial, slot: int, objective
         requeue_interrupted(study, trial, slot)   # the rerun resumes this slot from its checkpoint
         study.tell(trial, state=TrialState.FAIL)
         raise
+    except (ResourceUnavailable, TrackingUnavailable, OSError) as err:
+        fault = err if isinstance(err, UserError) else environment_fault(err, err.filename or f"trial {slot}")
+        if fault is None:   # an OSError that is not the machine's fault: our bug, with its traceback
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        # Lost to the machine, not finished: re-queued like a killed trial, so the rerun runs
+        # this slot again once the fault is mended instead of counting it as failed.
+        lose_trial(study, trial, slot, str(fault))
+        raise fault from None
     except BaseException:
         study.tell(trial, state=TrialState.FAIL)
         raise

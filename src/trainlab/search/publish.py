@@ -18,10 +18,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from trainlab import paths
-from trainlab.data.prepared import sha256_file
 from trainlab.errors import CheckpointError, UserError
-from trainlab.io import staging_dir, write_json
-from trainlab.search.study import SLOT, counted_trials, host_lock, killed_numbers
+from trainlab.io import sha256_file, staging_dir, write_json
+from trainlab.processes import host_lock
+from trainlab.search.study import SLOT, counted_trials, killed_numbers, lost_slots
 from trainlab.search.summary import write_best_params, write_plots
 from trainlab.search.trials import MODEL_SHA256
 
@@ -32,6 +32,7 @@ class Published:
     members: list[dict]
     metrics: dict[str, float]
     files: list[Path]   # for people: best_params.yaml and the study plots
+    lost: dict[int, str]   # slots lost to a fault of the machine and not run again: slot -> fault
 
 
 def publishing() -> ContextManager[None]:
@@ -52,7 +53,16 @@ def publish_study(study: optuna.Study, top_k: int, metric: str) -> Published:
     write_json(reports / "metrics.json", metrics)
     write_best_params(best[0], study.study_name, reports / "best_params.yaml")
     plots = write_plots(study, artifacts)
-    return Published(best, members, metrics, [reports / "best_params.yaml", *plots])
+    return Published(best, members, metrics, [reports / "best_params.yaml", *plots], lost_slots(study))
+
+
+def lost_line(lost: dict[int, str], n_trials: int) -> str | None:
+    """The one line a study published with trials lost to the machine says, or None."""
+    if not lost:
+        return None
+    slots = ", ".join(map(str, sorted(lost)))
+    return (f"search: published without {len(lost)} of {n_trials} trials, lost to a fault of the machine and not "
+            f"run again (slot {slots}: {lost[min(lost)]}); `trainlab search` runs them")
 
 
 def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:

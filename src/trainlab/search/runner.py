@@ -9,9 +9,12 @@ import optuna
 
 from trainlab import paths
 from trainlab.config import Params
+from trainlab.data import task_info
+from trainlab.errors import ParamsError
 from trainlab.search.loop import work
 from trainlab.search.space import check_space
-from trainlab.search.study import host_lock, open_study, queue_grid, recover_killed
+from trainlab.processes import host_lock
+from trainlab.search.study import open_study, queue_grid, recover_killed
 from trainlab.search.summary import import_plotting
 from trainlab.search.workers import run_workers
 
@@ -19,6 +22,9 @@ from trainlab.search.workers import run_workers
 def prepare_study(params: Params, study_name: str) -> optuna.Study:
     """Check the space, open the study, re-queue killed trials, enqueue the grid."""
     check_space(params)
+    if params.search.metric == "val/acc" and task_info(paths.PREPARED, "target").regression:
+        raise ParamsError("search.metric: val/acc needs class labels, but the target is a number to predict "
+                          "(regression); use val/loss (the mean squared error)")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     study = open_study(params, study_name)

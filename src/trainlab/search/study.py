@@ -11,27 +11,27 @@ add_trials and a user-defined sampler.
 
 from __future__ import annotations
 
-import fcntl
 import itertools
 import os
 import re
 import socket
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from trainlab import paths
 from trainlab.config import Params
+from trainlab.errors import ResourceUnavailable
 from trainlab.processes import pid_alive
 from trainlab.search.space import grid, suggest
 
 # Trial user attributes: the slot; the process running it; set on a re-queued trial, the
 # number of the killed trial it replaces; set on a trial Ctrl-C stopped; a trial asked
-# for after the budget was spent (by a racing worker), which never runs.
+# for after the budget was spent (by a racing worker), which never runs; set on a trial a
+# fault of the machine stopped (a full disk, ...), the fault.
 SLOT, HOST, PID, RETRY_OF, KILLED, SURPLUS = "slot", "host", "pid", "retry_of", "killed", "surplus"
+LOST = "lost_to"
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -42,11 +42,20 @@ def storage_url(params: Params) -> str | optuna.storages.BaseStorage:
     paths.SEARCH_STORAGE.parent.mkdir(parents=True, exist_ok=True)
     from optuna.storages.journal import JournalFileBackend
 
+    from trainlab.search.journal import repair_journal
+
+    repair_journal(paths.SEARCH_STORAGE)   # before anything appends: a torn last record is cut off
     # An absolute path: Optuna's lock is a symlink to the journal, and a process killed while
     # holding it leaves it behind. Optuna frees such a lock after its grace period (30 s) by
     # stat()ing the link's target, which a relative target (resolved from the link's own
     # folder) never reaches: the next search would wait on it forever.
-    return optuna.storages.JournalStorage(JournalFileBackend(str(paths.SEARCH_STORAGE.resolve())))
+    try:
+        return optuna.storages.JournalStorage(JournalFileBackend(str(paths.SEARCH_STORAGE.resolve())))
+    except (KeyError, ValueError, TypeError, AssertionError, AttributeError, IndexError) as err:
+        # Every line is a record, but Optuna cannot replay them: edited, not torn.
+        raise ResourceUnavailable(f"{paths.SEARCH_STORAGE}: Optuna cannot replay it ({type(err).__name__}: "
+                                  f"{str(err)[:120]}); a record in it was changed, not torn: restore the file, "
+                                  f"or move it away to start every study in it afresh") from None
 
 
 def storage_label(params: Params) -> str:
@@ -79,9 +88,10 @@ def direction(params: Params) -> str:
 
 def make_pruner(params: Params) -> optuna.pruners.BasePruner:
     if params.search.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3)
+        # Steps are epochs counted from 1 (trials.PruningHook): no pruning before epoch 4.
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=4)
     if params.search.pruner == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=3, reduction_factor=3)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=4, reduction_factor=3)
     return optuna.pruners.NopPruner()
 
 
@@ -225,13 +235,27 @@ def requeue_interrupted(study: optuna.Study, trial: optuna.Trial, slot: int) -> 
     study.enqueue_trial(trial.params, user_attrs={SLOT: slot, RETRY_OF: trial.number})
 
 
-@contextmanager
-def host_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock between the processes of this host (flock; released if the holder dies)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def lose_trial(study: optuna.Study, trial: optuna.Trial, slot: int, fault: str) -> None:
+    """A trial a fault of the machine stopped: re-queued with its slot and told FAIL, like a
+    killed one, so it never counts as finished and the rerun runs its slot again.
+
+    On a full disk the storage may refuse these writes too (the journal's OSError, an RDB's
+    "disk is full"); the trial then stays RUNNING with a dead pid, the next search
+    re-queues it (recover_killed), and the fault itself is what the stage reports.
+    """
+    try:
+        trial.set_user_attr(LOST, fault[:500])
+        study.enqueue_trial(trial.params, user_attrs={SLOT: slot, RETRY_OF: trial.number})
+        study.tell(trial, state=TrialState.FAIL)
+    except Exception:   # noqa: BLE001 - see above: recovered by the next search
+        pass
+
+
+def lost_slots(study: optuna.Study) -> dict[int, str]:
+    """Slots lost to a fault of the machine that no finished trial filled since (the search
+    timed out first, say): slot -> the fault."""
+    done = {int(t.user_attrs[SLOT]) for t in counted_trials(study)}
+    return {int(t.user_attrs[SLOT]): str(t.user_attrs[LOST]) for t in study.get_trials(deepcopy=False)
+            if LOST in t.user_attrs and SLOT in t.user_attrs and int(t.user_attrs[SLOT]) not in done}
+
+

@@ -9,11 +9,12 @@ import optuna
 
 from trainlab import paths
 from trainlab.config import Params, with_overrides
-from trainlab.data.prepared import sha256_file
+from trainlab.io import sha256_file
 from trainlab.engine import Hook, LoopState
 from trainlab.errors import TrainingDiverged
 from trainlab.models import save_model
-from trainlab.outputs import publish_divergence, served_spec
+from trainlab.outputs import publish_divergence
+from trainlab.serving import served_spec
 from trainlab.learning_curves import summary_metrics
 from trainlab.search.space import suggest
 from trainlab.selection import model_meta
@@ -24,6 +25,8 @@ from trainlab.transfer import finetune
 # Trial user attribute: SHA-256 of the model file the trial wrote. Publishing checks it,
 # so only a file this very trial of this study wrote can become a top-k model.
 MODEL_SHA256 = "model_sha256"
+# Trial user attribute: the trial's MLflow run, to go from the study to its curves and files.
+MLFLOW_RUN_ID = "mlflow_run_id"
 
 
 class PruningHook(Hook):
@@ -33,7 +36,8 @@ class PruningHook(Hook):
         self.trial, self.metric = trial, metric
 
     def on_epoch_end(self, state: LoopState, metrics: dict[str, float]) -> None:
-        self.trial.report(metrics[self.metric], state.epoch)
+        # Step = epoch counted from 1, as MLflow's epoch axis and DVC's curves count it.
+        self.trial.report(metrics[self.metric], state.epoch + 1)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {state.epoch + 1} ({self.metric}={metrics[self.metric]:.4f})")
 
@@ -65,6 +69,7 @@ def run_trial(trial: optuna.Trial, slot: int, study_name: str, params: Params, p
     with StageRun("search", config, parent_run_id=parent_run_id, run_name=trial_run_name(slot, trial.params),
                   extra_tags={"optuna.slot": str(slot), "optuna.trial_number": str(trial.number),
                               "optuna.study_name": study_name}) as run:
+        trial.set_user_attr(MLFLOW_RUN_ID, run.run_id)
         try:
             trained = finetune(config, paths.PRETRAINED, resume_name=resume_name, label=f"trial {slot}",
                                hooks=run.training_hooks(), pruning=PruningHook(trial, params.search.metric))
@@ -73,22 +78,24 @@ def run_trial(trial: optuna.Trial, slot: int, study_name: str, params: Params, p
             raise
         except optuna.TrialPruned as err:
             pruned = err
-            run.mark_pruned(str(err))   # KILLED, named "... [pruned]": MLflow has no PRUNED status
+            run.mark_pruned(str(err))   # named "... [pruned]": MLflow has no PRUNED status
             paths.resume_checkpoint(resume_name).unlink(missing_ok=True)
         else:
             metrics = summary_metrics(trained.result)
             if trained.result.resumed_from_step:   # this run starts mid-way: the curves before the kill
                 run.backfill(trained.curves)
-            run.log_metrics({f"final/{k}": v for k, v in metrics.items()}, step=len(trained.result.history))
+            run.log_scores(metrics, step=len(trained.result.history))
             run.set_tags({"optuna.state": "COMPLETE"})
             model_path = paths.search_trial_model(study_name, slot)
             selection = model_meta(trained.heldout, config.selection.calibrate)
             save_model(model_path, trained.model, config.model, trained.info.input_shape, trained.info.class_names,
                        meta={"study": study_name, "slot": slot, "trial": trial.number, "params": trial.params,
-                             "val/acc": metrics["val/acc"], "val/loss": metrics["val/loss"], **selection})
+                             "val/loss": metrics["val/loss"], **({"val/acc": metrics["val/acc"]}
+                                                                 if "val/acc" in metrics else {}), **selection})
             trial.set_user_attr(MODEL_SHA256, sha256_file(model_path))
             if config.tracking.log_models and config.tracking.log_trial_models:
-                run.log_model(served_spec(trained.model, trained.info, "target", selection.get("temperature", 1.0)),
+                run.log_model(served_spec(trained.model, trained.info, "target", selection.get("temperature", 1.0),
+                                          heldout=trained.heldout, level=config.selection.interval),
                               f"trial-{slot:03d}")
             elif config.tracking.log_models:
                 # The file only, by default: an MLflow model costs every trial a pickled copy,
@@ -99,6 +106,6 @@ def run_trial(trial: optuna.Trial, slot: int, study_name: str, params: Params, p
         print(f"trial {slot}: {pruned}", file=sys.stderr)
         raise pruned
     value = metrics[params.search.metric]
-    print(f"trial {slot}: {params.search.metric}={value:.4f} val/acc={metrics['val/acc']:.4f} "
-          f"params={trial.params}", file=sys.stderr)
+    accuracy = f" val/acc={metrics['val/acc']:.4f}" if "val/acc" in metrics else ""
+    print(f"trial {slot}: {params.search.metric}={value:.4f}{accuracy} params={trial.params}", file=sys.stderr)
     return value

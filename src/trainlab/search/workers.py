@@ -14,12 +14,13 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import signal
+import sys
 import threading
 from multiprocessing.connection import Connection
 from typing import Callable
 
 from trainlab.config import Params
-from trainlab.errors import UserError
+from trainlab.errors import ResourceUnavailable, UserError
 
 # Everything a worker's first trial imports (trainlab.tracking imports MLflow lazily), the
 # lazy imports included: torch._dynamo (the optimizer's constructor imports it, 1.2 s) and
@@ -78,6 +79,10 @@ def run_workers(params: Params, study_name: str, parent_run_id: str | None, work
     if helper is not None:
         helper.join()
     failed = [p.exitcode for p in procs if p.exitcode]
+    if ResourceUnavailable.exit_code in failed:   # a fault of the machine: its trials are re-queued
+        raise ResourceUnavailable(f"search: {failed.count(ResourceUnavailable.exit_code)} worker(s) stopped by a "
+                                  f"fault of the machine (see their messages above); their trials run again "
+                                  f"when the search is rerun")
     if failed:
         raise UserError(f"search: {len(failed)} worker(s) failed (exit codes {failed}); see their messages above")
 
@@ -116,4 +121,5 @@ def _worker_main(params: Params, study_name: str, parent_run_id: str | None, thr
     try:
         work(params, study_name, parent_run_id, threads)
     except UserError as err:
-        raise SystemExit(f"search worker: {err}") from None
+        print(f"search worker: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(err.exit_code) from None

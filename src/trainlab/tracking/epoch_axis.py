@@ -2,7 +2,7 @@
 
 The engine counts epochs from 0 and calls its per-step train loss `train/loss` and its
 per-epoch one `epoch/train_loss`. In MLflow that gave epoch charts 0..11 beside DVC's
-and curves.png's 1..12 (and `final/best_epoch` = 12 off the chart), and a `train/loss`
+and curves.png's 1..12 (and `final.best_epoch` = 12 off the chart), and a `train/loss`
 per optimizer step that no chart could overlay with the per-epoch `val/loss`. So, at
 the door to MLflow only:
 

@@ -12,15 +12,28 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+from trainlab.tracking.served_model import RegressionOutput
 
 if TYPE_CHECKING:
     import torch
     from mlflow.models import ModelInfo, ModelSignature
 
     from trainlab.tracking.model_card import Champion
+
+
+class Inputs(Protocol):
+    """Raw rows -> the model's input batch (trainlab.data.served_inputs.ServedInputs)."""
+
+    input_shape: tuple[int, ...]
+    columns: list[tuple[str, str]] | None   # a table's raw columns and types ("double" | "string" | "any")
+    artifacts: dict[str, str]               # files the served model loads in load_context
+
+    def __call__(self, rows: Any) -> np.ndarray: ...
 
 EXAMPLE_ROWS = 2   # rows of the input example stored with each model
 
@@ -30,21 +43,49 @@ class ModelSpec:
     """What a stage hands to tracking to log one trained model."""
 
     module: "torch.nn.Module"
-    input_shape: tuple[int, ...]
+    inputs: Inputs
     columns: list[str]               # class names; a pretext model's output names
-    example: np.ndarray              # a few input rows, as the prepared data holds them
+    example: Any                     # a few raw input rows (a table's as a DataFrame)
     temperature: float = 1.0         # its calibration: probabilities are softmax(output / T)
     probabilities: bool = True       # False for a pretext model: raw outputs, no softmax
+    regression: RegressionOutput | None = None   # a regression: unit and interval of its outputs
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.inputs.input_shape
 
 
 def signature(spec: ModelSpec) -> "ModelSignature":
-    """Unnamed `double` input columns (one per input value) -> one `double` column per class."""
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, Schema
+    """Inputs: a table's named raw columns, or one unnamed column per input value (series,
+    images). Outputs: one `double` column per class, or prediction/lower/upper for a regression.
 
-    width = int(np.prod(spec.input_shape))
-    return ModelSignature(inputs=Schema([ColSpec("double") for _ in range(width)]),
-                          outputs=Schema([ColSpec("double", str(name)) for name in spec.columns]))
+    Numeric columns are declared `Any`, not `double`: MLflow's schema check refuses int64
+    as `double` (an int64 array, a list of Python ints, a JSON row of integers: "Can not
+    safely convert int64 to float64"; ints of at most 32 bits and 0/1 columns pass), and a
+    null as `long`, and a number may come as either. The served model converts what it gets
+    to float32 itself and refuses what is not a number in one line (data.served_inputs).
+    The column count still says how many values a row has; the model's metadata
+    (`input_shape`, `input`) says the rest. Every table column is optional: a missing one is
+    a missing value, which the fitted preprocessing imputes."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    if spec.inputs.columns:
+        inputs = Schema([ColSpec("string" if kind == "string" else AnyType(), name, required=False)
+                         for name, kind in spec.inputs.columns])
+    else:
+        inputs = Schema([ColSpec(AnyType()) for _ in range(int(np.prod(spec.input_shape)))])
+    names = ["prediction", "lower", "upper"] if spec.regression else spec.columns
+    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", str(name)) for name in names]))
+
+
+def input_metadata(spec: ModelSpec) -> dict[str, Any]:
+    """What the signature's `Any` columns cannot say (the MLmodel file's `metadata`)."""
+    if spec.inputs.columns:
+        return {"input": "a table of the raw columns (DataFrame or JSON records); numbers as ints or floats"}
+    return {"input_shape": list(spec.input_shape),
+            "input": f"rows of {int(np.prod(spec.input_shape))} numbers (ints or floats): each sample of shape "
+                     f"{list(spec.input_shape)} flattened"}
 
 
 def requirements() -> list[str]:
@@ -71,8 +112,10 @@ def log_model(run_id: str, spec: ModelSpec, name: str = "model",
     # Its check of the input example downloads the model again, with a progress bar on stderr.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     module = _cpu_copy(spec.module)
-    served = ServedModel(module, spec.input_shape, spec.columns, spec.temperature, spec.probabilities)
-    example = np.asarray(spec.example[:EXAMPLE_ROWS], dtype=np.float32).reshape(-1, int(np.prod(spec.input_shape)))
+    served = ServedModel(module, spec.inputs, spec.columns, spec.temperature, spec.probabilities, spec.regression)
+    example = spec.example[:EXAMPLE_ROWS]
+    if not spec.inputs.columns:
+        example = np.asarray(example, dtype=np.float32).reshape(-1, int(np.prod(spec.input_shape)))
     # MLflow warns that a Python object is saved with CloudPickle, on every log. The object
     # is our own module, loaded by its owners (as mlflow.pytorch pickles one); the DVC
     # file beside it loads without pickle. The warning would only bury the stage's output.
@@ -82,25 +125,39 @@ def log_model(run_id: str, spec: ModelSpec, name: str = "model",
     try:
         return Model.log(None, name=name, flavor=mlflow.pyfunc, run_id=run_id, python_model=served,
                          signature=signature(spec), input_example=example, pip_requirements=requirements(),
-                         registered_model_name=registered_model_name)
+                         metadata=input_metadata(spec),
+                         artifacts=spec.inputs.artifacts or None, registered_model_name=registered_model_name)
     finally:
         pyfunc_log.setLevel(level)
 
 
-def register(client, run_id: str, spec: ModelSpec, name: str, alias: str, champion: "Champion") -> tuple[str, str]:
-    """Log and register `spec`, describe the version (card, tags), point `alias` at it.
-    Returns (version, model card)."""
+@dataclass(frozen=True)
+class Registered:
+    """A registered version and the alias it got (`alias`, or `challenger`: see tracking.promotion)."""
+
+    version: str
+    alias: str
+    why: str          # one line: why it took the alias, or why not
+    card: str         # its description, the model card
+
+
+def register(client, run_id: str, spec: ModelSpec, name: str, alias: str, champion: "Champion",
+             promote: str = "auto", uri: str = "", root: Path | None = None) -> Registered:
+    """Log and register `spec` as a new version, describe it (tags), then let the promotion
+    rule decide whether it takes `alias` or `challenger` (trainlab.tracking.promotion)."""
     from trainlab.tracking.model_card import model_card, version_tags
+    from trainlab.tracking.promotion import CHALLENGER, settle
 
     run_tags = client.get_run(run_id).data.tags
     info = log_model(run_id, spec, name, registered_model_name=name)
     version = str(info.registered_model_version)
-    card = model_card(champion, run_id, run_tags, name, alias)
-    client.update_model_version(name, version, description=card)
     for key, value in version_tags(champion, run_tags).items():
         client.set_model_version_tag(name, version, key, value)
-    client.set_registered_model_alias(name, alias, version)
-    return version, card
+    decision = settle(client, uri or client.tracking_uri, root or Path.cwd(), name, version, alias, promote)
+    got = alias if decision.promote else CHALLENGER
+    card = model_card(champion, run_id, run_tags, name, got, version, decision.why)
+    client.update_model_version(name, version, description=card)
+    return Registered(version, got, decision.why, card)
 
 
 def _cpu_copy(module: "torch.nn.Module") -> "torch.nn.Module":

@@ -1,4 +1,5 @@
-"""MLflow's own lineage fields, which its UI shows: Source, "Created by", Dataset, system metrics.
+"""MLflow's own lineage fields, which its UI shows: Source, "Created by", Dataset, system metrics;
+and how runs and scores are named there (run names, `final.*`).
 
 The run table's Source, User and Dataset columns read the reserved `mlflow.source.*` and
 `mlflow.user` tags and the run's dataset inputs, which `MlflowClient.create_run` fills in
@@ -15,8 +16,28 @@ import json
 import logging
 import re
 from pathlib import Path
+from typing import Mapping
 
 from trainlab import paths
+
+# The run's own name, without what the run table adds to a top-level run's (display_name):
+# the stage, or a nested run's name. `trainlab rerun` finds a rerun's run by it.
+RUN_LABEL_TAG = "trainlab.run_label"
+
+
+def summary_key(key: str) -> str:
+    """`val/acc` -> `final.val.acc`: a score of the finished training (StageRun.log_scores)."""
+    return "final." + key.replace("/", ".")
+
+
+def display_name(label: str, tags: Mapping[str, str], nested: bool) -> str:
+    """The run table's name: a nested run's own; a top-level run's stage and the DVC experiment
+    (`finetune · shock-wool`), else the id its whole `dvc repro` shares (`finetune · 3f2a9c1b0d4e`,
+    filter: tags.trainlab.pipeline_run = '3f2a9c1b0d4e'), so two experiments' runs differ."""
+    if nested:
+        return label
+    return f"{label} · {tags.get('dvc.exp_name') or tags.get('trainlab.pipeline_run', '?')}"
+
 
 # Which prepared splits each stage reads (task, split); prepare writes them, reads none.
 STAGE_READS = {

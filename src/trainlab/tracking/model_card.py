@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from typing import Mapping
 
 # Test metrics shown on the card and tagged, in this order, when the scores have them.
-KEY_METRICS = ("acc", "loss", "ece", "ece_uncalibrated", "f1_macro")
+KEY_METRICS = ("acc", "loss", "ece", "ece_uncalibrated", "f1_macro", "rmse", "mae", "r2", "coverage",
+               "interval_width")
 # The registering run's tags copied to the version (with every input.<file>.sha256).
-LINEAGE_TAGS = ("git.commit", "git.dirty", "trainlab.params_hash", "trainlab.pipeline_run")
+# dvc.exp_name: the DVC experiment that made it (under `dvc exp run`), shown in the registry's version list.
+LINEAGE_TAGS = ("git.commit", "git.dirty", "trainlab.params_hash", "trainlab.pipeline_run", "dvc.exp_name")
 
 
 @dataclass(frozen=True)
@@ -32,33 +34,49 @@ class Champion:
 
 
 def version_tags(champion: Champion, run_tags: Mapping[str, str]) -> dict[str, str]:
-    """Registry tags: model, classes, key test metrics, commit, params hash, data hashes."""
-    tags = {"trainlab.model": champion.model, "class_names": json.dumps(champion.class_names),
+    """Registry tags: model, classes, held-out and key test metrics, commit, experiment, params hash,
+    data hashes (and their digest, which tells whether two versions were held out on the same data)."""
+    from trainlab.tracking.promotion import HELDOUT_DATA_TAG, heldout_data_digest
+
+    # Which experiment made it first: the registry's version list shows the tags in this order.
+    tags = {key: run_tags[key] for key in ("dvc.exp_name",) if key in run_tags}
+    tags |= {"trainlab.model": champion.model, "class_names": json.dumps(champion.class_names),
             "num_classes": str(len(champion.class_names)),
             "temperature": f"{champion.test.get('temperature', 1.0):.6g}",
             "heldout_loss": f"{champion.heldout_loss:.6g}", "selected_on": champion.heldout}
     tags.update({f"test.{k}": f"{champion.test[k]:.6g}" for k in KEY_METRICS if k in champion.test})
     tags.update({key: value for key, value in run_tags.items()
                  if key in LINEAGE_TAGS or key.startswith("input.")})
+    tags[HELDOUT_DATA_TAG] = heldout_data_digest(run_tags)
     return tags
 
 
-def model_card(champion: Champion, run_id: str, run_tags: Mapping[str, str], name: str, alias: str) -> str:
-    """A short Markdown card: model, data, metrics, lineage, how to reproduce and use it."""
+def model_card(champion: Champion, run_id: str, run_tags: Mapping[str, str], name: str, alias: str,
+               version: str | None = None, why: str = "") -> str:
+    """A short Markdown card: model, data, metrics, lineage, how to reproduce and use it.
+    `alias` is the one the version got when registered (`why`: the promotion rule's line)."""
     commit = run_tags.get("git.commit", "unknown")
     dirty = " (with uncommitted changes: reproduce from a clean commit)" if run_tags.get("git.dirty") == "true" else ""
     data = [f"- `{key[len('input.'):-len('.sha256')]}`: sha256 `{value}`"
             for key, value in sorted(run_tags.items()) if key.startswith("input.") and key.endswith(".sha256")]
     metrics = " | ".join(f"{champion.test[k]:.4f}" for k in KEY_METRICS if k in champion.test)
     header = " | ".join(k for k in KEY_METRICS if k in champion.test)
-    classes = ", ".join(champion.class_names)
+    regression = "r2" in champion.test
+    if regression:
+        what = (f"Regression of `{champion.class_names[0]}`, with a "
+                f"{champion.test.get('interval_level', 0.9):.0%} conformal prediction interval")
+    else:
+        what = (f"Classifier of {len(champion.class_names)} classes ({', '.join(champion.class_names)}), "
+                f"temperature-scaled (T = {champion.test.get('temperature', 1.0):.4g})")
+    returns = ("a DataFrame of `prediction`, `lower` and `upper` (the interval) in the target's unit"
+               if regression else "a DataFrame of class probabilities, one column per class name")
     return "\n".join([
-        f"# {name}@{alias}: {champion.model}",
+        # The version, not the alias: an alias moves on, the description stays.
+        f"# {name} v{version}: {champion.model}" if version else f"# {name}@{alias}: {champion.model}",
         "",
-        f"Classifier of {len(champion.class_names)} classes ({classes}), "
-        f"temperature-scaled (T = {champion.test.get('temperature', 1.0):.4g}). "
-        f"Chosen by evaluate as the lowest calibrated held-out loss ({champion.heldout_loss:.4f}, "
+        f"{what}. Chosen by evaluate as the lowest calibrated held-out loss ({champion.heldout_loss:.4f}, "
         f"{champion.heldout}); the test split was read only to score it.",
+        *([f"Registered as version {version} with alias `{alias}`: {why}."] if version else []),
         "",
         "## Data (prepared files, content hashes)",
         *(data or ["- (no data hashes recorded)"]),
@@ -70,6 +88,7 @@ def model_card(champion: Champion, run_id: str, run_tags: Mapping[str, str], nam
         "",
         "## Lineage",
         f"- git commit `{commit}`{dirty}",
+        *([f"- DVC experiment `{run_tags['dvc.exp_name']}`"] if run_tags.get("dvc.exp_name") else []),
         f"- MLflow run `{run_id}` (stage evaluate), params hash `{run_tags.get('trainlab.params_hash', '?')}`",
         "",
         "## Reproduce",
@@ -78,8 +97,8 @@ def model_card(champion: Champion, run_id: str, run_tags: Mapping[str, str], nam
         f"- or `git checkout {commit} && dvc pull && dvc repro`",
         "",
         "## Use",
-        f"`mlflow.pyfunc.load_model(\"models:/{name}@{alias}\").predict(rows)` returns a DataFrame of class "
-        "probabilities, one column per class name; `rows` is a DataFrame, NumPy array or list of "
-        "input rows (float32, float64 or ints).",
+        f"`mlflow.pyfunc.load_model(\"models:/{name}@{alias}\").predict(rows)` returns {returns}; "
+        "`rows` is a DataFrame of the raw columns (a table: strings for categories, missing cells "
+        "allowed), or a DataFrame, NumPy array or list of input rows (series, images).",
         "",
     ])

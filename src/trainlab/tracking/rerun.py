@@ -31,6 +31,7 @@ import yaml
 from trainlab import paths
 from trainlab.errors import UserError
 from trainlab.tracking.history import get_run
+from trainlab.tracking.mlflow_fields import RUN_LABEL_TAG
 from trainlab.tracking.run import RERUN_ENV
 
 RESOLVED_PARAMS = "config/resolved_params.json"
@@ -48,6 +49,7 @@ class RecordedRun:
     dirty: bool
     params: dict
     metrics: dict[str, float]
+    labelled: bool = False     # run_name is its RUN_LABEL_TAG (the run table shows more)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +76,20 @@ def read_recorded(client, run_id: str) -> RecordedRun:
         raise UserError(f"run {run_id}: has no trainlab.stage tag; only trainlab stage runs can be rerun")
     if not commit or commit in {"unknown", "none"}:
         raise UserError(f"run {run_id}: recorded no git commit (git.commit={commit!r}); cannot rerun it")
-    return RecordedRun(run_id, run.info.run_name, stage, run.info.experiment_id, commit,
-                       tags.get("git.dirty") == "true", _resolved_params(client, run_id), dict(run.data.metrics))
+    if "optuna.slot" in tags:
+        # Its seed and values come from the study: `dvc repro search` with its params would run
+        # a new search, and end after all its trials without a run of this name to compare.
+        parent = tags.get("mlflow.parentRunId")
+        search = f"the whole search with `trainlab rerun {parent}`" if parent else "the search run it belongs to"
+        raise UserError(f"run {run_id}: is search trial {tags['optuna.slot']}, which is not rerun alone (its seed "
+                        f"and values come from the study); rerun {search}, or fine-tune with its values: "
+                        f"put them into params.yaml and run `dvc repro finetune`")
+    # A run's own name (RUN_LABEL_TAG), without the experiment a top-level run's name adds;
+    # runs recorded before that tag existed have only their name, and so have their reruns.
+    name = tags.get(RUN_LABEL_TAG, run.info.run_name)
+    return RecordedRun(run_id, name, stage, run.info.experiment_id, commit,
+                       tags.get("git.dirty") == "true", _resolved_params(client, run_id), dict(run.data.metrics),
+                       RUN_LABEL_TAG in tags)
 
 
 def _resolved_params(client, run_id: str) -> dict:
@@ -157,11 +171,12 @@ def _rerun_in_place(recorded: RecordedRun, repo: Path, env: dict[str, str]) -> N
 
 
 def find_rerun(client, recorded: RecordedRun):
-    """The newest run tagged as a rerun of `recorded` with the same run name."""
+    """The newest run tagged as a rerun of `recorded` with the same run name (label)."""
     name = recorded.run_name.replace("'", "\\'")
+    same = f"tags.`{RUN_LABEL_TAG}` = '{name}'" if recorded.labelled else f"attributes.run_name = '{name}'"
     runs = client.search_runs(
         [recorded.experiment_id],
-        filter_string=f"tags.`trainlab.rerun_of` = '{recorded.run_id}' and attributes.run_name = '{name}'",
+        filter_string=f"tags.`trainlab.rerun_of` = '{recorded.run_id}' and {same}",
         order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
         raise UserError(f"the rerun finished but logged no run named {recorded.run_name!r} "

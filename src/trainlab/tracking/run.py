@@ -20,19 +20,19 @@ from trainlab.config.sections import stage_params
 from trainlab import paths
 from trainlab.errors import TrackingUnavailable, UserError
 from trainlab.tracking.epoch_axis import EPOCH_AXIS, EPOCH_AXIS_TAG
-from trainlab.tracking.mlflow_fields import SystemMetrics, source_tags, split_datasets
+from trainlab.tracking.mlflow_fields import (RUN_LABEL_TAG, SystemMetrics, display_name, source_tags, split_datasets,
+                                             summary_key)
 from trainlab.tracking.lineage import environment_freeze, git_state, pipeline_run_id, versions
 from trainlab.tracking.store import (SpaceReserve, Uninterrupted, as_fault, mark_dead_runs_killed, reason,
                                      server_lost, sqlite_store_lock, store_faults)
 
 if TYPE_CHECKING:
-    from trainlab.tracking.logged_model import ModelSpec
+    from trainlab.tracking.logged_model import ModelSpec, Registered
     from trainlab.tracking.model_card import Champion
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"   # MLflow 3 UI: classic model-training view
 FLUSH_AT = 1000                                  # MLflow's log_batch limit per call
 RERUN_ENV = "TRAINLAB_RERUN_OF"                  # run id a `trainlab rerun` reproduces
-
 
 def resolve_uri(params: Params, root: Path | None = None) -> str:
     """params.tracking.uri, else MLFLOW_TRACKING_URI, else the project's sqlite store (store_location)."""
@@ -79,7 +79,6 @@ class StageRun:
         self._buffer: list = []
         self._logged: set[tuple[str, int]] = set()   # (key, step) already sent, for backfill
         self._system: SystemMetrics | None = None
-        self.end_status = "FINISHED"                 # KILLED for a pruned trial (mark_pruned)
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> "StageRun":
@@ -106,13 +105,16 @@ class StageRun:
         try:
             with store_faults(uri):
                 with sqlite_store_lock(uri):   # the client creates a fresh store's tables on construction
+                    if self.parent_run_id is None:
+                        self._follow_moved_project(uri)
                     self.client = Uninterrupted(MlflowClient(uri))
                     self.experiment_id = experiment_id = self._experiment_id()
                 mark_dead_runs_killed(self.client, experiment_id)
                 tags = self._tags()
                 if self.parent_run_id:
                     tags["mlflow.parentRunId"] = self.parent_run_id
-                run = self.client.create_run(experiment_id, run_name=self.run_name, tags=tags)
+                run = self.client.create_run(experiment_id, tags=tags,
+                                             run_name=display_name(self.run_name, tags, self.parent_run_id is not None))
         except BaseException:
             if self.reserve is not None:
                 self.reserve.release()
@@ -143,7 +145,7 @@ class StageRun:
         # A full disk or a damaged store mid-run: still close the run (FAILED) if the store
         # lets us, then report the fault in one line instead of SQLAlchemy's traceback.
         fault = None if isinstance(exc, UserError) else as_fault(exc, self.uri)
-        status = self.end_status
+        status = "FINISHED"
         try:
             if exc_type is not None:
                 status = "KILLED" if issubclass(exc_type, (KeyboardInterrupt, SystemExit)) else "FAILED"
@@ -173,6 +175,15 @@ class StageRun:
                                    f"{self.run_name} run ({reason(err)}); rerun the stage once it is back "
                                    f"(training resumes from its last checkpoint)")
 
+    def _follow_moved_project(self, uri: str) -> None:
+        """A project folder moved or copied with its mlflow.db: point the store at this folder's mlruns/."""
+        from trainlab.tracking.store_location import default_store_uri, relocate_moved_store
+
+        if uri == default_store_uri():
+            line = relocate_moved_store(Path(uri[len("sqlite:///"):]))
+            if line:
+                print(f"[{self.stage}] {line}", flush=True)
+
     def _experiment_id(self) -> str:
         name = self.params.tracking.experiment
         experiment = self.client.get_experiment_by_name(name)
@@ -190,6 +201,7 @@ class StageRun:
             "trainlab.stage": self.stage,
             "dvc.stage": self.stage,
             "trainlab.pipeline_run": pipeline_run_id(),
+            RUN_LABEL_TAG: self.run_name,
             "trainlab.params_hash": params_hash(self.params),
             "trainlab.pid": str(os.getpid()),
             "trainlab.host": socket.gethostname(),
@@ -261,26 +273,37 @@ class StageRun:
     def record_training(self, metrics: Mapping[str, Any], step: int, tags: Mapping[str, Any],
                         artifacts: list[tuple[Path, str | None]],
                         backfill: Mapping[str, list[tuple[int, float]]] | None = None) -> None:
-        """What a finished training wrote (see trainlab.outputs): its scores as final/*, its
+        """What a finished training wrote (see trainlab.outputs): its scores as final.*, its
         tags, its files as artifacts, and the curves from before a resume."""
         if backfill is not None:
             # The run of a resumed stage starts mid-way: give it the curves from before the kill.
             self.backfill(backfill)
         # Every MLflow metric gets a chart: the diagnosis/* flags of metrics.json would be
         # one-point charts saying what the tag trainlab.diagnosis (in `tags`) says.
-        self.log_metrics({f"final/{k}": v for k, v in metrics.items()
-                          if isinstance(v, (int, float)) and not k.startswith("diagnosis/")}, step=step)
+        self.log_scores({k: v for k, v in metrics.items()
+                         if isinstance(v, (int, float)) and not k.startswith("diagnosis/")}, step=step)
         self.set_tags(tags)
         for path, folder in artifacts:
             self.log_artifact(path, folder)
 
+    def log_scores(self, scores: Mapping[str, float], step: int) -> None:
+        """A finished training's scores (its metrics.json) as `final.<key>`, slashes made dots.
+
+        They stay metrics: the run table's columns, MLflow's run comparison and `trainlab rerun`
+        read them, and the run's Overview lists them with their values. But MLflow's chart tab
+        files a metric under the part of its key before the last `/` and orders those sections
+        alphabetically, so `final/val/acc` & co. opened it on ~20 one-point charts before the
+        train/ and val/ curves. Without a `/` they fall into MLflow's own section, listed after
+        every named one."""
+        self.log_metrics({summary_key(k): v for k, v in scores.items()}, step=step)
+
     def mark_pruned(self, why: str) -> None:
-        """End as a pruned trial: MLflow has no PRUNED status, so KILLED (stopped before its last
-        epoch, on purpose), a name that says so, and the tags optuna.state / optuna.pruned."""
+        """End as a pruned trial: MLflow has no PRUNED status. FINISHED (the pruner stopped it on
+        purpose: KILLED and FAILED share the red icon of a crash), a name that says so, and the
+        tags optuna.state / optuna.pruned."""
         self.run_name = f"{self.run_name} [pruned]"
         self.client.update_run(self.run_id, name=self.run_name)
         self.set_tags({"optuna.state": "PRUNED", "optuna.pruned": why})
-        self.end_status = "KILLED"
 
     def link(self) -> str:
         """Where to see this run: its UI URL, or for a local store the `mlflow ui` command too."""
@@ -318,15 +341,20 @@ class StageRun:
 
         return log_model(self.run_id, spec, name).model_uri
 
-    def register_model(self, spec: "ModelSpec", name: str, alias: str, champion: "Champion") -> str:
-        """Log `spec`, register it as `name` with `alias`, and describe the version: the model
-        card as its description and `model_card.md`, tags with classes, metrics and lineage."""
+    def register_model(self, spec: "ModelSpec", name: str, alias: str, champion: "Champion",
+                       promote: str = "auto") -> "Registered":
+        """Log `spec` and register it as a new version of `name`, described by the model card
+        (its description and `model_card.md`) and tags with classes, metrics and lineage; it
+        takes `alias` only by the promotion rule (tracking/promotion.py), else `challenger`."""
         from trainlab.tracking.logged_model import register
+        from trainlab.tracking.store_location import project_root
 
-        version, card = register(self.client, self.run_id, spec, name, alias, champion)
-        self.log_text(card, "model_card.md")
-        self.set_tags({"registry.model": name, "registry.version": version, "registry.alias": alias})
-        return version
+        registered = register(self.client, self.run_id, spec, name, alias, champion, promote, self.uri,
+                              project_root())
+        self.log_text(registered.card, "model_card.md")
+        self.set_tags({"registry.model": name, "registry.version": registered.version,
+                       "registry.alias": registered.alias})
+        return registered
 
     def training_hooks(self) -> list:
         """Engine hooks that stream a fit() into this run."""
@@ -368,6 +396,7 @@ class NullRun:
 
     log_metrics = log_metric_rows = flush = set_tags = log_artifact = log_text = log_dict = log_figure = _ignore
     record_training = record_diagnosis = log_standard_artifacts = mark_pruned = link = log_model = _ignore
+    log_scores = _ignore
 
     def backfill(self, curves) -> int:
         return 0

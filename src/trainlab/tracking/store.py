@@ -21,6 +21,10 @@ from trainlab.errors import ResourceUnavailable
 from trainlab.processes import pid_alive, signals_held
 
 DRIVER_HINT = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient"}
+# SQLAlchemy drivers of each database, as named in a URL (scheme+driver://) and as imported.
+DRIVERS = {"postgresql": [("psycopg2", "psycopg2"), ("psycopg", "psycopg"), ("pg8000", "pg8000")],
+           "mysql": [("pymysql", "pymysql"), ("mysqldb", "MySQLdb"), ("mysqlconnector", "mysql.connector")],
+           "mssql": [("pymssql", "pymssql"), ("pyodbc", "pyodbc")]}
 DAMAGED = ("file is not a database", "malformed")
 
 
@@ -93,9 +97,10 @@ def as_fault(err: BaseException | None, uri: str, opening: bool = False) -> Reso
 
     if isinstance(err, ImportError) and opening:
         package = err.name or "its database driver"
+        other = installed_driver(uri, package)
         return ResourceUnavailable(f"tracking store {shown(uri)}: the Python package {package!r} this URL needs is "
-                                   f"not installed (pip install {DRIVER_HINT.get(package, package)}), or name an "
-                                   f"installed driver, e.g. postgresql+psycopg2://...")
+                                   f"not installed (pip install {DRIVER_HINT.get(package, package)})"
+                                   + (f", or name an installed driver: {other}://..." if other else ""))
     if isinstance(err, OSError) and (opening or err.errno in ENVIRONMENT_ERRNOS):
         where = err.filename or shown(uri)
         if isinstance(err, (FileExistsError, NotADirectoryError)):
@@ -109,6 +114,20 @@ def as_fault(err: BaseException | None, uri: str, opening: bool = False) -> Reso
     if any(word in reason for word in DAMAGED):
         reason += " (the file is damaged or was overwritten: move it away to start a new store, or restore it)"
     return ResourceUnavailable(f"tracking store {shown(uri)}: {reason}")
+
+
+def installed_driver(uri: str, missing: str) -> str | None:
+    """`scheme+driver` for a driver of the URL's own database that is installed here, if any."""
+    import importlib.util
+
+    scheme = uri.split(":", 1)[0].split("+", 1)[0]
+    for name, module in DRIVERS.get(scheme, []):
+        try:
+            if module != missing and importlib.util.find_spec(module) is not None:
+                return f"{scheme}+{name}"
+        except ImportError:   # mysql.connector: its parent package is missing
+            continue
+    return None
 
 
 def database_error(err: BaseException | None) -> str | None:

@@ -47,3 +47,64 @@ def _dvc_root_above(path: Path) -> Path | None:
         if (folder / ".dvc").is_dir():
             return folder
     return None
+
+
+# Where a local sqlite store keeps absolute paths of the files next to it (MLflow 3.x schema).
+PATH_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                ("logged_models", "artifact_location"), ("model_versions", "storage_location"),
+                ("model_versions", "source"))
+
+
+def relocate_moved_store(db: Path) -> str | None:
+    """Point a moved or copied project's store at its own `mlruns/`; returns the line to print, or None.
+
+    MLflow's sqlite store records absolute paths: every experiment's artifact location, and
+    under it every run's and model's. A project folder that was renamed, moved or copied kept
+    reading and writing run files and models in the original folder (or failed where it is
+    gone). When the store's experiments keep their files in `<other folder>/mlruns` instead
+    of the `mlruns/` beside it, those paths are rewritten to this folder's. Call it with the
+    store's open lock held (store.sqlite_store_lock): two stages must not rewrite at once.
+    """
+    import sqlite3
+    from contextlib import closing
+
+    if not db.is_file() or db.stat().st_size == 0:
+        return None
+    here = db.resolve().parent / "mlruns"
+    try:
+        with closing(sqlite3.connect(db, timeout=30)) as con, con:   # committed, then closed
+            locations = [row[0] for row in con.execute("SELECT artifact_location FROM experiments")]
+            old_roots = sorted({str(root) for root in map(_mlruns_root, locations) if root and root != here})
+            for old in old_roots:
+                for table, column in PATH_COLUMNS:
+                    for before, after in ((old, str(here)), (f"file://{old}", f"file://{here}")):
+                        _replace_prefix(con, table, column, before, after)
+    except sqlite3.DatabaseError:   # not (yet) an MLflow store, or damaged: opening it reports that
+        return None
+    if not old_roots:
+        return None
+    kept = "" if here.is_dir() else f" (copy {old_roots[0]} here to keep the files of the runs before)"
+    return (f"tracking store {db} was made in {Path(old_roots[0]).parent}: its runs and models now read "
+            f"and write their files in {here}{kept}")
+
+
+def _mlruns_root(location: str | None) -> Path | None:
+    """`<folder>/mlruns` of a local artifact location `<folder>/mlruns/<experiment id>`, else None."""
+    if not location:
+        return None
+    path = location[len("file://"):] if location.startswith("file://") else location
+    if not path.startswith("/"):
+        return None
+    parent = Path(path).parent
+    return parent if parent.name == "mlruns" else None
+
+
+def _replace_prefix(con, table: str, column: str, before: str, after: str) -> None:
+    import sqlite3
+
+    try:
+        con.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                    f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
+                    (after, len(before) + 1, before, len(before) + 1, before + "/"))
+    except sqlite3.OperationalError:   # a table or column this MLflow version does not have
+        pass
