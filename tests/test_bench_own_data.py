@@ -77,8 +77,8 @@ def test_ts_reader_reads_channels_and_labels(tmp_path):
 
 @pytest.fixture(scope="module")
 def vega_packages():
-    """The site-packages holding vega_datasets (a bench-only package; the project does not depend on it)."""
-    vega = pytest.importorskip("vega_datasets")
+    """The site-packages holding vega_datasets (a test and bench extra; trainlab itself does not use it)."""
+    import vega_datasets as vega   # in the test extra
     return Path(vega.__file__).resolve().parents[1]
 
 

@@ -26,7 +26,7 @@ def test_prepare_says_what_it_starts_before_any_heavy_import(project: Path) -> N
                             timeout=900, check=True)
     lines = result.stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("[prepare] starting: "))
-    assert lines[start] == "[prepare] starting: Build target/source splits and their manifest in data/prepared."
+    assert lines[start] == "[prepare] starting: Build the target/source splits and manifest in data/prepared."
     heavy = [i for i, line in enumerate(lines) if re.search(rf"\| +({'|'.join(HEAVY)})$", line)]
     assert heavy and start < min(heavy), lines[min(heavy)]
 

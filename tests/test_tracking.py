@@ -68,6 +68,13 @@ def test_stage_run_lineage_tags(prepared_project: Path, stage: str) -> None:
     assert tags["torch.version"] == torch.__version__
     assert tags["trainlab.version"] == trainlab.__version__
     assert "trainlab.rerun_of" not in tags
+    # What decides the last bits of every result (README, "Results on another CPU").
+    assert tags["cpu.model"] and tags["cpu.model"] != "unknown"
+    assert tags["cpu.isa"] in ("amx", "avx512", "avx2", "sse4.2")
+    if stage == "pretrain":   # prepare never imports torch, so it cannot say which kernels run
+        assert tags["torch.cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    else:
+        assert "torch.cpu_capability" not in tags
 
 
 def test_pretrain_run_tags_inputs_device_and_diagnosis(prepared_project: Path) -> None:

@@ -33,7 +33,7 @@ CHECKOUT = Path(__file__).resolve().parents[2]
 
 # name -> (module:attribute in stages/, one-line help shown by `trainlab --help`)
 COMMANDS = {
-    "prepare": ("prepare:command", "Build target/source splits and their manifest in data/prepared."),
+    "prepare": ("prepare:command", "Build the target/source splits and manifest in data/prepared."),
     "pretrain": ("pretrain:command", "Train the model on the source corpus -> models/pretrained.pt."),
     "finetune": ("finetune:command", "Transfer the pretrained backbone to the target task."),
     "search": ("search:command", "Hyperparameter search over the finetune config (Optuna)."),
@@ -41,7 +41,8 @@ COMMANDS = {
     "evaluate": ("evaluate:command", "Score every final model on the held-out test split."),
     "diagnose": ("diagnose:command", "Diagnose the learning curves of any MLflow run."),
     "rerun": ("rerun:command", "Rerun a recorded MLflow run and compare its metrics."),
-    "promote": ("promote:command", "Make a registered model version the champion (evaluate.alias)."),
+    "promote": ("promote:command", "Point evaluate.alias at a registered model version."),
+    "check-results": ("check_results:command", "Compare this run's final test scores with a commit's."),
 }
 
 # The commands that keep resume checkpoints (training; the search also keeps its study).
@@ -68,9 +69,12 @@ class LazyGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         from trainlab.errors import UserError
+        from trainlab.processes import raise_if_interrupted
 
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            raise_if_interrupted()   # a Ctrl-C whose KeyboardInterrupt a finalizer swallowed
+            return result
         except UserError as err:
             click.echo(f"error: {err}", err=True)
             ctx.exit(err.exit_code)
@@ -122,7 +126,11 @@ def main() -> None:
     """Console-script entry point."""
     # SIGTERM (a CI timeout, `kill`) takes the same clean path as Ctrl-C: the MLflow run is
     # marked KILLED and the last checkpoint stays for the rerun.
-    signal.signal(signal.SIGTERM, _interrupt)
+    from trainlab.processes import interrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:   # not where the shell ignores it (`&`)
+        signal.signal(signal.SIGINT, interrupt)
     try:
         cli(prog_name="trainlab")
     except SystemExit as done:   # Click ends every command this way, with its exit status
@@ -154,6 +162,3 @@ def exit_now(code: int | str | None) -> NoReturn:
             pass
     os._exit(code)
 
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")

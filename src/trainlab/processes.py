@@ -1,5 +1,6 @@
 """Processes and signals: whether a process recorded by an earlier stage (in an MLflow tag or a
-trial attribute) still runs, and holding Ctrl-C/SIGTERM while a write must complete."""
+trial attribute) still runs, holding Ctrl-C/SIGTERM while a write must complete, and
+remembering a Ctrl-C that Python lost."""
 
 import fcntl
 import os
@@ -23,16 +24,57 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-@contextmanager
-def signals_held(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM until the block is done, then deliver them (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
+# The signals that raised KeyboardInterrupt in this process (through `interrupt`). Python runs
+# a signal handler in whatever code is executing, finalizers (__del__, weakref callbacks, the
+# garbage collector's) included, and an exception raised in a finalizer is printed as
+# "Exception ignored in ..." and dropped: a Ctrl-C that landed there was lost, and evaluate
+# went on to register a version, move the champion alias and exit 0 (issue 30). The latch
+# keeps it; the points of no return (a registry write, the command's success) check it.
+_RECEIVED: list[int] = []
+# Set once the command made its last lasting change (evaluate's registry write): a Ctrl-C
+# after it is too late to undo anything, so the command finishes as it succeeded.
+_COMMITTED: list[bool] = []
+
+
+def interrupt(signum: int, frame) -> None:
+    """The Ctrl-C / SIGTERM handler of a trainlab command: latch the signal, raise KeyboardInterrupt
+    (unless the command already committed its work: then it finishes)."""
+    if _COMMITTED:
         return
+    _RECEIVED.append(signum)
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def commit() -> None:
+    """Mark the point of no return: from here on Ctrl-C and SIGTERM let the command finish."""
+    _COMMITTED.append(True)
+
+
+def interrupted() -> bool:
+    """Whether a Ctrl-C or SIGTERM reached this process, even one whose KeyboardInterrupt was lost."""
+    return bool(_RECEIVED)
+
+
+def raise_if_interrupted() -> None:
+    """Raise KeyboardInterrupt again if a signal reached this process: before a point of no return."""
+    if _RECEIVED:
+        raise KeyboardInterrupt(f"signal {_RECEIVED[0]}")
+
+
+@contextmanager
+def signals_held(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[list[int]]:
+    """Hold Ctrl-C and SIGTERM until the block is done, then deliver them (main thread only).
+
+    The block gets the list of signals held so far, to give up a step that must not start
+    once the user asked to stop (it stays empty off the main thread, where none is held).
+    """
     held: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield held
+        return
     previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in signals}
     try:
-        yield
+        yield held
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)

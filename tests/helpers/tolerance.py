@@ -57,32 +57,8 @@ def assert_close_fp32(got, expected, ulps: float, scale: float | None = None, ms
 
 
 # --------------------------------------------------------------------------- test scores
-CROSS_CPU_SCORE_SAMPLES = 3      # test samples
-CROSS_CPU_SCORE_POINTS = 0.5     # percentage points
+# The one cross-CPU tolerance for final test scores (3 test samples or 0.5 point) is the
+# project's own contract, so it lives in trainlab.results_check (`trainlab check-results`,
+# README "Results on another CPU"); tests use that definition, not a copy.
+from trainlab.results_check import accuracy_tolerance as cross_cpu_score_tolerance  # noqa: E402
 
-
-def cross_cpu_score_tolerance(test_samples: int) -> float:
-    """How far a fresh run's final test score (an accuracy, 0..1) may sit from figures
-    committed from another machine: 3 test samples or 0.5 point, whichever is larger.
-
-    A model trained for many steps on another CPU's kernels ends with other last bits in
-    every weight, and a whole pipeline (search, ensemble selection) may take another branch
-    on a near-tie; on a test split that moves the predictions near a decision boundary: a
-    few samples' worth (3 of 100 = 3 points), and at least half a point on large splits
-    (3 of 1,000 = 0.3 point, so 0.5 point for the MNIST-1D split). Exact equality holds only
-    on the machine that wrote the figures (tests/test_dvc_repro.py checks that). This is the
-    suite's one cross-CPU tolerance (issue 31): a test that compares fresh final test scores
-    with committed ones uses it, through assert_score_matches_committed, and nothing
-    tighter. No test does so yet.
-    """
-    if test_samples <= 0:
-        raise ValueError(f"test_samples must be positive, got {test_samples}")
-    return max(CROSS_CPU_SCORE_SAMPLES / test_samples, CROSS_CPU_SCORE_POINTS / 100)
-
-
-def assert_score_matches_committed(fresh: float, committed: float, test_samples: int, name: str = "") -> None:
-    """A fresh final test score against a committed one, under cross_cpu_score_tolerance."""
-    tol = cross_cpu_score_tolerance(test_samples)
-    assert abs(fresh - committed) <= tol, (
-        f"{name or 'score'}: fresh {fresh:.4f} vs committed {committed:.4f}, more than {tol:.4f} apart "
-        f"(3 of {test_samples} test samples or 0.5 point, whichever is larger)")

@@ -7,6 +7,7 @@ import os
 import platform
 import socket
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -116,7 +117,30 @@ def versions() -> dict[str, str]:
     # From the installed metadata (the same string, e.g. 2.13.0+cpu): a stage that trains
     # nothing (prepare) then never pays torch's import, ~1.7 s.
     return {"trainlab.version": __version__, "torch.version": metadata.version("torch"),
-            "python.version": platform.python_version(), "host": socket.gethostname()}
+            "python.version": platform.python_version(), "host": socket.gethostname(), **cpu_tags()}
+
+
+# The CPU's widest vector extensions, widest first, as /proc/cpuinfo's flags name them.
+VECTOR_ISAS = (("amx_tile", "amx"), ("avx512f", "avx512"), ("avx2", "avx2"), ("sse4_2", "sse4.2"))
+
+
+def cpu_tags() -> dict[str, str]:
+    """The CPU type and the kernels torch runs: with the torch build and `trainer.threads`
+    (a logged param), what decides the last bits of every result.
+
+    All the same: a rerun is bit-identical. Otherwise the final test scores agree within
+    the cross-CPU tolerance (trainlab.results_check).
+    """
+    info = _read("/proc/cpuinfo")
+    fields = dict(line.split(":", 1) for line in info.splitlines()[:40] if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    tags = {"cpu.model": fields.get("model name", platform.processor() or "unknown"),
+            "cpu.isa": next((name for flag, name in VECTOR_ISAS if flag in flags), "unknown")}
+    torch = sys.modules.get("torch")   # only where the stage imported it: prepare never does
+    if torch is not None:
+        tags["torch.cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    return tags
 
 
 def environment_freeze() -> str:

@@ -143,21 +143,42 @@ class Registered:
 
 def register(client, run_id: str, spec: ModelSpec, name: str, alias: str, champion: "Champion",
              promote: str = "auto", uri: str = "", root: Path | None = None) -> Registered:
-    """Log and register `spec` as a new version, describe it (tags), then let the promotion
-    rule decide whether it takes `alias` or `challenger` (trainlab.tracking.promotion)."""
+    """Log and register `spec` as a new version, describe it (tags, model card), then let the
+    promotion rule decide whether it takes `alias` or `challenger` (trainlab.tracking.promotion).
+
+    All or nothing for Ctrl-C, and the calling stage's last lasting change: a Ctrl-C waits
+    until the version is whole; one pressed before the alias moves deletes the new version
+    again (no alias moved, no version without its tags) and ends the stage (exit 130); once
+    the alias moved, the registration is committed and the stage finishes (exit 0).
+    """
+    from trainlab.processes import commit, raise_if_interrupted, signals_held
     from trainlab.tracking.model_card import model_card, version_tags
     from trainlab.tracking.promotion import CHALLENGER, settle
 
-    run_tags = client.get_run(run_id).data.tags
-    info = log_model(run_id, spec, name, registered_model_name=name)
-    version = str(info.registered_model_version)
-    for key, value in version_tags(champion, run_tags).items():
-        client.set_model_version_tag(name, version, key, value)
-    decision = settle(client, uri or client.tracking_uri, root or Path.cwd(), name, version, alias, promote)
-    got = alias if decision.promote else CHALLENGER
-    card = model_card(champion, run_id, run_tags, name, got, version, decision.why)
-    client.update_model_version(name, version, description=card)
-    return Registered(version, got, decision.why, card)
+    raise_if_interrupted()   # a Ctrl-C that Python lost on the way here: register nothing
+    cards: list[str] = []
+    with signals_held() as held:
+        run_tags = client.get_run(run_id).data.tags
+        info = log_model(run_id, spec, name, registered_model_name=name)
+        version = str(info.registered_model_version)
+        for key, value in version_tags(champion, run_tags).items():
+            client.set_model_version_tag(name, version, key, value)
+
+        def describe(decision) -> bool:
+            got = alias if decision.promote else CHALLENGER
+            cards.append(model_card(champion, run_id, run_tags, name, got, version, decision.why))
+            client.update_model_version(name, version, description=cards[-1])
+            return not held
+
+        decision = settle(client, uri or client.tracking_uri, root or Path.cwd(), name, version, alias, promote,
+                          describe)
+        if decision is None:
+            client.delete_model_version(name, version)
+        else:
+            commit()
+    if decision is None:   # leaving the block delivered the held Ctrl-C; in case its handler did not raise
+        raise KeyboardInterrupt("registration given up: the new version is deleted again")
+    return Registered(version, alias if decision.promote else CHALLENGER, decision.why, cards[-1])
 
 
 def _cpu_copy(module: "torch.nn.Module") -> "torch.nn.Module":

@@ -29,7 +29,7 @@ import json
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 from trainlab.processes import host_lock
 
@@ -122,15 +122,20 @@ def current_holder(client, name: str, alias: str):
         return None
 
 
-def settle(client, uri: str, root: Path, name: str, version: str, alias: str, mode: str) -> Decision:
-    """Decide whether `version` takes `alias` (else CHALLENGER), move the alias, tag the version with why."""
+def settle(client, uri: str, root: Path, name: str, version: str, alias: str, mode: str,
+           describe: Callable[[Decision], bool] = lambda decision: True) -> Decision | None:
+    """Decide whether `version` takes `alias` (else CHALLENGER), tag the version with why, let
+    `describe` finish its description, then move the alias: the last step, so a version never
+    holds an alias half-described. None, alias untouched, when `describe` says to stop."""
     candidate = Standing.of(client.get_model_version(name, version).tags)
     with registry_lock(uri, root):
         holder = current_holder(client, name, alias)
         decision = decide(mode, candidate, Standing.of(holder.tags) if holder else None,
                           str(holder.version) if holder else None, alias)
+        client.set_model_version_tag(name, version, PROMOTION_TAG, decision.why)
+        if not describe(decision):
+            return None
         client.set_registered_model_alias(name, alias if decision.promote else CHALLENGER, version)
-    client.set_model_version_tag(name, version, PROMOTION_TAG, decision.why)
     return decision
 
 

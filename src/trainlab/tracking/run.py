@@ -19,6 +19,7 @@ from trainlab.config import Params, params_hash
 from trainlab.config.sections import stage_params
 from trainlab import paths
 from trainlab.errors import TrackingUnavailable, UserError
+from trainlab.processes import interrupted, signals_held
 from trainlab.tracking.epoch_axis import EPOCH_AXIS, EPOCH_AXIS_TAG
 from trainlab.tracking.mlflow_fields import (RUN_LABEL_TAG, SystemMetrics, display_name, source_tags, split_datasets,
                                              summary_key)
@@ -113,13 +114,18 @@ class StageRun:
                 tags = self._tags()
                 if self.parent_run_id:
                     tags["mlflow.parentRunId"] = self.parent_run_id
-                run = self.client.create_run(experiment_id, tags=tags,
-                                             run_name=display_name(self.run_name, tags, self.parent_run_id is not None))
-        except BaseException:
-            if self.reserve is not None:
+                # A Ctrl-C waits until the run exists and is ours to close: delivered at the end
+                # of create_run, it left the new run RUNNING with nobody holding its id.
+                with signals_held():
+                    run = self.client.create_run(experiment_id, tags=tags, run_name=display_name(
+                        self.run_name, tags, self.parent_run_id is not None))
+                    self.run_id = run.info.run_id
+        except BaseException as err:
+            if self.run_id is not None:   # the run exists: close it KILLED, not left RUNNING
+                self.__exit__(type(err), err, err.__traceback__)
+            elif self.reserve is not None:
                 self.reserve.release()
             raise
-        self.run_id = run.info.run_id
         try:
             self._log_params()
             if self.parent_run_id is None:
@@ -145,7 +151,7 @@ class StageRun:
         # A full disk or a damaged store mid-run: still close the run (FAILED) if the store
         # lets us, then report the fault in one line instead of SQLAlchemy's traceback.
         fault = None if isinstance(exc, UserError) else as_fault(exc, self.uri)
-        status = "FINISHED"
+        status = "KILLED" if exc_type is None and interrupted() else "FINISHED"   # a Ctrl-C Python lost
         try:
             if exc_type is not None:
                 status = "KILLED" if issubclass(exc_type, (KeyboardInterrupt, SystemExit)) else "FAILED"
