@@ -126,8 +126,9 @@ def main() -> None:
     """Console-script entry point."""
     # SIGTERM (a CI timeout, `kill`) takes the same clean path as Ctrl-C: the MLflow run is
     # marked KILLED and the last checkpoint stays for the rerun.
-    from trainlab.processes import interrupt
+    from trainlab.processes import interrupt, quiet_lost_interrupts
 
+    sys.unraisablehook = quiet_lost_interrupts(sys.unraisablehook)
     signal.signal(signal.SIGTERM, interrupt)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:   # not where the shell ignores it (`&`)
         signal.signal(signal.SIGINT, interrupt)

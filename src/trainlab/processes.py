@@ -8,7 +8,7 @@ import signal
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 def pid_alive(pid: int) -> bool:
@@ -43,6 +43,20 @@ def interrupt(signum: int, frame) -> None:
         return
     _RECEIVED.append(signum)
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def quiet_lost_interrupts(default: Callable) -> Callable:
+    """A sys.unraisablehook that keeps quiet about a latched Ctrl-C a finalizer dropped.
+
+    Python reports it as "Exception ignored in <a weakref callback>" with a traceback (seen:
+    SQLAlchemy's class registry, 3.8 s into evaluate); the latch already has it, and the
+    command ends with its own one line. Anything else goes to `default`.
+    """
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and _RECEIVED:
+            return
+        default(unraisable)
+    return hook
 
 
 def commit() -> None:
