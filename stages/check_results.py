@@ -8,15 +8,9 @@ Intermediate figures (pretraining loss, search values) are not compared: they ma
 more. Exit 0 if all agree, 1 if any is outside (each listed), 2 if there is nothing to compare.
 """
 
-import json
-import subprocess
 import sys
 
 import click
-
-from trainlab.paths import REPORTS
-
-METRICS = REPORTS / "evaluate" / "metrics.json"
 
 
 @click.command(help=__doc__)
@@ -26,12 +20,9 @@ def command(revision: str) -> None:
     from trainlab import paths
     from trainlab.data import load_split
     from trainlab.errors import DataError
-    from trainlab.results_check import compare
+    from trainlab.results_check import METRICS, committed_scores, compare, fresh_scores
 
-    if not METRICS.exists():
-        raise DataError(f"{METRICS} not found: run the pipeline first (dvc repro)")
-    fresh = scores_in(METRICS.read_text(), str(METRICS))
-    committed = scores_in(committed_text(revision), f"{revision}:{METRICS.as_posix()}")
+    fresh, committed = fresh_scores(), committed_scores(revision)
     test_samples = len(load_split(paths.PREPARED, "target", "test").y)
     gaps = compare(fresh, committed, test_samples)
     if not gaps:
@@ -44,27 +35,3 @@ def command(revision: str) -> None:
         click.echo(f"results differ from {revision} by more than another CPU explains: {', '.join(outside)}", err=True)
         sys.exit(1)
     click.echo(f"results agree with {revision} within the cross-CPU tolerance")
-
-
-def committed_text(revision: str) -> str:
-    """reports/evaluate/metrics.json as committed at `revision` (one line if git has none)."""
-    from trainlab.errors import DataError
-
-    shown = subprocess.run(["git", "show", f"{revision}:{METRICS.as_posix()}"], capture_output=True, text=True)
-    if shown.returncode != 0:
-        reason = (shown.stderr.strip().splitlines() or ["git failed"])[-1]
-        raise DataError(f"--against {revision}: no committed {METRICS} to compare with ({reason})")
-    return shown.stdout
-
-
-def scores_in(text: str, where: str) -> dict:
-    """A metrics file's {key: value} (one line naming `where` if it is not a JSON object)."""
-    from trainlab.errors import DataError
-
-    try:
-        scores = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{where}: not JSON ({err.msg}, line {err.lineno})") from None
-    if not isinstance(scores, dict):
-        raise DataError(f"{where}: expected a JSON object of metrics")
-    return scores

@@ -25,9 +25,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from trainlab.io import atomic_path, staging_dir, write_text
-from trainlab.testing import BIN, clean_env, copy_project, run, small_params, trainlab, write_params
+from trainlab.testing import BIN, clean_env, copy_project, small_params, trainlab, write_params
 
 from helpers.console import Outcome, error_line
+from helpers.disk import filled_during, in_mount_namespace
 from helpers.tracking import label
 
 RESOURCE = 4   # ResourceUnavailable.exit_code
@@ -46,12 +47,6 @@ def statuses(db: Path) -> list[tuple[str, str]]:
 
 def temporaries(root: Path) -> list[Path]:
     return [p for p in root.rglob(".*.tmp") if ".git" not in p.parts]
-
-
-def in_mount_namespace(script: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run a bash script in a private mount namespace: its mounts vanish with it."""
-    return run(["unshare", "--mount", "--propagation", "private", "bash", "-uc", script], cwd,
-               check=False, timeout=timeout)
 
 
 @pytest.fixture
@@ -131,21 +126,11 @@ def test_a_disk_that_fills_up_mid_training_fails_the_run_in_one_line(prepared_pr
     out, mnt = tmp_path / "out", tmp_path / "mnt"
     out.mkdir()
     mnt.mkdir()
-    script = f"""
-mount -t tmpfs -o size=64m tmpfs {mnt} || exit 90
-cp -a {project} {mnt}/p && cd {mnt}/p
-trainlab pretrain > {out}/stage.log 2>&1 &
-pid=$!
-while [ ! -f .trainlab/resume/pretrain.pt ] && kill -0 $pid 2>/dev/null; do sleep 0.05; done
-cat /dev/zero > {mnt}/filler 2>/dev/null
-wait $pid; echo $? > {out}/rc
-rm -f {mnt}/filler
-cp -a {mnt}/p {out}/after
-"""
+    script = filled_during(project, mnt, out, "trainlab pretrain", ".trainlab/resume/pretrain.pt")
     done = in_mount_namespace(script, tmp_path)
     assert done.returncode == 0, done.stderr
-    said = (out / "stage.log").read_text()
-    assert int((out / "rc").read_text()) == RESOURCE, said[-3000:]
+    said = (out / "first.log").read_text()
+    assert int((out / "first.rc").read_text()) == RESOURCE, said[-3000:]
     assert "Traceback" not in said, said[-3000:]
     last = said.strip().splitlines()[-1]
     # The checkpoint write or the store's next write meets the full disk first, whichever comes first.

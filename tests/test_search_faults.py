@@ -19,9 +19,10 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from trainlab.errors import ResourceUnavailable
-from trainlab.testing import run, trainlab, write_params
+from trainlab.testing import trainlab, write_params
 
 from helpers.console import Outcome, error_line
+from helpers.disk import NO_MOUNT, filled_during, in_mount_namespace
 from helpers.search import by_slot, counted, killed, metrics, new_project, only_study, search_params
 
 RESOURCE = 4   # ResourceUnavailable.exit_code
@@ -253,21 +254,10 @@ def test_a_disk_that_fills_up_during_a_trial(prepared_project: Path, tmp_path: P
     mnt, out = tmp_path / "mnt", tmp_path / "out"
     mnt.mkdir()
     out.mkdir()
-    script = f"""
-mount -t tmpfs -o size=64m tmpfs {mnt} || exit 90
-cp -a {project} {mnt}/p && cd {mnt}/p
-trainlab search > {out}/first.log 2>&1 &
-pid=$!
-while [ ! -f .trainlab/resume/search-slot-000.pt ] && kill -0 $pid 2>/dev/null; do sleep 0.05; done
-cat /dev/zero > {mnt}/filler 2>/dev/null
-wait $pid; echo $? > {out}/first.rc
-rm -f {mnt}/filler
-trainlab search > {out}/second.log 2>&1; echo $? > {out}/second.rc
-cp -a {mnt}/p {out}/after
-"""
-    done = run(["unshare", "--mount", "--propagation", "private", "bash", "-uc", script], tmp_path, check=False,
-               timeout=900)   # a private mount namespace: the tmpfs vanishes with it
-    if done.returncode == 90:
+    script = filled_during(project, mnt, out, "trainlab search", ".trainlab/resume/search-slot-000.pt",
+                           then=f"trainlab search > {out}/second.log 2>&1; echo $? > {out}/second.rc")
+    done = in_mount_namespace(script, tmp_path)
+    if done.returncode == NO_MOUNT:
         pytest.skip("mounting a tmpfs needs rights this machine does not give (root or user namespaces)")
     assert done.returncode == 0, done.stderr
     first = (out / "first.log").read_text()

@@ -17,8 +17,16 @@ reports/evaluate/metrics.json; `trainlab check-results` runs it against a git re
 
 from __future__ import annotations
 
+import json
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping
+
+from trainlab.errors import DataError
+from trainlab.paths import REPORTS
+
+METRICS = REPORTS / "evaluate" / "metrics.json"
 
 CROSS_CPU_SCORE_SAMPLES = 3      # test samples
 CROSS_CPU_SCORE_POINTS = 0.5     # percentage points
@@ -76,3 +84,30 @@ def compare(fresh: Mapping[str, float], committed: Mapping[str, float], test_sam
     """Each covered score of either file: committed, fresh and the allowed gap."""
     keys = sorted(k for k in {*fresh, *committed} if score_of(k))
     return [ScoreGap(k, committed.get(k), fresh.get(k), tolerance(k, test_samples)) for k in keys]
+
+
+def fresh_scores(path: Path = METRICS) -> dict:
+    """This run's metrics file (one line if there is none yet)."""
+    if not path.exists():
+        raise DataError(f"{path} not found: run the pipeline first (dvc repro)")
+    return scores_in(path.read_text(), str(path))
+
+
+def committed_scores(revision: str, path: Path = METRICS) -> dict:
+    """The metrics file as committed at `revision` (one line if git has none)."""
+    shown = subprocess.run(["git", "show", f"{revision}:{path.as_posix()}"], capture_output=True, text=True)
+    if shown.returncode != 0:
+        reason = (shown.stderr.strip().splitlines() or ["git failed"])[-1]
+        raise DataError(f"--against {revision}: no committed {path} to compare with ({reason})")
+    return scores_in(shown.stdout, f"{revision}:{path.as_posix()}")
+
+
+def scores_in(text: str, where: str) -> dict:
+    """A metrics file's {key: value} (one line naming `where` if it is not a JSON object)."""
+    try:
+        scores = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{where}: not JSON ({err.msg}, line {err.lineno})") from None
+    if not isinstance(scores, dict):
+        raise DataError(f"{where}: expected a JSON object of metrics")
+    return scores
