@@ -15,7 +15,7 @@ import click
 
 @click.command(help=__doc__)
 @click.option("--against", "revision", default="HEAD", show_default=True,
-              help="The git revision whose committed reports/evaluate/metrics.json is the reference.")
+              help="The git revision whose committed reports/evaluate/details.json is the reference.")
 def command(revision: str) -> None:
     from trainlab import paths
     from trainlab.data import load_split

@@ -16,8 +16,9 @@ def command(params_path: str) -> None:
 
     started("ensemble")   # before the imports below, which take seconds
     from trainlab import paths
-    from trainlab.config import load_params
+    from trainlab.params_record import check_upstream, load_stage_params
     from trainlab.data import task_info
+    from trainlab.dvc_metrics import headline
     from trainlab.ensemble.assemble import build_ensemble
     from trainlab.io import require_writable, write_json
     from trainlab.models import write_manifest
@@ -25,12 +26,15 @@ def command(params_path: str) -> None:
     from trainlab.tracking import StageRun
     from trainlab.training import data_hashes
 
-    params = load_params(params_path)
+    params, ran_with = load_stage_params("ensemble", params_path)
+    check_upstream("ensemble")   # the models it combines were made with the params dvc.lock records
     require_writable(*paths.output_folders("ensemble"))   # before the work, not after it
     with StageRun("ensemble", params, inputs=data_hashes(), params_file=params_path) as run:
         built = build_ensemble(params)
-        write_manifest("ensemble", [paths.ENSEMBLE])   # what evaluate checks it against
-        write_json(paths.stage_reports("ensemble") / "metrics.json", built.metrics)
+        ran_with.check_unchanged(written=[paths.ENSEMBLE])   # build_ensemble saved the model: removed if it stops
+        write_manifest("ensemble", [paths.ENSEMBLE], params=ran_with.values)   # what evaluate checks it against
+        write_json(paths.stage_reports("ensemble") / "metrics.json", headline("ensemble", built.metrics))
+        write_json(paths.stage_reports("ensemble") / "details.json", built.metrics)
         write_json(paths.stage_reports("ensemble") / "members.json", built.members)
         run.log_metrics(built.metrics, step=0)
         run.log_dict({"members": built.members}, "ensemble/members.json")

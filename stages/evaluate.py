@@ -1,9 +1,10 @@
 """`trainlab evaluate`: score every final model on the held-out test split, side by side.
 
-The only stage that reads the test split. Writes reports/evaluate/metrics.json
-(stable keys test/<metric>/<model> for `dvc metrics diff`, each score with its 95%
-interval), per-class scores, the champion's confusion matrix (classes) or predicted
-against actual (a regression) for `dvc plots show`, and registers the model with the
+The only stage that reads the test split. Writes reports/evaluate/details.json (every
+score, stable keys test/<metric>/<model>, each with its 95% interval) and metrics.json
+(what `dvc metrics diff` shows: the champion's score, interval, loss and calibration, each
+final model's test score, the transfer gain), per-class scores, the champion's confusion
+matrix (classes) or predicted against actual (a regression) for `dvc plots show`, and registers the model with the
 lowest calibrated held-out loss (validation or out-of-fold) in the MLflow model registry,
 temperature-scaled or with its conformal interval, as a new version. That version takes
 evaluate.alias only if none holds it yet or it has a lower held-out loss on the same
@@ -23,7 +24,7 @@ def command(params_path: str) -> None:
 
     started("evaluate")   # before the imports below, which take seconds
     from trainlab import paths
-    from trainlab.config import load_params
+    from trainlab.params_record import check_upstream, load_stage_params
     from trainlab.data import load_split, task_info
     from trainlab.ensemble.combine import load_any
     from trainlab.errors import DataError
@@ -35,14 +36,17 @@ def command(params_path: str) -> None:
     from trainlab.tracking.model_card import Champion
     from trainlab.training import data_hashes
 
-    params = load_params(params_path)
+    params, ran_with = load_stage_params("evaluate", params_path)   # ran_with: checked before writing
+    check_upstream("evaluate")   # every model it scores was made with the params dvc.lock records
     require_writable(*paths.output_folders("evaluate"))   # before the work, not after it
     with StageRun("evaluate", params, inputs=data_hashes(), params_file=params_path) as run:
         scores, extra = evaluate_all(params.evaluate.calibration_bins, params.selection.interval)
         if not scores:
             raise DataError("evaluate: no final model found in models/; run the pipeline first (dvc repro)")
         info, test_y = task_info(paths.PREPARED, "target"), load_split(paths.PREPARED, "target", "test").y
+        ran_with.check_unchanged()
         evaluation = publish_evaluation(run, scores, extra, info, test_y)
+        ran_with.write()   # reports/evaluate/artifacts/params.json
         best = evaluation.champion
         if params.evaluate.register_model:
             model, _ = load_any(final_models()[best.name])

@@ -23,7 +23,7 @@ def command(params_path: str) -> None:
 
     started("finetune")   # before the imports below, which take seconds
     from trainlab import paths
-    from trainlab.config import load_params
+    from trainlab.params_record import check_upstream, load_stage_params
     from trainlab.io import require_writable
     from trainlab.engine import setup_runtime, teardown_runtime
     from trainlab.launch import relaunch_if_needed
@@ -35,7 +35,8 @@ def command(params_path: str) -> None:
     from trainlab.transfer import (finetune, linear_params, linear_probe, no_gain_note, train_linear,
                                    train_scratch, transfer_metrics)
 
-    params = load_params(params_path)
+    params, ran_with = load_stage_params("finetune", params_path)   # ran_with: checked before each write
+    check_upstream("finetune")   # prepare's and pretrain's outputs were made with what dvc.lock records
     require_writable(*paths.output_folders("finetune"))   # before the work, not after it
     exit_code = relaunch_if_needed(params.trainer, ["finetune", "--params", params_path])
     if exit_code is not None:
@@ -61,6 +62,7 @@ def command(params_path: str) -> None:
                         publish_divergence(child, err)   # on the baseline's run, not also its parent's
                         raise
                     if runtime.is_main:
+                        ran_with.check_unchanged(written=[paths.BASELINES])   # earlier baselines' files
                         publish_training(child, baselines[name], model_params, model_path, paths.BASELINES / name)
 
             if params.finetune.compare_scratch:
@@ -72,12 +74,14 @@ def command(params_path: str) -> None:
                 baseline("linear", "finetune linear baseline", partial(train_linear, params),
                          linear_params(params), paths.LINEAR)
             if runtime.is_main:
+                ran_with.check_unchanged(written=[paths.BASELINES])
                 paths.BASELINES.mkdir(parents=True, exist_ok=True)   # a DVC output even when empty
                 comparison = transfer_metrics(tuned, baselines)
                 publish_training(run, tuned, params, paths.FINETUNED, reports, extra_metrics=comparison)
                 # What ensemble and evaluate check these files against: this run's, no older ones.
                 write_manifest("finetune", [paths.FINETUNED, *(paths.BASELINE_MODELS[name] for name in baselines
-                                                               if name in paths.BASELINE_MODELS)])
+                                                               if name in paths.BASELINE_MODELS)],
+                               params=ran_with.values)
                 verdict = no_gain_note(comparison)
                 if verdict:
                     click.echo(verdict)

@@ -12,18 +12,21 @@ def command(params_path: str) -> None:
 
     started("prepare")   # before the imports below, which take seconds
     from trainlab import paths
-    from trainlab.config import load_params, params_hash
+    from trainlab.config import params_hash
     from trainlab.data.build import prepare, summarize
+    from trainlab.dvc_metrics import headline
     from trainlab.io import write_json
+    from trainlab.params_record import load_stage_params
     from trainlab.tracking import StageRun
 
-    params = load_params(params_path)
+    params, ran_with = load_stage_params("prepare", params_path)   # ran_with: checked before writing
     with StageRun("prepare", params, params_file=params_path) as run:
-        manifest = prepare(params.data, paths.PREPARED, params_hash(params.data))
+        manifest = prepare(params.data, paths.PREPARED, params_hash(params.data), ran_with)
         for note in manifest.get("notes", []):
             click.echo(note)
         metrics = summarize(manifest)
-        write_json(paths.stage_reports("prepare") / "metrics.json", metrics)
+        # Every count is in the prepared data's manifest.json; DVC shows the split sizes.
+        write_json(paths.stage_reports("prepare") / "metrics.json", headline("prepare", metrics))
         run.log_metrics(metrics, step=0)
         run.log_artifact(paths.MANIFEST)
     for key, value in metrics.items():

@@ -19,7 +19,7 @@ def command(params_path: str) -> None:
 
     started("pretrain")   # before the imports below, which take seconds
     from trainlab import paths
-    from trainlab.config import load_params
+    from trainlab.params_record import check_upstream, load_stage_params
     from trainlab.io import require_writable
     from trainlab.engine import setup_runtime, teardown_runtime
     from trainlab.launch import relaunch_if_needed
@@ -29,7 +29,8 @@ def command(params_path: str) -> None:
     from trainlab.outputs import publish_divergence, publish_training
     from trainlab.training import data_hashes, finish, train_task
 
-    params = load_params(params_path)
+    params, ran_with = load_stage_params("pretrain", params_path)   # ran_with: checked before writing
+    check_upstream("pretrain")   # prepare's outputs were made with the params dvc.lock records
     require_writable(*paths.output_folders("pretrain"))   # before the work, not after it
     exit_code = relaunch_if_needed(params.trainer, ["pretrain", "--params", params_path])
     if exit_code is not None:
@@ -45,8 +46,10 @@ def command(params_path: str) -> None:
                 publish_divergence(run, err)
                 raise
             if runtime.is_main:
+                ran_with.check_unchanged()
                 publish_training(run, trained, params, paths.PRETRAINED, paths.stage_reports("pretrain"))
-                write_manifest("pretrain", [paths.PRETRAINED])   # what finetune and search check it against
+                # What finetune and search check it against, with the params it was made with.
+                write_manifest("pretrain", [paths.PRETRAINED], params=ran_with.values)
                 finish(trained)
         finished(run, "pretrain")
     finally:

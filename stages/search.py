@@ -20,10 +20,11 @@ def command(params_path: str) -> None:
     from .report import finished, started
 
     started("search")   # before the imports below, which take seconds
-    from trainlab.config import load_params
+    from trainlab.params_record import check_upstream, load_stage_params
     from trainlab.search.workers import start_worker_server
 
-    params = load_params(params_path)
+    params, ran_with = load_stage_params("search", params_path)   # ran_with: checked before publishing
+    check_upstream("search")   # prepare's and pretrain's outputs were made with what dvc.lock records
     start_worker_server(params.search.workers)   # its imports overlap this process's own, below
 
     from trainlab.search.identity import study_name
@@ -41,7 +42,9 @@ def command(params_path: str) -> None:
         run.set_tags({"optuna.study_name": name})
         study = run_search(params, name, run.run_id)
         with publishing():   # another search in this folder publishes before or after, never between
+            ran_with.check_unchanged()
             published = publish_study(study, params.search.top_k, params.search.metric)
+            ran_with.write()   # models/search/params.json
             for path in published.files:
                 run.log_artifact(path, "study")
         if published.lost:

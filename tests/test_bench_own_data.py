@@ -202,7 +202,7 @@ def test_as_categories_keeps_the_most_frequent_values_hgb_accepts():
 
 def write_report(project: Path, metrics: dict, monkeypatch, champion: str) -> Path:
     (project / "reports" / "evaluate").mkdir(parents=True)
-    (project / "reports" / "evaluate" / "metrics.json").write_text(json.dumps(metrics))
+    (project / "reports" / "evaluate" / "details.json").write_text(json.dumps(metrics))
     monkeypatch.setattr(own_data, "champion_name", lambda _: champion)
     return project
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainlab.results_check import accuracy_tolerance, compare, score_of, tolerance
+from trainlab.results_check import accuracy_tolerance, committed_scores, compare, score_of, tolerance
 from trainlab.testing import make_project, run, small_params, trainlab
 
-METRICS = Path("reports/evaluate/metrics.json")
+METRICS = Path("reports/evaluate/details.json")
 COMMITTED = {"champion/acc": 0.90, "champion/ece": 0.02, "test/acc/ensemble": 0.90, "test/acc/scratch": 0.80,
              "test/loss/ensemble": 0.31, "heldout/loss/ensemble": 0.25}
 
@@ -74,11 +74,23 @@ def test_a_score_outside_the_tolerance_fails_naming_it(project: Path) -> None:
 
 
 @pytest.mark.parametrize("revision, expected", [
-    ("no-such-tag", "error: --against no-such-tag: no committed reports/evaluate/metrics.json to compare with"),
-    ("HEAD~1", "error: --against HEAD~1: no committed reports/evaluate/metrics.json to compare with"),
+    ("no-such-tag", "error: --against no-such-tag: no committed reports/evaluate/details.json to compare with"),
+    ("HEAD~1", "error: --against HEAD~1: no committed reports/evaluate/details.json to compare with"),
 ])
 def test_a_revision_without_the_file_is_one_line(project: Path, revision: str, expected: str) -> None:
     write(project, COMMITTED)
     done = trainlab(["check-results", "--against", revision], project, check=False)
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith(expected)
+
+
+def test_a_commit_from_before_details_json_is_read_from_its_metrics_json(tmp_path: Path, monkeypatch) -> None:
+    """Until evaluate wrote details.json, its metrics.json held every score under the same keys."""
+    legacy = tmp_path / "reports/evaluate/metrics.json"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text(json.dumps(COMMITTED))
+    run(["git", "init", "-q"], tmp_path)
+    run(["git", "add", "-A"], tmp_path)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "old layout"], tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert committed_scores("HEAD") == COMMITTED

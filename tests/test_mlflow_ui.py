@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from trainlab.testing import BIN, clean_env, make_project, run
+from trainlab.dvc_metrics import MAX_VALUES
+from trainlab.testing import BIN, clean_env, dvc_metric_values, make_project, run
 
 from helpers.tracking import client_of, experiment_id, only_run, stage_runs
 from helpers.tracking_server import Server, free_port, wait_healthy
@@ -31,6 +32,9 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--run-all-compositor-stages-before-draw"]
 # The sidebar's workflow switch defaults to GenAI on a fresh profile; this selects "Model training".
 MODEL_TRAINING = "workflowType=machine_learning"
+README = Path(__file__).resolve().parents[1] / "README.md"
+# The README's one-liner that makes `dvc exp show` readable (trainlab.dvc_metrics says why it works).
+EXP_SHOW = ("exp", "show", "--only-changed", "--drop", "Created|.*/")
 
 
 def chromium(tmp_path: Path, name: str, url: str, *options: str) -> str:
@@ -147,6 +151,20 @@ def wait_for_queue(project: Path, timeout_s: float = 900) -> str:
         time.sleep(3)
 
 
+def assert_the_documented_exp_show_is_readable(project: Path) -> None:
+    """The README's `dvc exp show` one-liner, after two experiments: at most 160 characters
+    wide, with the champion's figures and the params the experiments changed."""
+    assert f"dvc exp show {' '.join(EXP_SHOW[2:-1])} '{EXP_SHOW[-1]}'" in README.read_text()
+    shown = dvc(project, *EXP_SHOW)
+    lines = [line.rstrip() for line in shown.splitlines() if line.strip()]
+    assert max(map(len, lines)) <= 160, shown
+    header = lines[1].split()      # under the table's top rule
+    assert {"acc", "acc_low", "acc_high", "loss", "ece", "gain"} <= set(header), shown
+    assert {"finetune.epochs", "search.epochs", "data.train_samples", "search.n_trials"} <= set(header), shown
+    assert "one-epoch" in shown and "smoke-test" in shown
+    assert len(dvc_metric_values(project)) <= MAX_VALUES
+
+
 def test_champion_stays_on_the_best_version_across_experiments(tmp_path: Path) -> None:
     """`dvc repro`, then an experiment that is worse on the same data (one epoch of everything),
     then a queued smoke test on shrunk data: three versions, `champion` still on the first, the
@@ -166,6 +184,8 @@ def test_champion_stays_on_the_best_version_across_experiments(tmp_path: Path) -
     finally:
         run([str(BIN / "dvc"), "queue", "stop"], project, check=False)
     assert status.count("Success") == 1, status
+
+    assert_the_documented_exp_show_is_readable(project)
 
     client = client_of(project)
     versions = {str(v.version): v for v in client.search_model_versions("name = 'trainlab'")}

@@ -241,13 +241,13 @@ def test_tiny_validation_split_switches_finetune_to_cross_validation(tmp_path: P
     # The masked-reconstruction pretext regresses values: no accuracy line, file or curve.
     assert "pretext: masked reconstruction" in pretext.stdout and "[pretrain] epoch 1/" in pretext.stderr
     assert "acc" not in pretext.stderr and "val/acc" not in pretext.stdout
-    assert "val/acc" not in json.loads((project / "reports/pretrain/metrics.json").read_text())
+    assert "val/acc" not in json.loads((project / "reports/pretrain/details.json").read_text())
     out = trainlab(["finetune"], project)
     assert "selection: 5-fold CV (validation split has 6 samples" in out.stdout
     blob = torch.load(project / paths.FINETUNED, weights_only=True)
     heldout = HeldOut.from_json(blob["meta"]["heldout"])
     assert heldout.kind == "cv" and heldout.folds == 5 and len(heldout.y) == 60   # train 54 + val 6
-    metrics = json.loads((project / "reports/finetune/metrics.json").read_text())
+    metrics = json.loads((project / "reports/finetune/details.json").read_text())
     assert metrics["selection/cv_folds"] == 5 and metrics["selection/heldout_samples"] == 60
     assert 1 <= metrics["best_epoch"] <= 4
     assert not list((project / paths.RESUME).glob("*.pt")), "fold checkpoints left behind"

@@ -24,7 +24,7 @@ def test_dvc_repro_pretrain_writes_a_model_reports_and_is_then_up_to_date(projec
 
     model, blob = load_model(project / "models" / "pretrained.pt")
     classes = len(blob["class_names"])
-    metrics = json.loads((project / "reports" / "pretrain" / "metrics.json").read_text())
+    metrics = json.loads((project / "reports" / "pretrain" / "details.json").read_text())
     assert metrics["val/acc"] > 1.5 / classes, metrics            # learnt something beyond chance
 
     curves = json.loads((project / "reports" / "pretrain" / "curves.json").read_text())

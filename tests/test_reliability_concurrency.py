@@ -2,7 +2,7 @@
 no metric point.
 
 Expected counts come from what the stages wrote for DVC (steps and epochs in
-reports/*/metrics.json) or from the prepared data, never from the tracking store itself.
+reports/*/details.json) or from the prepared data, never from the tracking store itself.
 Two search workers sharing one Optuna study without losing a trial is test_search.py's
 test_two_workers_share_one_study; here, the metric points of their child runs.
 """
@@ -87,10 +87,10 @@ def test_two_pretrains_on_one_new_sqlite_store_lose_no_metric(prepared_project: 
     for project in projects:
         run = runs[project.name]
         assert run.info.status == "FINISHED"
-        reported = json.loads((project / "reports/pretrain/metrics.json").read_text())
+        reported = json.loads((project / "reports/pretrain/details.json").read_text())
         counts = point_counts(client, run)
         expected = expected_points(reported["steps"], reported["epochs_run"], LAYER_EVERY, block_names(project))
-        # Every score of metrics.json as final.* (slashes made dots); its 0/1 diagnosis/* flags are
+        # Every score of details.json as final.* (slashes made dots); its 0/1 diagnosis/* flags are
         # the tag trainlab.diagnosis.
         expected.update({summary_key(key): [reported["epochs_run"]] for key, value in reported.items()
                          if isinstance(value, (int, float)) and not key.startswith("diagnosis/")})

@@ -103,7 +103,7 @@ def without_timing(data):
 
 
 def assert_same_reports(project: Path, reference: Path, stage: str) -> None:
-    for name in ("metrics.json", "curves.json"):
+    for name in ("metrics.json", "details.json", "curves.json"):
         mine = json.loads((project / "reports" / stage / name).read_text())
         theirs = json.loads((reference / "reports" / stage / name).read_text())
         assert without_timing(mine) == without_timing(theirs), name
@@ -272,7 +272,7 @@ def test_ctrl_c_during_a_search_trial_requeues_it_and_resumes(pretrained: Path, 
     best, best_reference = (yaml.safe_load((p / "reports/search/best_params.yaml").read_text())
                             for p in (project, reference))
     assert best == best_reference
-    metrics, metrics_reference = (json.loads((p / "reports/search/metrics.json").read_text())
+    metrics, metrics_reference = (json.loads((p / "reports/search/details.json").read_text())
                                   for p in (project, reference))
     assert metrics.pop("trials/killed_and_retried") == 1 and metrics_reference.pop("trials/killed_and_retried") == 0
     assert metrics == metrics_reference

@@ -271,6 +271,6 @@ def test_a_disk_that_fills_up_during_a_trial(prepared_project: Path, tmp_path: P
     slots = by_slot(trials)
     assert sorted(slots) == [0, 1] and all(state == "COMPLETE" for _, _, state in slots.values()), slots
     assert len(killed(trials)) >= 1
-    found = json.loads((out / "after/reports/search/metrics.json").read_text())
+    found = json.loads((out / "after/reports/search/details.json").read_text())
     assert found["trials/complete"] == 2 and found["trials/failed"] == 0
 

@@ -54,7 +54,7 @@ def assert_published_from(project: Path, name: str) -> list[dict]:
     best = (project / "reports/search/best_params.yaml").read_text()
     assert f"of study {name}:" in best.splitlines()[0]
     assert yaml.safe_load(best) == members[0]["params"]
-    metrics = json.loads((project / "reports/search/metrics.json").read_text())
+    metrics = json.loads((project / "reports/search/details.json").read_text())
     assert metrics["best/val/loss"] == members[0]["value"]
     trials = studies(project)[name]
     assert members[0]["value"] == min(t.value for t in trials if t.state == TrialState.COMPLETE)

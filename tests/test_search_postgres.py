@@ -120,5 +120,5 @@ def test_two_processes_share_a_postgres_study(postgres_url: str, prepared_projec
     assert slots == list(range(n_trials))
     assert len({t.params["finetune.optimizer.lr"] for t in trials}) == n_trials
     assert {t.user_attrs["pid"] for t in trials} <= {proc.pid for proc in procs}
-    metrics = json.loads((project / "reports/search/metrics.json").read_text())
+    metrics = json.loads((project / "reports/search/details.json").read_text())
     assert metrics["trials/complete"] == n_trials

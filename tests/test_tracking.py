@@ -159,7 +159,7 @@ def test_pretrain_metrics_have_explicit_steps(prepared_project: Path) -> None:
     assert [row["epoch"] for row in curves] == list(range(1, epochs + 1))   # DVC's axis is MLflow's
     assert history(client, run_id, "train/loss") == [row["train_loss"] for row in curves]
     assert history(client, run_id, "val/acc") == [row["val_acc"] for row in curves]
-    dvc_metrics = json.loads((prepared_project / "reports/pretrain/metrics.json").read_text())
+    dvc_metrics = json.loads((prepared_project / "reports/pretrain/details.json").read_text())
     latest = client.get_run(run_id).data.metrics
     assert latest["final.val.acc"] == dvc_metrics["val/acc"]
     assert latest["final.steps"] == dvc_metrics["steps"] == epochs * steps_per_epoch

@@ -38,9 +38,9 @@ def test_evaluate_and_ensemble_log_a_handful_of_params_not_all() -> None:
 
 def test_summary_metrics_are_the_scores_and_the_diagnosis_a_tag(prepared_project: Path) -> None:
     run = only_run(prepared_project, "pretrain")
-    reported = json.loads((prepared_project / "reports/pretrain/metrics.json").read_text())
+    reported = json.loads((prepared_project / "reports/pretrain/details.json").read_text())
     flags = {key for key in reported if key.startswith("diagnosis/")}
-    # metrics.json keeps a key per finding made, for `dvc metrics diff`; MLflow has the tag.
+    # details.json keeps a key per finding made; MLflow has the tag.
     assert flags and {reported[key] for key in flags} == {1}
     assert {key.split("/", 1)[1] for key in flags} == set(run.data.tags["trainlab.diagnosis"].split(","))
     finals = {key for key in run.data.metrics if key.startswith("final.")}

@@ -218,7 +218,7 @@ def one_sample(project: Path) -> float:
 def test_finetune_stage_outputs(finetuned_project: Path) -> None:
     project = finetuned_project
     assert (project / paths.FINETUNED).is_file() and (project / paths.SCRATCH).is_file()
-    metrics = json.loads((project / "reports/finetune/metrics.json").read_text())
+    metrics = json.loads((project / "reports/finetune/details.json").read_text())
     tuned_acc = val_accuracy(project / paths.FINETUNED, project)
     scratch_acc = val_accuracy(project / paths.SCRATCH, project)
     one = one_sample(project)   # a recomputed accuracy: up to one flipped near-tie
@@ -253,7 +253,7 @@ def test_finetune_stage_child_runs(finetuned_project: Path) -> None:
     assert all(r.info.status == "FINISHED" for r in children.values())
     assert children["finetune linear baseline"].data.params["model.arch"] == "logreg"   # what it trained
     assert children["finetune scratch baseline"].data.params["model.arch"] != "logreg"
-    metrics = json.loads((finetuned_project / "reports/finetune/metrics.json").read_text())
+    metrics = json.loads((finetuned_project / "reports/finetune/details.json").read_text())
     assert children["finetune linear probe"].data.metrics["final.val.acc"] == pytest.approx(metrics["probe/val_acc"])
     assert (children["finetune scratch baseline"].data.metrics["final.val.acc"]
             == pytest.approx(metrics["scratch/val_acc"]))

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainlab.testing import BIN, clean_env, make_project, run, small_params
+from trainlab.dvc_metrics import MAX_VALUES
+from trainlab.testing import BIN, clean_env, dvc_metric_values, make_project, run, small_params
 
 from helpers.tracking_server import Server, free_port
 from test_user_tables import raw_table
@@ -55,8 +56,10 @@ def test_a_raw_table_trains_and_the_served_model_answers_raw_rows(tmp_path: Path
     project = table_project(tmp_path, raw_table(160))
     out = dvc(project, "repro")
     assert "columns: 2 numeric" in out and "'customer' (identifier: unique per row)" in out
-    metrics = reports(project, "metrics.json")
+    metrics = reports(project, "details.json")
     assert 0.0 <= metrics["champion/acc"] <= 1.0 and "test/acc/linear" in metrics
+    shown = dvc_metric_values(project)            # what `dvc metrics show` shows: the headline
+    assert len(shown) <= MAX_VALUES and shown["reports/evaluate/metrics.json:acc"] == metrics["champion/acc"]
     assert reports(project, "predictions.json") == []          # no regression panel for classes
     assert len(reports(project, "confusion.json")) > 0
     port, log = free_port(), tmp_path / "serve.log"
@@ -102,11 +105,16 @@ def test_a_number_to_predict_is_scored_and_served_with_an_interval(tmp_path: Pat
     project = table_project(tmp_path, frame, data__file__label="price", finetune__epochs=30)
     out = dvc(project, "repro")
     assert "regression of 'price'" in out and "test R2" in out
-    metrics = reports(project, "metrics.json")
+    metrics = reports(project, "details.json")
     for model in ("finetuned", "scratch", "linear", "best_trial", "ensemble"):
         assert {f"test/{m}/{model}" for m in ("r2", "rmse", "mae", "coverage")} <= metrics.keys()
     assert metrics["champion/interval_level"] == 0.9 and 0.0 <= metrics["champion/coverage"] <= 1.0
     assert metrics["test/r2/linear"] > 0.5          # a linear target: the linear model must find it
+    shown = {key.split(":", 1)[1]: value for key, value in dvc_metric_values(project).items()
+             if key.startswith("reports/evaluate/")}
+    assert set(shown) == {"r2", "r2_low", "r2_high", "rmse", "coverage", "gain", "test/finetuned", "test/scratch",
+                          "test/linear", "test/best_trial", "test/ensemble"}
+    assert shown["test/linear"] == metrics["test/r2/linear"] and len(dvc_metric_values(project)) <= MAX_VALUES
     assert reports(project, "confusion.json") == [] and reports(project, "reliability.json") == []
     predicted = reports(project, "predictions.json")
     assert len(predicted) == 40 and {"actual", "predicted"} == set(predicted[0])

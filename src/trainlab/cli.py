@@ -43,6 +43,7 @@ COMMANDS = {
     "rerun": ("rerun:command", "Rerun a recorded MLflow run and compare its metrics."),
     "promote": ("promote:command", "Point evaluate.alias at a registered model version."),
     "check-results": ("check_results:command", "Compare this run's final test scores with a commit's."),
+    "verify": ("verify:command", "Check that dvc.lock records the params each stage ran with."),
 }
 
 # The commands that keep resume checkpoints (training; the search also keeps its study).

@@ -15,6 +15,11 @@ class ParamsError(UserError):
     """params.yaml is malformed or violates the schema."""
 
 
+class StaleParams(UserError):
+    """params.yaml no longer matches what a stage ran with: edited while it ran, or dvc.lock
+    records other values than the ones an upstream stage's outputs were made with."""
+
+
 class DataError(UserError):
     """Input data is missing, corrupt or unusable."""
 

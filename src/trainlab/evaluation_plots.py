@@ -29,11 +29,14 @@ def _save(fig, path: Path) -> Path:
 
 
 def plot_confusion(score: ModelScore, classes: list[str], path: Path) -> Path:
+    """The test confusion matrix (rows: true class, columns: predicted), drawn by scikit-learn."""
     from sklearn.metrics import ConfusionMatrixDisplay
 
     fig, ax = _pyplot().subplots(figsize=(5.5, 5))
+    # Names longer than a digit or two run into each other under ten columns: stand them upright.
+    rotation = "vertical" if max(map(len, classes), default=0) > 3 else "horizontal"
     ConfusionMatrixDisplay(score.confusion, display_labels=classes).plot(
-        ax=ax, cmap="Blues", colorbar=False, values_format="d")
+        ax=ax, cmap="Blues", colorbar=False, values_format="d", xticks_rotation=rotation)
     ax.set(title=f"{score.name}: test acc {score.test['acc']:.3f}")
     return _save(fig, path)
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from trainlab import paths
 from trainlab.data import TaskInfo
+from trainlab.dvc_metrics import evaluate_headline
 from trainlab.evaluation import (ModelScore, champion_line, choose_best, compare_runner_up, confusion_rows,
                                  flat_metrics, prediction_rows, reliability_table)
 from trainlab.evaluation_plots import plot_confusion, plot_predictions, plot_reliability
@@ -22,7 +23,7 @@ from trainlab.io import write_json
 @dataclass(frozen=True)
 class Evaluation:
     champion: ModelScore
-    metrics: dict[str, float]
+    metrics: dict[str, float]   # every score (details.json); metrics.json holds the headline
     summary: str          # the champion's line: its score, interval, and the runner-up comparison
 
 
@@ -34,7 +35,8 @@ def publish_evaluation(run, scores: list[ModelScore], extra: dict[str, float], i
     comparison = compare_runner_up(scores, test_y, info)
     metrics = {**flat_metrics(scores, extra), **{f"champion/{k}": v for k, v in best.test.items()}}
     summary = champion_line(best, comparison, info.regression)
-    write_json(reports / "metrics.json", metrics)
+    write_json(reports / "details.json", metrics)
+    write_json(reports / "metrics.json", evaluate_headline(best.test, {s.name: s.test for s in scores}, info.regression))
     write_json(reports / "per_class.json", {s.name: s.per_class for s in scores})
     write_json(reports / "champion.json", {
         "model": best.name, "heldout_loss": best.heldout_loss, "selected_on": best.heldout, "summary": summary,

@@ -1,4 +1,4 @@
-"""What a training run leaves for DVC and people: metrics JSON, curves for `dvc plots`, a PNG.
+"""What a training run leaves for DVC and people: scores JSON, curves for `dvc plots`, a PNG.
 
 `CurveRecorder` is an engine hook that keeps every metric the loop emits, in the same
 {name: [(step, value)]} shape MLflow stores, so the diagnosis reads a live run and a
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainlab.dvc_metrics import headline
 from trainlab.engine import FitResult, Hook, LoopState, MetricRows
 from trainlab.io import atomic_path, write_json
 
@@ -69,10 +70,14 @@ def curve_rows(result: FitResult) -> list[dict[str, float]]:
     return rows
 
 
-def write_training_reports(folder: Path, result: FitResult, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """metrics.json (for `dvc metrics`), curves.json (for `dvc plots`), artifacts/curves.png."""
+def write_training_reports(folder: Path, result: FitResult, extra: dict[str, Any] | None = None,
+                           stage: str | None = None) -> dict[str, Any]:
+    """details.json (every score), curves.json (for `dvc plots`), artifacts/curves.png, and for a
+    stage's own report folder its metrics.json (the headline `dvc metrics` shows). Returns every score."""
     metrics = {**summary_metrics(result), **(extra or {})}
-    write_json(folder / "metrics.json", metrics)
+    write_json(folder / "details.json", metrics)
+    if stage is not None:
+        write_json(folder / "metrics.json", headline(stage, metrics))
     write_json(folder / "curves.json", curve_rows(result))
     plot_curves(result, folder / "artifacts" / "curves.png")
     return metrics

@@ -1,4 +1,4 @@
-"""What a training leaves behind: model file, metrics.json, curves, diagnosis.md.
+"""What a training leaves behind: model file, metrics.json and details.json, curves, diagnosis.md.
 
 This is the one module that writes a training stage's outputs (through `learning_curves` and
 `models`). It returns what the stage then hands to its tracking run: metrics, tags and
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainlab import paths
 from trainlab.config import Params
 from trainlab.errors import TrainingDiverged
 from trainlab.io import write_text
@@ -26,7 +27,7 @@ from trainlab.training import TrainedModel
 class TrainingOutputs:
     """The files one training wrote, and what its tracking run should record of them."""
 
-    metrics: dict[str, Any]                 # as written to metrics.json
+    metrics: dict[str, Any]                 # every score, as written to details.json
     step: int                               # the step of the final.* metrics: epochs run
     tags: dict[str, Any]                    # diagnosis, stop reason, precision, class count
     artifacts: list[tuple[Path, str | None]]  # (file, MLflow artifact folder)
@@ -52,7 +53,9 @@ def write_training_outputs(trained: TrainedModel, params: Params, stage: str, la
     selection = model_meta(held, params.selection.calibrate)
     if held is not None:
         extra_metrics = {**(extra_metrics or {}), **selection_metrics(held, selection["temperature"])}
-    metrics = write_training_reports(report_dir, trained.result, {**diagnosis.summary, **(extra_metrics or {})})
+    # A baseline's folder (models/baselines/<name>) gets its scores, not a headline of the stage's.
+    metrics = write_training_reports(report_dir, trained.result, {**diagnosis.summary, **(extra_metrics or {})},
+                                     stage if report_dir == paths.stage_reports(stage) else None)
     write_text(report_dir / "artifacts" / "diagnosis.md", diagnosis.markdown)
     artifacts: list[tuple[Path, str | None]] = [(report_dir / "artifacts" / "curves.png", "plots"),
                                                 (report_dir / "artifacts" / "diagnosis.md", None)]

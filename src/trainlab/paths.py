@@ -7,6 +7,7 @@ which is the working directory DVC runs stages in.
 from pathlib import Path
 
 PARAMS = Path("params.yaml")
+DVC_LOCK = Path("dvc.lock")   # what DVC recorded of each stage's last run (trainlab.params_record)
 
 # The placeholder data.file.path and data.file.source_path name when no file of the user's
 # is used: a committed folder holding only its README. Those keys are DVC dependencies of
@@ -69,6 +70,14 @@ def resume_checkpoint(run_name: str) -> Path:
 def model_manifest(stage: str) -> Path:
     """The SHA-256 manifest of the model files `stage` wrote (a DVC output of that stage)."""
     return MANIFESTS / f"{stage}.json"
+
+
+def params_record(stage: str) -> Path:
+    """The file, inside one of `stage`'s DVC outputs, that records the params it ran with
+    (a "params" key): the prepared data's manifest, the model manifests, else a params.json."""
+    own = {"prepare": MANIFEST, "search": SEARCH_MODELS / "params.json",
+           "evaluate": stage_artifacts("evaluate") / "params.json"}
+    return own.get(stage) or model_manifest(stage)
 
 
 def output_folders(stage: str) -> list[Path]:

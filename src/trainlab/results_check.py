@@ -12,7 +12,7 @@ own noise; the final test scores agree within
 - an R² (regression): 0.02, the margin the project holds a table model to against its baseline.
 
 `compare` applies that to the champion's and every final model's test score in
-reports/evaluate/metrics.json; `trainlab check-results` runs it against a git revision.
+reports/evaluate/details.json (metrics.json before it held only the headline); `trainlab check-results` runs it against a git revision.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from typing import Mapping
 from trainlab.errors import DataError
 from trainlab.paths import REPORTS
 
-METRICS = REPORTS / "evaluate" / "metrics.json"
+METRICS = REPORTS / "evaluate" / "details.json"
+# Where commits before details.json kept the same keys (evaluate's metrics.json then held every score).
+LEGACY_METRICS = REPORTS / "evaluate" / "metrics.json"
 
 CROSS_CPU_SCORE_SAMPLES = 3      # test samples
 CROSS_CPU_SCORE_POINTS = 0.5     # percentage points
@@ -94,12 +96,18 @@ def fresh_scores(path: Path = METRICS) -> dict:
 
 
 def committed_scores(revision: str, path: Path = METRICS) -> dict:
-    """The metrics file as committed at `revision` (one line if git has none)."""
-    shown = subprocess.run(["git", "show", f"{revision}:{path.as_posix()}"], capture_output=True, text=True)
+    """The scores file as committed at `revision` (one line if git has none)."""
+    shown = _git_show(revision, path)
+    if shown.returncode != 0 and path == METRICS and _git_show(revision, LEGACY_METRICS).returncode == 0:
+        path, shown = LEGACY_METRICS, _git_show(revision, LEGACY_METRICS)
     if shown.returncode != 0:
         reason = (shown.stderr.strip().splitlines() or ["git failed"])[-1]
         raise DataError(f"--against {revision}: no committed {path} to compare with ({reason})")
     return scores_in(shown.stdout, f"{revision}:{path.as_posix()}")
+
+
+def _git_show(revision: str, path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "show", f"{revision}:{path.as_posix()}"], capture_output=True, text=True)
 
 
 def scores_in(text: str, where: str) -> dict:

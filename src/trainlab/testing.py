@@ -109,3 +109,21 @@ def copy_project(source: Path, target: Path) -> Path:
     """An independent copy of a project (to mutate a shared fixture's state safely)."""
     shutil.copytree(source, target, symlinks=True)
     return target
+
+
+def dvc_metric_values(project: Path) -> dict[str, Any]:
+    """Every value `dvc metrics show` shows for the workspace, as {"<file>:<key>": value}."""
+    import json
+
+    shown = json.loads(run([str(BIN / "dvc"), "metrics", "show", "--json"], project).stdout)
+    values = {}
+    for path, entry in shown[""]["data"].items():
+        values.update(_flattened(entry.get("data", {}), f"{path}:"))
+    return values
+
+
+def _flattened(tree: dict, prefix: str) -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flattened(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return flat

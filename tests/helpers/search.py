@@ -97,7 +97,7 @@ def metric_steps(project: Path, run_id: str, key: str) -> list[int]:
 
 
 def metrics(project: Path) -> dict:
-    return json.loads((project / "reports/search/metrics.json").read_text())
+    return json.loads((project / "reports/search/details.json").read_text())
 
 
 # ------------------------------------------------------------------------- kill recovery

@@ -21,6 +21,18 @@ MAX_PARAMS_BYTES = 100_000   # ~12x the project's own; 1 MB of YAML takes ~15 s 
 
 def load_params(path: str | Path = "params.yaml", overrides: Mapping[str, Any] | None = None) -> Params:
     """Parse and validate params.yaml (plus dotted-key overrides); raise ParamsError on any mistake."""
+    raw = read_params_file(path)
+    for key, value in (overrides or {}).items():
+        set_dotted(raw, key, value)
+    return validate(raw, source=str(path))
+
+
+def read_params_file(path: str | Path) -> dict[str, Any]:
+    """params.yaml's sections as written (no defaults, not validated); ParamsError if unreadable.
+
+    Split from load_params so that a stage can keep the very text it validated (what DVC
+    records in dvc.lock) without reading the file twice (trainlab.params_record).
+    """
     # Imported here, not at the top: the engine imports the schema through this package, and
     # a GPU node that runs only the engine (bench/gpu.py) need not have PyYAML.
     import yaml
@@ -55,9 +67,7 @@ def load_params(path: str | Path = "params.yaml", overrides: Mapping[str, Any] |
         # a lost section is far more often an editing accident than a wish for defaults.
         raise ParamsError(f"{path}: {missing[0]}: required section is missing "
                           f"(sections: {', '.join(Params.model_fields)})")
-    for key, value in (overrides or {}).items():
-        set_dotted(raw, key, value)
-    return validate(raw, source=str(path))
+    return raw
 
 
 def validate(raw: Mapping[str, Any], source: str = "params.yaml") -> Params:

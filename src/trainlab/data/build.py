@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -11,6 +12,9 @@ from trainlab.data.prepared import write_prepared
 from trainlab.data.sources import Arrays, RawData, check_finite, load_raw
 from trainlab.data.splits import stratified_split, stratified_subset
 from trainlab.errors import DataError
+
+if TYPE_CHECKING:
+    from trainlab.params_record import ParamsRecord
 
 
 def take(arrays: Arrays, index: np.ndarray) -> Arrays:
@@ -72,8 +76,11 @@ def standardize_target(splits: dict[str, Arrays]) -> tuple[dict[str, Arrays], di
     return scaled, {"mean": mean, "std": std}
 
 
-def prepare(cfg: DataConfig, out: Path, params_hash: str) -> dict:
-    """Build and write the prepared dataset; returns the manifest."""
+def prepare(cfg: DataConfig, out: Path, params_hash: str, ran_with: ParamsRecord | None = None) -> dict:
+    """Build and write the prepared dataset; returns the manifest.
+
+    `ran_with`: the stage's params as read (trainlab.params_record), checked against
+    params.yaml before anything is written and kept in the manifest."""
     raw = load_raw(cfg)
     splits = build_splits(raw, cfg)
     labelled = raw.source is not None
@@ -84,6 +91,9 @@ def prepare(cfg: DataConfig, out: Path, params_hash: str) -> dict:
     if raw.task == "regression":
         splits["target"], tasks["target"]["target_scale"] = standardize_target(splits["target"])
         tasks["target"]["label"] = cfg.file.label
+    if ran_with is not None:
+        ran_with.check_unchanged()
+        meta["params"] = ran_with.values
     return write_prepared(out, splits, classes, raw.input_shape, meta, tasks, raw.preprocessor)
 
 

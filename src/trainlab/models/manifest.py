@@ -20,10 +20,11 @@ from trainlab.io import sha256_file, write_json
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-def write_manifest(stage: str, files: list[Path]) -> None:
-    """Record the SHA-256 of the model files `stage` just wrote (call it after the last one)."""
-    write_json(paths.model_manifest(stage), {"stage": stage,
-                                             "sha256": {path.as_posix(): sha256_file(path) for path in files}})
+def write_manifest(stage: str, files: list[Path], params: dict | None = None) -> None:
+    """Record the SHA-256 of the model files `stage` just wrote (call it after the last one)
+    and the params it ran with (trainlab.params_record checks them against dvc.lock)."""
+    record = {"stage": stage, "sha256": {path.as_posix(): sha256_file(path) for path in files}}
+    write_json(paths.model_manifest(stage), record if params is None else {**record, "params": params})
 
 
 def read_members(index: Path = paths.SEARCH_MEMBERS) -> list[dict]:
