@@ -200,7 +200,9 @@ def recorded(stage: str) -> dict[str, Any] | None:
     try:
         record = json.loads(path.read_bytes())
     except (ValueError, UnicodeDecodeError):
-        raise StaleParams(f"{path}: damaged (not JSON); rerun `dvc repro -f -s {stage}`") from None
+        # Not this check's to report: the stage that reads the file stops on it with its own
+        # line (a corrupt manifest, a model file that fails its hash); `verify` says "damaged".
+        return None
     params = record.get("params") if isinstance(record, dict) else None
     return params if isinstance(params, dict) else None
 
@@ -246,9 +248,17 @@ def verify() -> list[Verdict]:
         if stage not in lock:
             verdicts.append(Verdict(stage, True, "not checked: no entry in dvc.lock"))
         elif recorded(stage) is None:
-            what = "not found" if not record.is_file() else "records no params (written by an older trainlab)"
+            what = "not found" if not record.is_file() else _why_no_params(record, stage)
             verdicts.append(Verdict(stage, True, f"not checked: {record} {what}"))
         else:
             problem = mismatch(stage, lock)
             verdicts.append(Verdict(stage, problem is None, problem or f"ok ({record} matches dvc.lock)"))
     return verdicts
+
+
+def _why_no_params(path: Path, stage: str) -> str:
+    try:
+        json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError):
+        return f"damaged (not JSON); rerun it with `dvc repro -f -s {stage}`"
+    return "records no params (written by an older trainlab)"
