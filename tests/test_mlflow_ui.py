@@ -34,7 +34,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 MODEL_TRAINING = "workflowType=machine_learning"
 README = Path(__file__).resolve().parents[1] / "README.md"
 # The README's one-liner that makes `dvc exp show` readable (trainlab.dvc_metrics says why it works).
-EXP_SHOW = ("exp", "show", "--only-changed", "--precision", "3", "--drop", "Created|State|Executor|.*/")
+EXP_SHOW = ("exp", "show", "--only-changed", "--drop", "Created|State|Executor|.*/")
 
 
 def chromium(tmp_path: Path, name: str, url: str, *options: str) -> str:

@@ -72,10 +72,10 @@ def test_a_mixed_table_is_planned_and_described_in_one_line() -> None:
     assert [n for n in names if n.startswith("one_hot__city")] == [
         "one_hot__city_<missing>", "one_hot__city_Bergen", "one_hot__city_Oslo", "one_hot__city_Tromsø"]
     line = plan.describe(names, rows_without_label=3)
-    assert line == ("2 numeric (+1 missing-indicator column(s)), 1 date (as year/month/weekday/days), "
+    assert line == ("2 numeric (+1 missing-indicator column(s)), 1 date (as year/month/weekday), "
                     "3 categorical one-hot (9 columns), 3 dropped: 'row_id' (identifier: a unique "
                     "number per row, named like an id), 'name' (identifier: unique per row), "
-                    "'source' (constant: every row is 'web'); 16 model inputs; "
+                    "'source' (constant: every row is 'web'); 15 model inputs; "
                     "3 row(s) without a label left out")
     assert "\n" not in line
     assert input_schema(plan) == [("age", "double"), ("income", "double"), ("city", "string"),

@@ -17,7 +17,7 @@ Every name is unique across the files (DVC prefixes a shared name with its file'
 `dvc exp show`: 30 characters of header), and only the champion's have no slash, so the
 README's one-liner
 
-    dvc exp show --only-changed --precision 3 --drop 'Created|State|Executor|.*/'
+    dvc exp show --only-changed --drop 'Created|State|Executor|.*/'
 
 (the slash drops the deps columns too: they are paths) shows the experiments, the params
 each changed and the champion's figures, in at most 160 characters after two experiments

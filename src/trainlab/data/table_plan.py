@@ -4,11 +4,8 @@ Every column ends up in exactly one place of a `ColumnPlan`:
 
     numeric   numbers: median-imputed, a missing-indicator where cells were missing, standardised
     dates     datetime columns and strings that parse as dates: expanded to year, month and
-              weekday numbers and the date itself as days since 1970 (AutoGluon's default
-              parts: the calendar, and the point in time for a trend), then treated like
-              numeric columns; not dropped: a season, a year or a change over time is often
-              what predicts the label (seattle_weather: 76.0 with the calendar parts alone,
-              77.6 with the elapsed days; HGB 78.1 on days since 1970)
+              weekday numbers (then treated like numeric columns), not dropped: a season or a
+              model year is often what predicts the label (seattle_weather, cars)
     one_hot   categoricals with at most MAX_ONE_HOT_LEVELS levels seen in MIN_LEVEL_ROWS rows:
               one column per such level, the rarer levels (and unseen ones) pooled in one
               column; an empty cell is a level of its own ("<missing>")
@@ -63,7 +60,7 @@ MAX_CODE_LEVELS = 10
 # A string column is a date column when this share of its filled cells parse as dates in
 # the format of the first one (a few typos are tolerated, they become missing dates).
 MIN_DATE_SHARE = 0.95
-DATE_PARTS = ("year", "month", "weekday", "days")
+DATE_PARTS = ("year", "month", "weekday")
 # Integer columns named like these and unique per row are row identifiers, not features.
 # ("user_id", "ID", "Index", "PassengerId", "Unnamed: 0" as pandas writes an index; not "paid")
 ID_NAME = re.compile(r"(?i:(^|[^a-z])(id|idx|index|key)$|^unnamed: \d+$)|[a-z](Id|ID)$")

@@ -8,7 +8,7 @@
 The fitted object is one scikit-learn `ColumnTransformer` that reads the raw columns by name,
 so the served model applies it to raw rows as they come: numbers, category names, date
 strings, empty cells, levels never seen in training. Date columns are expanded to
-year/month/weekday numbers and the days since 1970, categoricals with many levels encoded as text: character n-grams
+year/month/weekday numbers, categoricals with many levels encoded as text: character n-grams
 and a truncated SVD (`table_plan` says why).
 """
 
@@ -146,18 +146,14 @@ def gram_names(transformer, input_features) -> np.ndarray:
 
 
 def date_parts(cells, formats: tuple[str, ...]) -> np.ndarray:
-    """Dates -> year, month, weekday (0 = Monday) and days since 1970-01-01 per column;
-    unparseable or empty -> NaN."""
+    """Dates -> year, month, weekday (0 = Monday) per column; unparseable or empty -> NaN."""
     frame, out = pd.DataFrame(cells), []
     for j, fmt in enumerate(formats):
         column = frame.iloc[:, j]
         if not pd.api.types.is_datetime64_any_dtype(column):
             column = pd.to_datetime(column.astype(object).where(column.notna(), None),
                                     format=fmt, errors="coerce")
-        if column.dt.tz is not None:
-            column = column.dt.tz_convert(None)   # elapsed days in UTC
-        days = (column - pd.Timestamp(0)).dt.total_seconds() / 86400.0
-        for part in (column.dt.year, column.dt.month, column.dt.day_of_week, days):
+        for part in (column.dt.year, column.dt.month, column.dt.day_of_week):
             out.append(part.to_numpy(dtype=np.float64, na_value=np.nan))
     return np.column_stack(out) if out else np.empty((len(frame), 0))
 
