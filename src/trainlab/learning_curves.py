@@ -119,7 +119,7 @@ def _finite(value: float) -> float | None:
 @dataclass(frozen=True)
 class DiagnosisReport:
     names: list[str]
-    summary: dict[str, int]      # diagnosis/<finding>: 1 per finding made, for metrics.json
+    summary: dict[str, int]      # diagnosis/<finding>: 1 per finding made, for details.json
     markdown: str                # diagnosis.md
     terminal: str                # what the stage prints
 

@@ -12,7 +12,7 @@ own noise; the final test scores agree within
 - an R² (regression): 0.02, the margin the project holds a table model to against its baseline.
 
 `compare` applies that to the champion's and every final model's test score in
-reports/evaluate/details.json (metrics.json before it held only the headline); `trainlab check-results` runs it against a git revision.
+reports/evaluate/details.json (at commits from before details.json, in metrics.json); `trainlab check-results` runs it against a git revision.
 """
 
 from __future__ import annotations

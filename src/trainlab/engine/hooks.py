@@ -208,7 +208,7 @@ class Progress(Hook):
             self.bar = None
         if self.quiet or not state.runtime.is_main:
             return
-        # Under the names metrics.json and MLflow use (the engine's own is epoch/train_loss).
+        # Under the names details.json and MLflow use (the engine's own is epoch/train_loss).
         shown = " ".join(f"{name}={metrics[k]:.4f}" for k, name in (("epoch/train_loss", "train/loss"),
                                                                       ("val/loss", "val/loss"), ("val/acc", "val/acc"))
                          if k in metrics)

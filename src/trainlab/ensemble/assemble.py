@@ -123,7 +123,7 @@ def build_ensemble(params: Params) -> BuiltEnsemble:
     metrics = {f"heldout/{score}/ensemble": heldout.score, "heldout/loss/ensemble": heldout.loss,
                f"heldout/{score}/member_best": best_member.heldout.score,
                f"heldout/{score}/member_mean": float(np.mean([c.heldout.score for c in candidates])),
-               "members": len(kept), "candidates": len(candidates),   # counts: ints in metrics.json too
+               "members": len(kept), "candidates": len(candidates),   # counts: ints in the JSON files too
                "calibration/temperature": temperature}
     return BuiltEnsemble(ensemble, table, metrics, heldout)
 

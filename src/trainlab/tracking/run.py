@@ -284,7 +284,7 @@ class StageRun:
         if backfill is not None:
             # The run of a resumed stage starts mid-way: give it the curves from before the kill.
             self.backfill(backfill)
-        # Every MLflow metric gets a chart: the diagnosis/* flags of metrics.json would be
+        # Every MLflow metric gets a chart: the diagnosis/* flags of details.json would be
         # one-point charts saying what the tag trainlab.diagnosis (in `tags`) says.
         self.log_scores({k: v for k, v in metrics.items()
                          if isinstance(v, (int, float)) and not k.startswith("diagnosis/")}, step=step)
@@ -293,7 +293,7 @@ class StageRun:
             self.log_artifact(path, folder)
 
     def log_scores(self, scores: Mapping[str, float], step: int) -> None:
-        """A finished training's scores (its metrics.json) as `final.<key>`, slashes made dots.
+        """A finished training's scores (its details.json) as `final.<key>`, slashes made dots.
 
         They stay metrics: the run table's columns, MLflow's run comparison and `trainlab rerun`
         read them, and the run's Overview lists them with their values. But MLflow's chart tab
