@@ -115,15 +115,10 @@ def dvc_metric_values(project: Path) -> dict[str, Any]:
     """Every value `dvc metrics show` shows for the workspace, as {"<file>:<key>": value}."""
     import json
 
+    from trainlab.config import flatten
+
     shown = json.loads(run([str(BIN / "dvc"), "metrics", "show", "--json"], project).stdout)
     values = {}
     for path, entry in shown[""]["data"].items():
-        values.update(_flattened(entry.get("data", {}), f"{path}:"))
+        values.update(flatten(entry.get("data", {}), f"{path}:"))
     return values
-
-
-def _flattened(tree: dict, prefix: str) -> dict[str, Any]:
-    flat = {}
-    for key, value in tree.items():
-        flat.update(_flattened(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return flat
