@@ -3,8 +3,8 @@
 KIND is
   handwritten         a minimal PyTorch loop: same model, AdamW, warmup+cosine per step,
                       grad-norm clipping, tensors in memory, eval under inference_mode
-  trainlab            trainlab.training.train_task as a user gets it: MLflow tracking to
-                      sqlite (StageRun.training_hooks), per-step metrics, per-layer grad
+  trainlab            trainlab.training.train_source as a user gets it: MLflow tracking to
+                      sqlite (training.tracking_hook), per-step metrics, per-layer grad
                       norms, a checkpoint every epoch, progress in log mode
   trainlab-untracked  the same without the tracking hook (no MLflow at all)
   trainlab-nosysmetrics  tracked, with MLflow's system metrics off (tracking.system_metrics: false)
@@ -161,7 +161,10 @@ def trainlab_run(project: Path, threads: int, tracking: bool, system_metrics: bo
     from trainlab.config import load_params
     from trainlab.engine import setup_runtime
     from trainlab.tracking import StageRun
-    from trainlab.training import data_hashes, finish, train_task
+    from trainlab import paths
+    from trainlab.data import data_hashes
+    from trainlab.training import TrainRequest, finish, train_source
+    from trainlab.training.tracking_hook import tracking_hooks
 
     os.chdir(project)   # trainlab's paths (data/prepared, .trainlab/resume, mlflow.db) are relative
     params = load_params("params.yaml")
@@ -176,16 +179,15 @@ def trainlab_run(project: Path, threads: int, tracking: bool, system_metrics: bo
 
     def train(hooks) -> tuple:
         started = time.perf_counter()
-        trained = train_task(params, params.pretrain, "source", resume_name="pretrain", hooks=hooks,
-                             runtime=runtime, label="pretrain")
+        trained = train_source(TrainRequest(params, params.pretrain, "pretrain", "pretrain", runtime, tuple(hooks)))
         return trained, time.perf_counter() - started
 
     if tracking:
         opened = time.perf_counter()
-        run = StageRun("pretrain", params, inputs=data_hashes())
+        run = StageRun("pretrain", params, inputs=data_hashes(paths.PREPARED))
         run.__enter__()
         setup_s = time.perf_counter() - opened
-        timed_hooks = [_TimedHook(hook) for hook in run.training_hooks()]
+        timed_hooks = [_TimedHook(hook) for hook in tracking_hooks(run)]
         try:
             trained, train_s = train(timed_hooks)
         finally:

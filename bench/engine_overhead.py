@@ -3,7 +3,7 @@
 The default pretrain workload (params.yaml's model, the prepared source split, its
 epochs, batch size and optimizer, validation every epoch) runs three ways:
   handwritten  a minimal PyTorch loop (bench/_workloads.py)
-  trainlab     train_task with everything a user gets by default: MLflow tracking to a
+  trainlab     train_source with everything a user gets by default: MLflow tracking to a
                sqlite store, per-step metrics, per-layer grad norms, a checkpoint every
                epoch, progress in log mode
   lightning    Lightning's Trainer on the same model and maths (CSV logger,

@@ -43,7 +43,7 @@ from trainlab.data import load_split
 from trainlab.ensemble.assemble import chance_level, load_candidates
 from trainlab.ensemble.combine import greedy_selection
 from trainlab.models import model_from_blob
-from trainlab.selection import HeldOut, predict_outputs
+from trainlab.heldout import HeldOut, predict_outputs
 
 BAGS = 20
 ROUNDS = 25

@@ -1,7 +1,7 @@
 """fp32 vs bf16 vs fp16 on this CPU for the default model, and what `precision: auto` picks.
 
 The pretrain workload (params.yaml's model and source data) is trained by trainlab's
-train_task, untracked, for a few epochs at each precision, each run a fresh process,
+train_source, untracked, for a few epochs at each precision, each run a fresh process,
 precisions interleaved per repetition. Throughput is training samples per second of
 the optimizer steps (validation excluded), the median over epochs and repetitions;
 accuracy is the validation accuracy after the last epoch. bf16 and fp16 use autocast

@@ -192,7 +192,7 @@ def planned_steps(dataset: str) -> list[list[str]]:
     pretext row can be a sample or a batch off (prepare also carves its own validation)."""
     from trainlab.config import validate
     from trainlab.engine.budget import resolve_budget
-    from trainlab.pretext import VIEWS, reconstruction_spec
+    from trainlab.training.pretext import VIEWS, reconstruction_spec
 
     params = validate(C.real_params(**data_overrides(dataset, f"{dataset}.npz")))
     pool = 20 if dataset == "unit_test" else int(IMAGES * (1 - params.data.file.test_fraction))

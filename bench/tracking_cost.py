@@ -1,6 +1,6 @@
 """What MLflow tracking costs a training run, and why trainlab writes metrics with log_batch.
 
-1. The default pretrain workload trained by trainlab's train_task twice over, each
+1. The default pretrain workload trained by trainlab's train_source twice over, each
    repetition a fresh process, interleaved: with the tracking hook (per-step metrics
    buffered and written with log_batch into a sqlite store) and with no tracking at all.
    The ratio compares the wall time of the training call; opening and closing the MLflow
@@ -78,7 +78,7 @@ def main() -> None:
         args.repeats, args.calls = 1, 20
     params = C.workload_params(args, **{"trainer.progress": "log"})
     threads = params["trainer"]["threads"]
-    C.print_header("tracking cost: trainlab train_task with and without MLflow tracking",
+    C.print_header("tracking cost: trainlab train_source with and without MLflow tracking",
                    ["bench/tracking_cost.py", *sys.argv[1:]], threads)
     with C.workspace("tracking") as tmp:
         base = Path(tmp)

@@ -3,7 +3,7 @@
 After `dvc repro` on a teammate's machine (another CPU type, thread count or torch build),
 dvc.lock and the reports change in their last digits; this says whether the results still
 agree with the committed ones: every final test accuracy within 3 test samples or 0.5
-point (whichever is larger), every R² within 0.02 (README, "Results on another CPU").
+point (whichever is larger), every R² within 0.02 (docs/reproducibility.md, "Results on another CPU").
 Intermediate figures (pretraining loss, search values) are not compared: they may differ
 more. Exit 0 if all agree, 1 if any is outside (each listed), 2 if there is nothing to compare.
 """

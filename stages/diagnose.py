@@ -16,7 +16,7 @@ import click
 @click.option("--log/--no-log", default=False, help="Attach diagnosis.md and a tag to the run.")
 def command(run_id: str, tracking_uri: str | None, num_classes: int | None, log: bool) -> None:
     from trainlab.errors import UserError
-    from trainlab.learning_curves import diagnose_training
+    from trainlab.training.curves import diagnose_training
     from trainlab.tracking.history import client_for, fetch_curves, get_run
     from trainlab.tracking.mlflow_fields import RUN_LABEL_TAG
 

@@ -19,20 +19,20 @@ RELAUNCHED = "TRAINLAB_DIST_STORE"
 
 def started(stage: str) -> None:
     """'[pretrain] starting: Train the model ...', before anything slow."""
-    from trainlab.cli import COMMANDS   # click and trainlab's version only: no torch, no MLflow
+    from trainlab.stage_registry import STAGES   # paths only: no torch, no MLflow
 
     # Once: not again in each process trainer.devices relaunches, nor on torchrun's other ranks.
     if os.environ.get("RANK", "0") == "0" and RELAUNCHED not in os.environ:
-        click.echo(f"[{stage}] starting: {COMMANDS[stage][1]}")   # click.echo flushes: shown at once
+        click.echo(f"[{stage}] starting: {STAGES[stage].help}")   # click.echo flushes: shown at once
 
 
 def finished(run, stage: str) -> None:
     """The stage's MLflow run (id and link) and the outputs it wrote; nothing on
     DDP ranks other than 0 (their NullRun has no run id)."""
-    from trainlab.paths import stage_outputs
+    from trainlab.stage_registry import STAGES
 
     if run.run_id is None:
         return
     click.echo(f"[{stage}] MLflow run {run.run_id}: {run.link()}")
-    wrote = [f"{path}/" if path.is_dir() else str(path) for path in stage_outputs(stage) if path.exists()]
+    wrote = [f"{path}/" if path.is_dir() else str(path) for path in STAGES[stage].outputs if path.exists()]
     click.echo(f"[{stage}] wrote: {', '.join(wrote)}")

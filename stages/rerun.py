@@ -24,7 +24,7 @@ import click
                    "takes the alias only by evaluate.promote's rule, like any evaluate.")
 def command(run_id: str, tracking_uri: str | None, in_place: bool, register: bool) -> None:
     from trainlab.tracking.history import client_for
-    from trainlab.tracking.rerun import rerun
+    from trainlab.rerun import rerun
 
     result = rerun(client_for(tracking_uri), run_id, in_place=in_place, register=register,
                    warn=lambda line: click.echo(line, err=True))

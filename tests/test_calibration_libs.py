@@ -133,9 +133,9 @@ def test_the_libraries_stay_off_the_import_of_the_module() -> None:
 
 # ---------------------------------------------------------------------------------- figure
 def test_confusion_figure_labels_ten_long_class_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from trainlab import evaluation_plots
-    from trainlab.evaluation import ModelScore
-    from trainlab.selection import HeldOut
+    from trainlab.evaluation import plots as evaluation_plots
+    from trainlab.evaluation.scores import ModelScore
+    from trainlab.heldout import HeldOut
 
     names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
     confusion = np.full((10, 10), 3) + np.diag(np.full(10, 947))   # 950 on the diagonal

@@ -1,4 +1,4 @@
-"""Cross-validation folds shared over processes (trainlab.fold_workers): the same numbers as
+"""Cross-validation folds shared over processes (trainlab.training.jobs): the same numbers as
 folds trained one after another, failures and pruning that reach the stage, no process left."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from trainlab.config import validate
 from trainlab.data import TaskInfo
 from trainlab.engine import Hook, TrainData
 from trainlab.errors import TrainingDiverged
-from trainlab.learning_curves import TIMING_KEYS
+from trainlab.training.curves import TIMING_KEYS
 from trainlab.models import build_model
 from trainlab.testing import small_params
-from trainlab.training import train_task
+from trainlab.training import TrainRequest, train_target
 
 
 class Pids(Hook):
@@ -66,8 +66,8 @@ def test_folds_shared_over_two_processes_give_the_serial_results(tmp_path: Path,
     for threads in (1, 2):
         params, data = setup(tmp_path / f"t{threads}", monkeypatch, threads)
         log = tmp_path / f"pids{threads}"
-        trained = train_task(params, params.finetune, "target", resume_name="r", data=data,
-                             build=factory(params, data[2], Pids(log)))
+        trained = train_target(TrainRequest(params, params.finetune, "r"),
+                               factory(params, data[2], Pids(log)), data)
         runs[threads] = (trained, pids_of(log))
     (serial, serial_pids), (shared, shared_pids) = runs[1], runs[2]
     assert set(serial_pids) == {os.getpid()}                     # 4 folds and the refit, here
@@ -91,8 +91,8 @@ def test_a_fold_failing_in_a_child_process_fails_the_fit(tmp_path: Path, monkeyp
     params, data = setup(tmp_path, monkeypatch, threads=2)
     log = tmp_path / "pids"
     with pytest.raises(TrainingDiverged, match="a fold in a child process"):
-        train_task(params, params.finetune, "target", resume_name="r", data=data,
-                   build=factory(params, data[2], Pids(log, fail_in_child=True)))
+        train_target(TrainRequest(params, params.finetune, "r"),
+                     factory(params, data[2], Pids(log, fail_in_child=True)), data)
     assert len(set(pids_of(log))) == 2
     assert not multiprocessing.active_children()
 
@@ -108,7 +108,7 @@ def test_a_trial_pruned_in_its_first_fold_stops_the_other_folds(tmp_path: Path, 
 
     params, data = setup(tmp_path, monkeypatch, threads=2)
     with pytest.raises(Prune):
-        train_task(params, params.finetune, "target", resume_name="r", data=data, pruning=PruneAtEpoch2())
+        train_target(TrainRequest(params, params.finetune, "r", pruning=PruneAtEpoch2()), data=data)
     assert not multiprocessing.active_children()   # the child's folds were stopped with the trial
 
 
@@ -125,8 +125,8 @@ class Chdir:
 
 params, data = t.setup(Path({tmp!r}), Chdir(), threads=2)
 params = params.model_copy(update={{"finetune": params.finetune.model_copy(update={{"epochs": 100000}})}})
-t.train_task(params, params.finetune, "target", resume_name="r", data=data,
-             build=t.factory(params, data[2], t.Pids(Path({log!r}))))
+t.train_target(t.TrainRequest(params, params.finetune, "r"),
+               t.factory(params, data[2], t.Pids(Path({log!r}))), data)
 """
 
 
@@ -165,14 +165,14 @@ def test_a_refit_resumed_past_the_chosen_epoch_is_refit_to_it_with_the_serial_re
     resumed refit has no per-epoch weights to take the chosen epoch from, so it is refit to that
     epoch after the folds, and ends with the weights the serial path gives."""
     params, data = setup(tmp_path / "serial", monkeypatch, threads=1)
-    serial = train_task(params, params.finetune, "target", resume_name="r", data=data,
-                        build=factory(params, data[2], Hook()))
+    serial = train_target(TrainRequest(params, params.finetune, "r"),
+                          factory(params, data[2], Hook()), data)
     params, data = setup(tmp_path / "shared", monkeypatch, threads=2)
     runs = []
     for _ in range(2):   # the first run's resume checkpoints stay (no finish()): the second resumes
         log = tmp_path / f"pids{len(runs)}"
-        runs.append(train_task(params, params.finetune, "target", resume_name="r", data=data,
-                               build=factory(params, data[2], Pids(log))))
+        runs.append(train_target(TrainRequest(params, params.finetune, "r"),
+                                 factory(params, data[2], Pids(log)), data))
     assert serial.result.best_epoch < params.finetune.epochs - 1, "the chosen epoch must precede the last"
     assert len(pids_of(tmp_path / "pids1")) == 6   # 4 folds and the refit resumed, then the serial refit
     for a, b in zip(runs[1].model.state_dict().values(), serial.model.state_dict().values()):

@@ -19,7 +19,7 @@ from trainlab.config import validate
 from trainlab.diagnose import diagnose
 from trainlab.engine import TrainData, fit, seed_everything
 from trainlab.errors import TrainingDiverged
-from trainlab.learning_curves import CurveRecorder
+from trainlab.training.curves import CurveRecorder
 from trainlab.models import build_model
 from trainlab.testing import small_params
 

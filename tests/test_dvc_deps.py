@@ -35,7 +35,7 @@ def test_each_stage_runs_the_command_the_closure_starts_from() -> None:
 
 
 def test_removing_an_imported_file_from_dvc_yaml_fails_the_check(tmp_path: Path) -> None:
-    for stage, dep in [("evaluate", "src/trainlab/ensemble/combine.py"), ("finetune", "src/trainlab/training.py"),
+    for stage, dep in [("evaluate", "src/trainlab/ensemble/combine.py"), ("finetune", "src/trainlab/training"),
                        ("pretrain", "src/trainlab/models")]:
         edited = yaml.safe_load((ROOT / "dvc.yaml").read_text())
         edited["stages"][stage]["deps"].remove(dep)
@@ -65,6 +65,17 @@ def test_deps_are_precise_per_stage() -> None:
     assert "src/trainlab/data/build.py" not in as_deps(uses["pretrain"])
 
 
+def test_stages_that_do_not_train_depend_on_neither_the_engine_nor_the_training_layer() -> None:
+    # An edit to the training loop or the fold pool reruns the stages that train, not these.
+    declared = stage_deps.declared_code_deps()
+    for stage in ("ensemble", "evaluate"):
+        assert not [dep for dep in declared[stage] if dep.startswith(("src/trainlab/training", "src/trainlab/engine"))]
+        assert SRC / "training" / "jobs.py" not in closure(stage)
+    assert not [dep for dep in declared["prepare"] if dep.startswith(("src/trainlab/engine", "src/trainlab/training"))]
+    # ... while the stages that train do depend on both.
+    assert SRC / "training" / "jobs.py" in closure("finetune") and SRC / "engine" / "loop.py" in closure("pretrain")
+
+
 def test_imports_inside_functions_and_relative_imports_count(tmp_path: Path) -> None:
     module = tmp_path / "mod.py"
     module.write_text("import os\n"
@@ -88,11 +99,11 @@ def test_the_ddp_relaunch_counts_as_code_the_stage_runs() -> None:
 
 
 def test_a_new_module_imported_lazily_joins_the_closure(tmp_path: Path, monkeypatch) -> None:
-    # A copy of the code where evaluation.py starts importing a new module inside a function.
+    # A copy of the code where evaluation/scores.py starts importing a new module inside a function.
     for tree in ("src", "stages"):
         subprocess.run(["cp", "-r", str(ROOT / tree), str(tmp_path / tree)], check=True)
     (tmp_path / "src/trainlab/brand_new_module.py").write_text("import math\n")
-    evaluation = tmp_path / "src/trainlab/evaluation.py"
+    evaluation = tmp_path / "src/trainlab/evaluation/scores.py"
     evaluation.write_text(evaluation.read_text() + "\n\ndef _later():\n    from trainlab import brand_new_module\n")
     monkeypatch.setattr(stage_deps, "ROOT", tmp_path)
     monkeypatch.setattr(stage_deps, "PACKAGES", {"trainlab": tmp_path / "src/trainlab", "stages": tmp_path / "stages"})

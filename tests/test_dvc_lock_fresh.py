@@ -2,7 +2,7 @@
 
 A commit that changes a stage's dependency (a file of src/ or stages/, a params section, the
 user-data placeholder) without re-recording dvc.lock left `dvc status` listing every stage
-on a fresh clone, so README's "`dvc pull`; `dvc repro`: nothing runs" failed and every
+on a fresh clone, so docs/reproducibility.md's "`dvc pull`; `dvc repro`: nothing runs" failed and every
 metrics file differed from git after `make repro`. No training here: `dvc status` runs in a
 copy holding only dvc.yaml, dvc.lock, params.yaml and the dependencies that are not another
 stage's output, and whatever it finds changed among those fails the test. Outputs (data,

@@ -46,7 +46,7 @@ def uninterrupted() -> tuple[dict[str, torch.Tensor], list[dict[str, float]]]:
     return weights(model), history(result)
 
 
-def interrupt(path: Path, stop: StopAt, fingerprint: str = "fp", spec=SPEC, every: int | None = None) -> Recorder:
+def interrupt(path: Path, stop: StopAt, fingerprint: str | dict = "fp", spec=SPEC, every: int | None = None) -> Recorder:
     """Run until `stop` raises KeyboardInterrupt, checkpointing to `path` (each epoch, every `every` steps)."""
     recorder = Recorder()
     with pytest.raises(KeyboardInterrupt):
@@ -55,7 +55,7 @@ def interrupt(path: Path, stop: StopAt, fingerprint: str = "fp", spec=SPEC, ever
     return recorder
 
 
-def resume(path: Path, fingerprint: str = "fp") -> tuple[torch.nn.Module, FitResult, Checkpointing]:
+def resume(path: Path, fingerprint: str | dict = "fp") -> tuple[torch.nn.Module, FitResult, Checkpointing]:
     # A different initialisation: whatever the rerun ends with must come from the checkpoint.
     model, checkpointing = model_for(init_seed=1), Checkpointing(path, fingerprint, EVERY)
     result = train(model, StopAt(), Recorder(), checkpointing=checkpointing)
@@ -116,6 +116,23 @@ def test_checkpoint_with_another_fingerprint_is_ignored(tmp_path: Path, capsys) 
     train(fresh, StopAt())
     assert_same_weights(weights(model), weights(fresh))
     assert torch.load(path, map_location="cpu", weights_only=True)["fingerprint"] == "fp"
+
+
+def test_a_restart_names_what_changed(tmp_path: Path, capsys) -> None:
+    """A fingerprint given by name (as trainlab.training.fit.run_identity gives it) says which
+    inputs differ: a search resumed with other workers gets other trial threads, and says so."""
+    path = tmp_path / "resume.pt"
+    started = {"trainer.threads": "2", "data": "a" * 16, "seed": "0"}
+    interrupt(path, StopAt(epoch=1), fingerprint=started)
+    capsys.readouterr()
+    _, result, _ = resume(path, fingerprint={**started, "trainer.threads": "1", "data": "b" * 16})
+    assert result.resumed_from_step is None
+    line = [ln for ln in capsys.readouterr().err.splitlines() if "starting afresh" in ln]
+    assert line == [f"note: {path} was made with other data, trainer.threads (2, now 1); starting afresh"]
+    # The same names and values resume.
+    interrupt(path, StopAt(epoch=1), fingerprint=started)
+    _, result, _ = resume(path, fingerprint=dict(started))
+    assert result.resumed_from_step == STEPS_PER_EPOCH
 
 
 class EpochCount(Hook):

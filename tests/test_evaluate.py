@@ -16,8 +16,8 @@ from trainlab.calibration import apply_temperature
 from trainlab.data import load_split, task_info
 from trainlab.ensemble.combine import load_any
 from trainlab.data import TaskInfo
-from trainlab.evaluation import ModelScore, champion_line, choose_best, compare_runner_up, expected_calibration_error
-from trainlab.selection import HeldOut
+from trainlab.evaluation.scores import ModelScore, champion_line, choose_best, compare_runner_up, expected_calibration_error
+from trainlab.heldout import HeldOut
 from trainlab.testing import copy_project, trainlab
 
 from helpers.tracking import client_of, experiment_id, label
@@ -312,7 +312,7 @@ def test_registered_version_has_a_model_card_and_tags(evaluated: Path) -> None:
 
 
 def test_bootstrap_intervals_are_seeded_and_wilson_matches_its_formula() -> None:
-    from trainlab.evaluation_stats import bootstrap_interval, r2, wilson_interval
+    from trainlab.evaluation.stats import bootstrap_interval, r2, wilson_interval
 
     rng = np.random.default_rng(1)
     actual = rng.normal(size=50)

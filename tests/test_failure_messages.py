@@ -58,8 +58,8 @@ def test_a_number_too_large_for_an_integer_is_told_the_range(key: str, allowed: 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("stage", "work"), [("ensemble", "trainlab.ensemble.assemble.build_ensemble"),
-                                             ("evaluate", "trainlab.evaluation.evaluate_all")])
+@pytest.mark.parametrize(("stage", "work"), [("ensemble", "trainlab.ensemble.stage.build_ensemble"),
+                                             ("evaluate", "trainlab.evaluation.stage.evaluate_all")])
 def test_ctrl_c_in_a_stage_without_checkpoints_does_not_promise_one(stage: str, work: str, prepared_project: Path,
                                                                    tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:

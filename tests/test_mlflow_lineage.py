@@ -97,7 +97,7 @@ def test_a_resumed_runs_backfill_lands_on_the_same_axis(prepared_project: Path, 
     each point once, at the step the live hook would have used."""
     from types import SimpleNamespace
 
-    from trainlab.tracking.hook import TrackingHook
+    from trainlab.training.tracking_hook import TrackingHook
 
     params = load_params(prepared_project / "params.yaml")
     params = params.model_copy(update={"tracking": params.tracking.model_copy(
@@ -124,7 +124,7 @@ def test_epoch_metrics_are_written_every_few_seconds_and_all_at_the_fit_end(prep
     LIVE_WRITE_EVERY_S has passed since the last write, and the fit's end writes the rest."""
     from types import SimpleNamespace
 
-    from trainlab.tracking import hook as tracking_hook
+    from trainlab.training import tracking_hook
 
     params = load_params(prepared_project / "params.yaml")
     params = params.model_copy(update={"tracking": params.tracking.model_copy(

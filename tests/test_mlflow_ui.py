@@ -104,7 +104,7 @@ def test_ui_shows_the_runs_and_their_metric_charts(ui: Server, prepared_project:
     # ("Created by" is not among the table's default columns; tests/test_mlflow_lineage.py reads mlflow.user.)
     assert re.search(r">mnist1d-source-train \([0-9a-f]{36}\)<", runs_page)
     assert re.search(r">trainlab pretrain</span>", runs_page)
-    # The run table as README's MLflow section shows it (docs/mlflow-run-table.png is one of these).
+    # The run table as docs/mlflow.md shows it (docs/mlflow-run-table.png is one of these).
     table = tmp_path / "mlflow-run-table.png"
     chromium(tmp_path, "table", f"{ui.uri}/#/experiments/{exp}/runs?{MODEL_TRAINING}", "--window-size=1600,520",
              "--hide-scrollbars", f"--screenshot={table}")

@@ -1,4 +1,4 @@
-"""Models: every architecture's shapes and named blocks, freezing, head replacement, saving/loading."""
+"""Models: every architecture's shapes and named blocks, freezing, saving/loading."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_every_arch_maps_a_batch_to_class_logits(arch: str) -> None:
     model = build_model(config(arch), SHAPES[arch], 5)
     x = torch.randn(7, *SHAPES[arch])
     assert model(x).shape == (7, 5)
-    assert model.features(x).shape == (7, model.feature_dim)
+    assert model.backbone(x).shape == (7, model.feature_dim)
     # Parameter-holding blocks, input side first; logistic regression is only a head.
     # Residual nets end on the pre-activation stack's final batch norm.
     expected = [] if arch == "logreg" else BLOCKS + (["norm"] if arch.startswith("resnet") else [])
@@ -90,20 +90,6 @@ def test_frozen_blocks_keep_weights_and_batchnorm_statistics_through_a_fit() -> 
     set_frozen(model, [])
     model.train()
     assert all(p.requires_grad for p in model.parameters()) and model.backbone.stem.training
-
-
-def test_replace_head_keeps_the_backbone() -> None:
-    torch.manual_seed(0)
-    model = build_model(config("cnn1d"), (40,), 10)
-    backbone = {k: v.clone() for k, v in model.backbone.state_dict().items()}
-    x = torch.randn(5, 40)
-    model.eval()
-    features = model.features(x)
-    model.replace_head(4)
-    assert model(x).shape == (5, 4)
-    assert torch.equal(model.features(x), features)
-    assert all(torch.equal(v, model.backbone.state_dict()[k]) for k, v in backbone.items())
-    assert model.head.linear.in_features == model.feature_dim
 
 
 def test_save_and_load_round_trip_gives_equal_outputs(tmp_path: Path) -> None:

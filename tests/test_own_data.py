@@ -20,7 +20,8 @@ from trainlab.data.user_file import load_user_data
 from trainlab.diagnose import diagnose
 from trainlab.engine.budget import resolve_budget
 from trainlab.ensemble.combine import greedy_selection
-from trainlab.selection import HeldOut, stratified_folds
+from trainlab.heldout import HeldOut
+from trainlab.training.folds import stratified_folds
 from trainlab.testing import make_project, small_params, trainlab
 
 
@@ -159,7 +160,7 @@ def test_greedy_selection_never_loses_to_its_best_member_and_drops_noise() -> No
 def test_ensemble_stage_drops_a_chance_level_member(tmp_path: Path, monkeypatch) -> None:
     from trainlab.ensemble.assemble import build_ensemble
     from trainlab.models import build_model, save_model, write_manifest
-    from trainlab.io import sha256_file as sha256_of
+    from trainlab.hashing import sha256_file as sha256_of
 
     params = shipped_params(model__arch="mlp", ensemble__top_k=2, ensemble__include_finetuned=True)
     monkeypatch.chdir(tmp_path)
@@ -285,7 +286,7 @@ def test_checkpoints_are_throttled_but_first_and_last_epochs_are_saved(tmp_path:
 def test_a_search_trials_pruner_watches_the_first_fold_under_cross_validation(tmp_path: Path, monkeypatch) -> None:
     from trainlab.data import TaskInfo
     from trainlab.engine import Hook, TrainData
-    from trainlab.training import train_task
+    from trainlab.training import TrainRequest, train_target
 
     class Prune(Exception):
         pass
@@ -310,12 +311,12 @@ def test_a_search_trials_pruner_watches_the_first_fold_under_cross_validation(tm
                                "trainer.progress": "off", "finetune.epochs": 3, "finetune.batch_size": 8,
                                "selection.folds": 3})
     watcher = Watcher(prune_at=None)
-    trained = train_task(params, params.finetune, "target", resume_name="t", data=data, pruning=watcher)
+    trained = train_target(TrainRequest(params, params.finetune, "t", pruning=watcher), data=data)
     assert trained.cross_validated and trained.heldout.folds == 3
     assert watcher.seen == [0, 1, 2]     # the first fold's epochs, once each
     # A trial pruned in its first fold trains no other fold and no refit.
     with pytest.raises(Prune):
-        train_task(params, params.finetune, "target", resume_name="u", data=data, pruning=Watcher(prune_at=1))
+        train_target(TrainRequest(params, params.finetune, "u", pruning=Watcher(prune_at=1)), data=data)
 
 
 # ---------------------------------------------------------------------------------- speed on small data

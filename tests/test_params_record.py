@@ -16,6 +16,7 @@ import yaml
 
 from trainlab import paths
 from trainlab.config.sections import STAGE_PARAMS
+from trainlab.stage_registry import STAGES
 from trainlab.config.yaml_reader import read_yaml
 from trainlab.errors import StaleParams
 from trainlab.params_record import (UPSTREAM, check_upstream, declared_values, first_difference, load_stage_params,
@@ -117,7 +118,7 @@ def test_a_params_file_broken_while_a_stage_ran_stops_it(project: Path) -> None:
 
 def write_run(stage: str, values: dict, lock_values: dict) -> None:
     """What a stage run under DVC leaves: its record, and its dvc.lock entry."""
-    record = paths.params_record(stage)
+    record = STAGES[stage].params_record
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps({"stage": stage, "params": values}))
     lock = yaml.safe_load(paths.DVC_LOCK.read_text()) if paths.DVC_LOCK.is_file() else {"schema": "2.0", "stages": {}}

@@ -373,12 +373,12 @@ class StopAtSecondEpochEnd(Hook):
 
 @pytest.mark.parametrize("how", ["truncated", "bytes-flipped"])
 def test_damaged_resume_checkpoint_is_named_with_what_to_do(in_copy: Path, how: str) -> None:
-    from trainlab.transfer import finetune
+    from trainlab.training.transfer import finetune, finetune_request
 
     params = load_params("params.yaml")
     checkpoint = in_copy / ".trainlab/resume/finetune.pt"
     with pytest.raises(KeyboardInterrupt):   # a real resume checkpoint: finetune stopped in epoch 2
-        finetune(params, Path("models/pretrained.pt"), hooks=[StopAtSecondEpochEnd()])
+        finetune(finetune_request(params, hooks=[StopAtSecondEpochEnd()]), Path("models/pretrained.pt"))
     torch.load(checkpoint, map_location="cpu", weights_only=True)   # intact so far
     if how == "truncated":
         checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size * 2 // 3])
@@ -587,12 +587,12 @@ def test_divergence_exits_3_and_keeps_earlier_outputs(prepared_project: Path, tm
 
 def test_fp16_without_loss_scaling_is_detected_where_fp32_trains(in_copy: Path) -> None:
     from trainlab.errors import TrainingDiverged
-    from trainlab.training import finish, train_task
+    from trainlab.training import TrainRequest, finish, train_source
 
     # Reference: at this lr fp32 trains through every epoch (its loss is large but finite).
     steep = {"pretrain.optimizer.name": "sgd", "pretrain.optimizer.lr": 100.0, "trainer.clip_grad_norm": None}
     fp32 = load_params("params.yaml", overrides=steep)
-    reference = train_task(fp32, fp32.pretrain, "source", resume_name="fp32-reference")
+    reference = train_source(TrainRequest(fp32, fp32.pretrain, "fp32-reference"))
     finish(reference)
     assert len(reference.result.history) == fp32.pretrain.epochs
     assert all(np.isfinite(row["val/loss"]) for row in reference.result.history)
@@ -610,7 +610,7 @@ def test_fp16_without_loss_scaling_is_detected_where_fp32_trains(in_copy: Path) 
     scaled = load_params("params.yaml", overrides={**steep, "trainer.precision": "fp16",
                                                    "trainer.fp16_loss_scaling": True})
     with pytest.raises(TrainingDiverged, match="the learning rate is likely too high"):
-        train_task(scaled, scaled.pretrain, "source", resume_name="fp16-scaled")
+        train_source(TrainRequest(scaled, scaled.pretrain, "fp16-scaled"))
 
 
 def test_failed_prepare_leaves_the_previous_data_intact(in_copy: Path) -> None:

@@ -171,6 +171,12 @@ def test_unchanged_params_resume_and_a_new_space_starts_a_new_study(searched, tm
     old_name, new_name = study_name(validate(params)), study_name(validate(changed))
     assert old_name != new_name
     assert old_name.startswith("trainlab-search-") and new_name.startswith("trainlab-search-")
+    # One list of the settings that change no number (TrainerConfig.NOT_MATHS): resume checkpoints
+    # and studies both read it. Threads are not on it: another count sums in another order.
+    quiet = search_params(search__sampler="random", trainer__checkpoint_min_interval_s=0.5, trainer__progress="off",
+                          search__workers=2)
+    assert study_name(validate(quiet)) == old_name
+    assert study_name(validate(search_params(search__sampler="random", trainer__threads=2))) != old_name
     found = studies(project)
     assert set(found) == {old_name, new_name}
     assert by_slot(found[old_name]) == before

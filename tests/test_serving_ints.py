@@ -2,7 +2,7 @@
 ints, JSON rows of integers, as well as float32 and float64, and gives the float answer.
 
 MLflow's schema check refused an unnamed `double` column of int64 ("Can not safely convert
-int64 to float64"), so a row of ints failed before the model saw it; README and the model
+int64 to float64"), so a row of ints failed before the model saw it; docs/mlflow.md and the model
 card say ints are accepted. The model is logged as every stage logs one (log_model), loaded
 with mlflow.pyfunc.load_model, and sent JSON through the scoring server's own request
 handler (`mlflow models serve` runs it per request).

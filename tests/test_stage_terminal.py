@@ -92,12 +92,12 @@ def test_the_files_a_stage_names_are_its_dvc_outputs() -> None:
     """What `[stage] wrote:` lists covers every out and metrics file dvc.yaml gives the stage, and no more."""
     import yaml
 
-    from trainlab.paths import stage_outputs
+    from trainlab.stage_registry import STAGES
     from trainlab.testing import ROOT
 
     for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
         declared = [Path(next(iter(o)) if isinstance(o, dict) else o)
                     for o in (*stage.get("outs", []), *stage.get("metrics", []))]
-        named = stage_outputs(name)
+        named = STAGES[name].outputs
         assert all(any(d == n or n in d.parents for n in named) for d in declared), (name, declared, named)
         assert all(any(d == n or n in d.parents for d in declared) for n in named), (name, declared, named)

@@ -68,7 +68,7 @@ def test_stage_run_lineage_tags(prepared_project: Path, stage: str) -> None:
     assert tags["torch.version"] == torch.__version__
     assert tags["trainlab.version"] == trainlab.__version__
     assert "trainlab.rerun_of" not in tags
-    # What decides the last bits of every result (README, "Results on another CPU").
+    # What decides the last bits of every result (docs/reproducibility.md, "Results on another CPU").
     assert tags["cpu.model"] and tags["cpu.model"] != "unknown"
     assert tags["cpu.isa"] in ("amx", "avx512", "avx2", "sse4.2")
     if stage == "pretrain":   # prepare never imports torch, so it cannot say which kernels run
@@ -306,11 +306,12 @@ def test_dvc_written_paths_follow_dvc_yaml() -> None:
 
 def test_null_run_stands_in_for_every_logging_call_but_not_for_a_typo() -> None:
     from trainlab.tracking import NullRun, StageRun
+    from trainlab.training.tracking_hook import tracking_hooks
 
     run = NullRun()
     run.log_metrics({"val/loss": 1.0}, step=0)
     run.record_training({"val/acc": 1.0}, 1, {"trainlab.diagnosis": "healthy"}, [])
-    assert run.backfill({"train/loss": [(0, 1.0)]}) == 0 and run.training_hooks() == []
+    assert run.backfill({"train/loss": [(0, 1.0)]}) == 0 and tracking_hooks(run) == []
     with pytest.raises(AttributeError):
         run.log_metirc({"val/loss": 1.0}, step=0)
     # Only model registration is missing: evaluate registers, and never runs as a DDP replica.

@@ -2,7 +2,7 @@
 the backbone trains at a fraction of the head's lr, a mismatched checkpoint is named,
 and the finetune stage writes its model, baselines, gain metric and MLflow child runs.
 
-In-process tests call `trainlab.transfer` inside a copy of the shared prepared project
+In-process tests call `trainlab.training.transfer` inside a copy of the shared prepared project
 (prepare and pretrain done); the stage tests run the real `trainlab finetune`.
 """
 
@@ -23,7 +23,7 @@ from trainlab.errors import CheckpointError
 from trainlab.models import load_model, read_checkpoint, resolve_frozen
 from trainlab.testing import copy_project, small_params, trainlab, write_params
 from trainlab.training import finish
-from trainlab.transfer import finetune, load_pretrained
+from trainlab.training.transfer import finetune, finetune_request, load_pretrained
 
 from helpers.tracking import label
 
@@ -46,7 +46,7 @@ def params_with(**overrides):
 
 
 def run_finetune(params, hooks=()):
-    trained = finetune(params, paths.PRETRAINED, hooks=hooks)
+    trained = finetune(finetune_request(params, hooks=hooks), paths.PRETRAINED)
     finish(trained)   # drop the resume checkpoint so the next test starts afresh
     return trained
 
@@ -174,7 +174,7 @@ def test_pretrained_of_other_width_names_the_layer(in_copy: Path) -> None:
     layer = first_shape_mismatch(params, paths.PRETRAINED)
     assert layer == "backbone.stem.1.weight"
     with pytest.raises(CheckpointError) as caught:
-        finetune(params, paths.PRETRAINED)
+        finetune(finetune_request(params), paths.PRETRAINED)
     assert f"'{layer}'" in str(caught.value)
     assert "[8, 1, 5]" in str(caught.value) and "[16, 1, 5]" in str(caught.value)
 

@@ -25,7 +25,7 @@ from trainlab.engine import TrainData, fit
 from trainlab.engine.losses import build_loss
 from trainlab.errors import DataError, ParamsError
 from trainlab.models import build_model
-from trainlab.selection import HeldOut
+from trainlab.heldout import HeldOut
 from trainlab.testing import small_params
 
 

@@ -17,7 +17,6 @@ import importlib.util
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
@@ -25,29 +24,15 @@ from typing import NoReturn
 import click
 
 from trainlab import __version__
+from trainlab.stage_registry import STAGES
 
 # The module name the project's stages/ folder is loaded under (it is never installed).
 STAGES_PACKAGE = "trainlab_stages"
 # The checkout this package was imported from: <checkout>/src/trainlab/cli.py.
 CHECKOUT = Path(__file__).resolve().parents[2]
 
-# name -> (module:attribute in stages/, one-line help shown by `trainlab --help`)
-COMMANDS = {
-    "prepare": ("prepare:command", "Build the target/source splits and manifest in data/prepared."),
-    "pretrain": ("pretrain:command", "Train the model on the source corpus -> models/pretrained.pt."),
-    "finetune": ("finetune:command", "Transfer the pretrained backbone to the target task."),
-    "search": ("search:command", "Hyperparameter search over the finetune config (Optuna)."),
-    "ensemble": ("ensemble:command", "Combine the top-k search models into one ensemble."),
-    "evaluate": ("evaluate:command", "Score every final model on the held-out test split."),
-    "diagnose": ("diagnose:command", "Diagnose the learning curves of any MLflow run."),
-    "rerun": ("rerun:command", "Rerun a recorded MLflow run and compare its metrics."),
-    "promote": ("promote:command", "Point evaluate.alias at a registered model version."),
-    "check-results": ("check_results:command", "Compare this run's final test scores with a commit's."),
-    "verify": ("verify:command", "Check that dvc.lock records the params each stage ran with."),
-}
-
-# The commands that keep resume checkpoints (training; the search also keeps its study).
-RESUMABLE = ("pretrain", "finetune", "search")
+# name -> the one-line help `trainlab --help` shows (trainlab.stage_registry: the stages' table)
+COMMANDS = {name: stage.help for name, stage in STAGES.items()}
 
 
 class LazyGroup(click.Group):
@@ -59,14 +44,13 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
             return None
-        module_name, attr = COMMANDS[name][0].split(":")
         load_stages_package()
-        return getattr(importlib.import_module(f"{STAGES_PACKAGE}.{module_name}"), attr)
+        return importlib.import_module(f"{STAGES_PACKAGE}.{STAGES[name].module}").command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # The group's help lists the one-liners above instead of importing every stage.
         with formatter.section("Commands"):
-            formatter.write_dl([(name, text) for name, (_, text) in COMMANDS.items()])
+            formatter.write_dl(list(COMMANDS.items()))
 
     def invoke(self, ctx: click.Context):
         from trainlab.errors import UserError
@@ -86,9 +70,9 @@ class LazyGroup(click.Group):
 
 def interrupted_line(command: str | None) -> str:
     """What a Ctrl-C left: a checkpoint to resume from only where the command keeps one."""
-    if command in RESUMABLE:
+    if command in STAGES and STAGES[command].resumable:
         return "interrupted: the last checkpoint is kept; rerun to resume"
-    if command in COMMANDS and command not in ("diagnose", "rerun", "promote"):
+    if command in STAGES and STAGES[command].atomic:
         return f"interrupted: {command} keeps no checkpoint and left no file half-written; rerun it to start again"
     return "interrupted"
 
@@ -144,23 +128,43 @@ def exit_now(code: int | str | None) -> NoReturn:
 
     Freeing torch's, MLflow's and pandas' thousands of module objects one by one took a
     finished stage 1.4-2 s (bench/RESULTS.md, section 5): every stage of `dvc repro` and
-    every search paid it. Everything an exit must do still happens: the atexit handlers
-    (logging, MLflow, multiprocessing, temporary folders) run and stdout/stderr are flushed;
-    every file trainlab writes is closed by a `with` block before this. With another
-    non-daemon thread still running, the ordinary exit (which waits for it) is taken.
+    every search paid it. Everything an exit must do still happens, done by the interpreter's
+    own exit that this SystemExit starts: it waits for any non-daemon thread, runs the
+    atexit handlers (logging, MLflow, multiprocessing, temporary folders), and only then,
+    from the last of them (`_end_without_teardown`), is the process ended, stdout and stderr
+    flushed; every file trainlab writes is closed by a `with` block before this.
     """
-    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
-        raise SystemExit(code)
+    global _fast_exit_code
     if code is None:
         code = 0
     elif not isinstance(code, int):   # SystemExit("message"): Python prints it and exits 1
         print(code, file=sys.stderr)
         code = 1
-    atexit._run_exitfuncs()   # what the interpreter's own exit would run first
+    _fast_exit_code = code
+    raise SystemExit(code)
+
+
+# exit_now's exit status, for `_end_without_teardown`; None: an ordinary exit, with the teardown.
+_fast_exit_code: int | None = None
+
+
+def _end_without_teardown() -> None:
+    """After exit_now, end the process once the interpreter has run every other atexit handler.
+
+    The interpreter runs them last-registered first, so this one, registered when trainlab.cli
+    is imported (first thing in `trainlab` and `python -m trainlab`, before any library that
+    registers one: torch, MLflow, logging, multiprocessing, tempfile), runs after all of them;
+    the module teardown that would follow them is what is skipped.
+    """
+    if _fast_exit_code is None:
+        return
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):   # a closed pipe (`trainlab ... | head`): nothing to save
             pass
-    os._exit(code)
+    os._exit(_fast_exit_code)
+
+
+atexit.register(_end_without_teardown)
 

@@ -27,19 +27,17 @@ every run.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping
+
+from trainlab.io import write_json
+from trainlab.stage_registry import PIPELINE
 
 MAX_VALUES = 25   # `dvc metrics show`, all stages together, for any task kind
 
-# stage -> {detail key: headline key}; a detail key the task lacks (val/acc of a pretext task) is left out.
-HEADLINE: dict[str, dict[str, str]] = {
-    "prepare": {"target/train/samples": "prepare/train_samples", "target/val/samples": "prepare/val_samples",
-                "target/test/samples": "prepare/test_samples"},
-    "pretrain": {"val/loss": "pretrain/val_loss", "val/acc": "pretrain/val_acc"},
-    "finetune": {"heldout/loss": "finetune/heldout_loss", "heldout/acc": "finetune/heldout_acc"},
-    "search": {"best/val/loss": "search/best_loss", "trials/complete": "search/trials"},
-    "ensemble": {"heldout/loss/ensemble": "ensemble/heldout_loss", "members": "ensemble/members"},
-}
+# stage -> {detail key: headline key} (each pipeline stage's `headline` in trainlab.stage_registry);
+# a detail key the task lacks (val/acc of a pretext task) is left out.
+HEADLINE: dict[str, dict[str, str]] = {stage.name: dict(stage.headline) for stage in PIPELINE if stage.headline}
 
 # The champion's figures a person compares, by the score the task has (evaluate's ModelScore.test keys).
 CHAMPION_FIELDS = {
@@ -64,3 +62,12 @@ def evaluate_headline(champion: Mapping[str, float], test_scores: Mapping[str, M
         metrics["gain"] = test_scores["finetuned"][score] - test_scores["scratch"][score]
     metrics.update({f"test/{name}": test[score] for name, test in test_scores.items()})
     return metrics
+
+
+def write_stage_metrics(folder: Path, stage: str, details: Mapping[str, Any],
+                        headline_values: Mapping[str, Any] | None = None) -> None:
+    """The one writer of a stage's scores: details.json (all of them) and metrics.json (its
+    headline: `headline_values` where given, as evaluate's, else `headline(stage, details)`)."""
+    write_json(folder / "details.json", dict(details))
+    write_json(folder / "metrics.json", dict(headline(stage, details) if headline_values is None
+                                             else headline_values))

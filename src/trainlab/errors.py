@@ -36,7 +36,7 @@ class TrainingDiverged(UserError):
     def __init__(self, message: str, curves: dict | None = None, num_classes: int | None = None):
         super().__init__(message)
         # trainlab.training re-raises fit()'s error with the curves up to the blow-up, so
-        # the stage that trained the model can still diagnose it (see trainlab.outputs).
+        # the stage that trained the model can still diagnose it (see trainlab.training.outputs).
         self.curves, self.num_classes = curves, num_classes
 
 

@@ -11,7 +11,6 @@ line naming the file, and the temporary is removed, which frees its space again.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
@@ -135,12 +134,6 @@ def require_writable(*folders: str | Path) -> None:
 def write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
-
-
-def sha256_file(path: str | Path) -> str:
-    """The SHA-256 of a file's bytes (hex): what manifests record and readers check."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def write_json(path: str | Path, data: Any) -> None:

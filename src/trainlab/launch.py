@@ -20,6 +20,7 @@ from pathlib import Path
 
 from trainlab.config.schema import TrainerConfig
 from trainlab.engine.runtime import STORE_ENV
+from trainlab.processes import die_with_parent
 LOOPBACK = {"GLOO_SOCKET_IFNAME": "lo", "NCCL_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1"}
 
 
@@ -37,7 +38,7 @@ def run_local_workers(count: int, command: list[str]) -> int:
                   "WORLD_SIZE": str(count), "LOCAL_WORLD_SIZE": str(count),
                   STORE_ENV: str(Path(folder) / "store")}
         workers = [subprocess.Popen(command, env={**shared, "RANK": str(rank), "LOCAL_RANK": str(rank)},
-                                    preexec_fn=_die_with_parent) for rank in range(count)]
+                                    preexec_fn=die_with_parent) for rank in range(count)]
         try:
             return _wait(workers)
         except BaseException:
@@ -69,13 +70,3 @@ def _stop(workers: list[subprocess.Popen], signum: int, grace_s: float = 30.0) -
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait()
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL it when the launcher dies (Linux), so no rank is orphaned."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass

@@ -7,7 +7,7 @@ said 0.009 by the time it exited) went into dvc.lock as what the stage had used:
 
 1. A stage keeps its entries of params.yaml (the sections dvc.yaml declares for it,
    `STAGE_PARAMS`) as it read them at its start, in the shape dvc.lock records them, and
-   writes them into one of its DVC outputs (`paths.params_record`).
+   writes them into one of its DVC outputs (`Stage.params_record` in trainlab.stage_registry).
 2. Just before it writes an output it reads params.yaml again; a change since its start
    stops it (`StaleParams`) with nothing written, so DVC records nothing either.
 3. An edit after that last read still reaches dvc.lock: every later stage, at its start,
@@ -32,17 +32,11 @@ from trainlab.config.load import read_params_file
 from trainlab.config.sections import STAGE_PARAMS
 from trainlab.errors import ParamsError, StaleParams
 from trainlab.io import write_json
+from trainlab.stage_registry import PIPELINE, stage as registry_stage
 
 # The stages whose outputs a stage reads, directly or through another's (the ancestors in
 # dvc.yaml's graph; tests/test_params_record.py derives them from its deps and outs).
-UPSTREAM: dict[str, tuple[str, ...]] = {
-    "prepare": (),
-    "pretrain": ("prepare",),
-    "finetune": ("prepare", "pretrain"),
-    "search": ("prepare", "pretrain"),
-    "ensemble": ("prepare", "pretrain", "finetune", "search"),
-    "evaluate": ("prepare", "pretrain", "finetune", "search", "ensemble"),
-}
+UPSTREAM: dict[str, tuple[str, ...]] = {stage.name: stage.upstream for stage in PIPELINE}
 
 
 class _Absent:
@@ -83,7 +77,7 @@ class ParamsRecord:
 
     def write(self) -> None:
         """The record as a file of its own (search, evaluate; the others keep it in their manifest)."""
-        write_json(paths.params_record(self.stage), {"stage": self.stage, "params": self.values})
+        write_json(registry_stage(self.stage).params_record, {"stage": self.stage, "params": self.values})
 
 
 def load_stage_params(stage: str, path: str | Path) -> tuple[Params, ParamsRecord]:
@@ -194,7 +188,7 @@ def read_lock(path: Path = paths.DVC_LOCK) -> dict[str, dict]:
 def recorded(stage: str) -> dict[str, Any] | None:
     """The params `stage`'s outputs say it ran with; None without a record (not run, or
     outputs of a trainlab from before the records)."""
-    path = paths.params_record(stage)
+    path = registry_stage(stage).params_record
     if not path.is_file():
         return None
     try:
@@ -244,7 +238,7 @@ def verify() -> list[Verdict]:
     lock = read_lock()
     verdicts = []
     for stage in STAGE_PARAMS:
-        record = paths.params_record(stage)
+        record = registry_stage(stage).params_record
         if stage not in lock:
             verdicts.append(Verdict(stage, True, "not checked: no entry in dvc.lock"))
         elif recorded(stage) is None:

@@ -70,27 +70,3 @@ def resume_checkpoint(run_name: str) -> Path:
 def model_manifest(stage: str) -> Path:
     """The SHA-256 manifest of the model files `stage` wrote (a DVC output of that stage)."""
     return MANIFESTS / f"{stage}.json"
-
-
-def params_record(stage: str) -> Path:
-    """The file, inside one of `stage`'s DVC outputs, that records the params it ran with
-    (a "params" key): the prepared data's manifest, the model manifests, else a params.json."""
-    own = {"prepare": MANIFEST, "search": SEARCH_MODELS / "params.json",
-           "evaluate": stage_artifacts("evaluate") / "params.json"}
-    return own.get(stage) or model_manifest(stage)
-
-
-def output_folders(stage: str) -> list[Path]:
-    """Folders a stage writes into, checked to be writable before it does any work."""
-    models = {"pretrain": [MODELS, MANIFESTS, RESUME], "finetune": [MODELS, BASELINES, MANIFESTS, RESUME],
-              "ensemble": [MODELS, MANIFESTS]}
-    return [*models.get(stage, []), stage_reports(stage)]
-
-
-def stage_outputs(stage: str) -> list[Path]:
-    """What a stage writes, as its `outs` and `metrics` in dvc.yaml name them (a stage's
-    reports folder whole), for the stage's closing line."""
-    models = {"prepare": [PREPARED], "pretrain": [PRETRAINED, model_manifest("pretrain")],
-              "finetune": [FINETUNED, BASELINES, model_manifest("finetune")],
-              "search": [SEARCH_MODELS], "ensemble": [ENSEMBLE, model_manifest("ensemble")]}
-    return [*models.get(stage, []), stage_reports(stage)]

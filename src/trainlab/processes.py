@@ -110,3 +110,17 @@ def host_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+PR_SET_PDEATHSIG = 1   # prctl option (linux/prctl.h)
+
+
+def die_with_parent() -> None:
+    """In a child process: SIGKILL it when its parent dies, however the parent dies (Linux;
+    elsewhere a no-op), so no fold worker or DDP rank is left orphaned."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass

@@ -1,6 +1,6 @@
 """Do a rerun's final test scores agree with committed ones, within what another CPU explains?
 
-The reproducibility contract (README, "Results on another CPU"): the same commit, CPU type,
+The reproducibility contract (docs/reproducibility.md, "Results on another CPU"): the same commit, CPU type,
 thread count and torch build rerun bit-identical. On another CPU the kernels torch, MKL and
 oneDNN pick differ in the last bits of every float, training on many steps carries that into
 every weight, and a search or an ensemble selection may take the other branch of a near-tie.

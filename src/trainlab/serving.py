@@ -18,7 +18,7 @@ from trainlab.calibration import conformal_halfwidth
 from trainlab.data import TaskInfo, load_split, read_manifest
 from trainlab.data.prepared import PREPROCESSOR_NAME
 from trainlab.data.served_inputs import ServedInputs
-from trainlab.selection import HeldOut
+from trainlab.heldout import HeldOut
 from trainlab.tracking.logged_model import EXAMPLE_ROWS, ModelSpec
 from trainlab.tracking.served_model import RegressionOutput
 

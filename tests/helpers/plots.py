@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def write_reports(root: Path) -> None:
-    """Tiny files with the columns the stages write (reporting.py, evaluation.py)."""
+    """Tiny files with the columns the stages write (training/curves.py, evaluation/report.py)."""
     curves = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "train_acc": 1 - 1 / (e + 1),
                "val_acc": 0.9 - 1 / (e + 2)} for e in (1, 2, 3)]
     for stage in ("pretrain", "finetune"):

@@ -59,6 +59,6 @@ def assert_close_fp32(got, expected, ulps: float, scale: float | None = None, ms
 # --------------------------------------------------------------------------- test scores
 # The one cross-CPU tolerance for final test scores (3 test samples or 0.5 point) is the
 # project's own contract, so it lives in trainlab.results_check (`trainlab check-results`,
-# README "Results on another CPU"); tests use that definition, not a copy.
+# docs/reproducibility.md, "Results on another CPU"); tests use that definition, not a copy.
 from trainlab.results_check import accuracy_tolerance as cross_cpu_score_tolerance  # noqa: E402
 

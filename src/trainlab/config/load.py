@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import typing
@@ -13,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from trainlab.config.schema import Params
 from trainlab.errors import ParamsError
+from trainlab.hashing import digest
 
 # A params file is a few KB; a huge one is an accident (a data array pasted in) that would
 # take a minute to parse before being refused as an unknown key.
@@ -223,4 +223,4 @@ def params_hash(params: BaseModel | Mapping[str, Any]) -> str:
     """A short content hash of the resolved config, stable across key order."""
     tree = params.model_dump(mode="json") if isinstance(params, BaseModel) else params
     blob = json.dumps(tree, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return digest(blob)

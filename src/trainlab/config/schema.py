@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -197,6 +197,18 @@ class TrainerConfig(Section):
     sync_batchnorm: bool = True              # under DDP
     compile: bool = False                    # torch.compile; no gain for small CPU models
     progress: Literal["auto", "bar", "log", "off"] = "auto"
+
+    # The settings that decide how a run is fed, shown, logged or checkpointed, never its
+    # numbers: a resume checkpoint and a search study stay valid when only these change.
+    # `threads` is not one of them: another thread count sums in another order, and runs
+    # are bit-identical only at equal thread counts.
+    NOT_MATHS: ClassVar[frozenset[str]] = frozenset({
+        "progress", "log_every_steps", "layer_grad_norm_every", "loader", "num_workers",
+        "checkpoint_every_steps", "checkpoint_min_interval_s"})
+
+    def maths(self) -> dict[str, Any]:
+        """The settings that decide a training's numbers: all but NOT_MATHS."""
+        return self.model_dump(mode="json", exclude=set(self.NOT_MATHS))
 
     @model_validator(mode="after")
     def _divisible(self) -> "TrainerConfig":

@@ -15,16 +15,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from trainlab.config.load import flatten
+from trainlab.stage_registry import PIPELINE
 
-_TRAINING = ("seed", "model", "trainer")
-STAGE_PARAMS: dict[str, tuple[str, ...]] = {
-    "prepare": ("seed", "data"),
-    "pretrain": (*_TRAINING, "pretrain"),
-    "finetune": (*_TRAINING, "finetune", "selection", "data.split_seed"),
-    "search": (*_TRAINING, "finetune", "search", "selection", "data.split_seed"),
-    "ensemble": ("ensemble", "selection", "finetune.compare_scratch", "finetune.linear_baseline"),
-    "evaluate": ("evaluate",),
-}
+# Each pipeline stage's sections (trainlab.stage_registry): dvc.yaml's `params:` lists the same.
+STAGE_PARAMS: dict[str, tuple[str, ...]] = {stage.name: stage.params for stage in PIPELINE}
 
 
 def stage_params(params: BaseModel, stage: str) -> dict[str, Any]:

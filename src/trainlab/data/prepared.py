@@ -18,7 +18,8 @@ import numpy as np
 
 from trainlab.data.sources import Arrays
 from trainlab.errors import DataError
-from trainlab.io import sha256_file, staging_dir, temp_name
+from trainlab.hashing import sha256_file
+from trainlab.io import staging_dir, temp_name
 
 MANIFEST_NAME = "manifest.json"
 PREPROCESSOR_NAME = "preprocessor.skops"   # paths.PREPROCESSOR
@@ -104,6 +105,15 @@ def read_manifest(root: Path) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: corrupt manifest ({err.msg} at line {err.lineno})") from None
+
+
+def data_hashes(root: Path) -> dict[str, str]:
+    """Content hash of every prepared file, from the manifest (tags and fingerprints)."""
+    manifest = read_manifest(root)
+    return {f"{task}/{split}/{name}": info["sha256"]
+            for task, entry in manifest["tasks"].items()
+            for split, split_entry in entry["splits"].items()
+            for name, info in split_entry["files"].items()}
 
 
 def task_info(root: Path, task: str) -> TaskInfo:

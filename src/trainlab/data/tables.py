@@ -25,7 +25,7 @@ import skops.io
 from sklearn.compose import ColumnTransformer
 from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import HashingVectorizer
-from sklearn.impute import SimpleImputer
+from sklearn.impute import MissingIndicator, SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
@@ -48,15 +48,11 @@ TRUSTED_TYPES = [
     "trainlab.data.tables.gram_names",
     "trainlab.data.tables.text_grams",
 ]
-# skops itself trusts every scikit-learn estimator; a preprocessor holds only these.
-ESTIMATOR_TYPES = {
-    "sklearn.compose._column_transformer.ColumnTransformer", "sklearn.pipeline.Pipeline",
-    "sklearn.impute._base.SimpleImputer", "sklearn.impute._base.MissingIndicator",
-    "sklearn.preprocessing._data.StandardScaler",
-    "sklearn.preprocessing._encoders.OneHotEncoder",
-    "sklearn.preprocessing._function_transformer.FunctionTransformer",
-    "sklearn.decomposition._truncated_svd.TruncatedSVD",
-}
+# skops itself trusts every scikit-learn estimator; a preprocessor holds only these. Named from
+# the public classes (skops records where each class is defined, a private module of sklearn's).
+ESTIMATOR_TYPES = {f"{cls.__module__}.{cls.__qualname__}" for cls in (
+    ColumnTransformer, Pipeline, SimpleImputer, MissingIndicator, StandardScaler, OneHotEncoder, FunctionTransformer,
+    TruncatedSVD)}
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)   # the earliest a zip can say: saved files do not vary with the clock
 
 

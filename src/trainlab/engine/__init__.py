@@ -2,13 +2,13 @@
 
 from trainlab.engine.batches import TrainData
 from trainlab.engine.checkpoint import Checkpointing
-from trainlab.engine.hooks import BestSoFar, FaultAtStep, Hook, Hooks, LoopState, MetricRows, SignalAtStep
+from trainlab.engine.hooks import BestSoFar, Hook, Hooks, LoopState, MetricRows
 from trainlab.engine.loop import FitResult, evaluate, fit
 from trainlab.engine.optim import ParamGroup, Schedule, build_optimizer
 from trainlab.engine.runtime import Runtime, seed_everything, setup_runtime, teardown_runtime
 
 __all__ = [
-    "BestSoFar", "Checkpointing", "FaultAtStep", "FitResult", "Hook", "Hooks", "LoopState", "MetricRows", "ParamGroup",
-    "Runtime", "Schedule", "SignalAtStep", "TrainData", "build_optimizer", "evaluate", "fit", "seed_everything",
+    "BestSoFar", "Checkpointing", "FitResult", "Hook", "Hooks", "LoopState", "MetricRows", "ParamGroup",
+    "Runtime", "Schedule", "TrainData", "build_optimizer", "evaluate", "fit", "seed_everything",
     "setup_runtime", "teardown_runtime",
 ]

@@ -34,7 +34,7 @@ class Checkpointing(Hook):
     is exact from any epoch, so this only bounds how much work a kill can cost.
     """
 
-    def __init__(self, path: str | Path, fingerprint: str, every_steps: int | None = None,
+    def __init__(self, path: str | Path, fingerprint: str | dict[str, str], every_steps: int | None = None,
                  min_interval_s: float = 0.0):
         self.path, self.fingerprint, self.every_steps = Path(path), fingerprint, every_steps
         self.min_interval_s = min_interval_s
@@ -47,7 +47,8 @@ class Checkpointing(Hook):
         blob = load_resume(self.path)
         if blob["format"] != FORMAT or blob.get("fingerprint") != self.fingerprint:
             if state.runtime.is_main:
-                why = "an older trainlab" if blob["format"] != FORMAT else "other params or data"
+                why = ("an older trainlab" if blob["format"] != FORMAT
+                       else changed_inputs(blob.get("fingerprint"), self.fingerprint))
                 print(f"note: {self.path} was made with {why}; starting afresh", file=sys.stderr)
             return
         restore(state, blob)
@@ -84,7 +85,23 @@ class Checkpointing(Hook):
         self.path.unlink(missing_ok=True)
 
 
-def snapshot(state: LoopState, fingerprint: str, epoch_done: bool = False) -> dict[str, Any]:
+def changed_inputs(old: object, new: object) -> str:
+    """What differs between a checkpoint's fingerprint and this run's, in words.
+
+    A fingerprint given as a mapping (input name: value or digest) names the inputs that
+    changed, e.g. `other trainer.threads (2, now 1)`; a plain string only says that one did."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return "other params or data"
+    changed = []
+    for name in sorted(set(old) | set(new)):
+        was, now = old.get(name), new.get(name)
+        if was != now:
+            short = all(len(str(v)) <= 12 for v in (was, now))   # a setting, not a digest
+            changed.append(f"{name} ({was}, now {now})" if short else name)
+    return "other " + ", ".join(changed)
+
+
+def snapshot(state: LoopState, fingerprint: str | dict[str, str], epoch_done: bool = False) -> dict[str, Any]:
     """The checkpoint contents: tensors, numbers, strings, lists and dicts only.
 
     At an epoch end the counters already point at the next epoch, which is where a

@@ -9,7 +9,6 @@ change the state run before the one that saves it; every event reaches every ran
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -214,32 +213,3 @@ class Progress(Hook):
                          if k in metrics)
         print(f"[{self.label}] epoch {state.epoch + 1}/{state.spec.epochs} {shown} "
               f"({time.perf_counter() - self.started:.1f}s)", file=sys.stderr, flush=True)
-
-
-class SignalAtStep(Hook):
-    """Send a signal to this process once optimizer step `step` has ended (and been checkpointed).
-
-    For tests that interrupt a run at an exact moment instead of after a wall-clock delay,
-    which on a busy machine could land after the last step. Only added when asked for
-    (see trainlab.fitting.TEST_SIGNAL_ENV), so ordinary runs never carry it.
-    """
-
-    def __init__(self, step: int, signum: int):
-        self.step, self.signum = step, signum
-
-    def on_step_end(self, state: LoopState) -> None:
-        if state.step == self.step:
-            os.kill(os.getpid(), self.signum)
-
-
-class FaultAtStep(Hook):
-    """Raise OSError(`code`) once optimizer step `step` has ended: a full disk (ENOSPC), a
-    read-only file system (EROFS) or a failing disk (EIO) at an exact moment, for tests
-    (see trainlab.fitting.TEST_FAULT_ENV); ordinary runs never carry it."""
-
-    def __init__(self, step: int, code: int):
-        self.step, self.code = step, code
-
-    def on_step_end(self, state: LoopState) -> None:
-        if state.step == self.step:
-            raise OSError(self.code, os.strerror(self.code), f"(test fault at step {self.step})")

@@ -20,7 +20,7 @@ from trainlab.data import load_split
 from trainlab.ensemble.combine import Ensemble, combine, fit_weights, greedy_selection, save_ensemble
 from trainlab.errors import DataError
 from trainlab.models import check_recorded, model_from_blob, read_checkpoint, read_members
-from trainlab.selection import HeldOut, model_meta, predict_outputs
+from trainlab.heldout import HeldOut, model_meta, predict_outputs
 
 
 @dataclass

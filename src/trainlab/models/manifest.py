@@ -15,7 +15,8 @@ from pathlib import Path
 
 from trainlab import paths
 from trainlab.errors import CheckpointError
-from trainlab.io import sha256_file, write_json
+from trainlab.hashing import sha256_file
+from trainlab.io import write_json
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 

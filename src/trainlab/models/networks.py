@@ -39,19 +39,11 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
-
     @property
     def block_names(self) -> list[str]:
         """Backbone blocks that hold parameters, input side first."""
         return [name for name, block in self.backbone.named_children()
                 if any(True for _ in block.parameters())]
-
-    def replace_head(self, num_classes: int) -> None:
-        """A fresh, randomly initialised head for another label space."""
-        old = self.head.linear
-        self.head.linear = nn.Linear(self.feature_dim, num_classes).to(old.weight.device)
 
     def layer_groups(self) -> list[tuple[str, list[nn.Parameter]]]:
         """(depth-ordered name, parameters) per block and the head, for per-layer gradient norms."""

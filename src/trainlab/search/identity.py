@@ -8,34 +8,28 @@ reporting (and republishing) the results of another experiment.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from trainlab import paths
 from trainlab.config import Params
+from trainlab.data import data_hashes
 from trainlab.errors import CheckpointError
+from trainlab.hashing import fingerprint, sha256_file, source_tree_hash
 
-# Trainer settings that do not change a trial's maths (how it runs, logs or shows progress).
-TRAINER_NOT_MATHS = {"progress", "threads", "log_every_steps", "layer_grad_norm_every", "num_workers",
-                     "loader", "checkpoint_every_steps"}
 # Search settings that change how the study runs or what is published, not what a trial computes.
 SEARCH_NOT_IDENTITY = {"workers", "timeout_s", "storage", "top_k"}
 
 
 def study_name(params: Params) -> str:
     """search.study_name plus a hash of the prepared data, the pretrained model, the code and params."""
-    from trainlab.training import data_hashes, fingerprint
-
     search = params.search.model_dump(mode="json", exclude=SEARCH_NOT_IDENTITY)
-    trainer = params.trainer.model_dump(mode="json", exclude=TRAINER_NOT_MATHS)
-    digest = fingerprint(search, params.seed, params.model, trainer, params.finetune, data_hashes(),
-                         pretrained_hash(), code_hash())
+    digest = fingerprint(search, params.seed, params.model, params.trainer.maths(), params.finetune,
+                         data_hashes(paths.PREPARED), pretrained_hash(), code_hash())
     return f"{params.search.study_name}-{digest}"
 
 
 def pretrained_hash() -> str:
     """SHA-256 of models/pretrained.pt, the backbone every trial starts from."""
-    from trainlab.io import sha256_file
     from trainlab.models import check_recorded
 
     if not paths.PRETRAINED.is_file():
@@ -53,9 +47,4 @@ def code_hash(root: Path | None = None) -> str:
     """
     import trainlab
 
-    root = root or Path(trainlab.__file__).resolve().parent
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()
+    return source_tree_hash(root or Path(trainlab.__file__).resolve().parent)

@@ -18,9 +18,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from trainlab import paths
-from trainlab.dvc_metrics import headline
+from trainlab.dvc_metrics import write_stage_metrics
 from trainlab.errors import CheckpointError, UserError
-from trainlab.io import sha256_file, staging_dir, write_json
+from trainlab.hashing import sha256_file
+from trainlab.io import staging_dir
 from trainlab.processes import host_lock
 from trainlab.search.study import SLOT, counted_trials, killed_numbers, lost_slots
 from trainlab.search.summary import write_best_params, write_plots
@@ -51,8 +52,7 @@ def publish_study(study: optuna.Study, top_k: int, metric: str) -> Published:
     # The best trial's slot is in best_params.yaml and members.json, and a tag of the search run:
     # as a metric it was a column of `dvc metrics show` and the chart MLflow's view opened on.
     metrics = {f"best/{metric}": best[0].value, **study_counts(study)}
-    write_json(reports / "details.json", metrics)
-    write_json(reports / "metrics.json", headline("search", metrics))
+    write_stage_metrics(reports, "search", metrics)
     write_best_params(best[0], study.study_name, reports / "best_params.yaml")
     plots = write_plots(study, artifacts)
     return Published(best, members, metrics, [reports / "best_params.yaml", *plots], lost_slots(study))

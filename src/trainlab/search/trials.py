@@ -9,18 +9,19 @@ import optuna
 
 from trainlab import paths
 from trainlab.config import Params, with_overrides
-from trainlab.io import sha256_file
+from trainlab.hashing import sha256_file
 from trainlab.engine import Hook, LoopState
 from trainlab.errors import TrainingDiverged
 from trainlab.models import save_model
-from trainlab.outputs import publish_divergence
+from trainlab.training.outputs import publish_divergence
 from trainlab.serving import served_spec
-from trainlab.learning_curves import summary_metrics
+from trainlab.training.curves import summary_metrics
 from trainlab.search.space import suggest
-from trainlab.selection import model_meta
+from trainlab.heldout import model_meta
 from trainlab.tracking import StageRun
 from trainlab.training import finish
-from trainlab.transfer import finetune
+from trainlab.training.tracking_hook import tracking_hooks
+from trainlab.training.transfer import finetune, finetune_request
 
 # Trial user attribute: SHA-256 of the model file the trial wrote. Publishing checks it,
 # so only a file this very trial of this study wrote can become a top-k model.
@@ -71,8 +72,9 @@ def run_trial(trial: optuna.Trial, slot: int, study_name: str, params: Params, p
                               "optuna.study_name": study_name}) as run:
         trial.set_user_attr(MLFLOW_RUN_ID, run.run_id)
         try:
-            trained = finetune(config, paths.PRETRAINED, resume_name=resume_name, label=f"trial {slot}",
-                               hooks=run.training_hooks(), pruning=PruningHook(trial, params.search.metric))
+            request = finetune_request(config, resume_name=resume_name, label=f"trial {slot}",
+                                       hooks=tracking_hooks(run), pruning=PruningHook(trial, params.search.metric))
+            trained = finetune(request, paths.PRETRAINED)
         except TrainingDiverged as err:
             publish_divergence(run, err)   # the study goes on (search.loop tells it FAIL)
             raise

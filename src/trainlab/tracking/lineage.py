@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import socket
@@ -10,6 +9,8 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+
+from trainlab.hashing import digest
 
 
 def git_state(cwd: str = ".") -> dict[str, str]:
@@ -88,7 +89,7 @@ def pipeline_run_id() -> str:
             break
         pid = _parent_pid(pid)
     start = _read(f"/proc/{chosen}/stat").rsplit(")", 1)[-1].split()[19:20]
-    return hashlib.sha1(f"{socket.gethostname()}:{chosen}:{start}".encode()).hexdigest()[:12]
+    return digest(f"{socket.gethostname()}:{chosen}:{start}".encode(), 12)
 
 
 def _is_dvc(argv: list[str]) -> bool:

@@ -11,7 +11,6 @@ the commit beside the custom `git.*` tags, and the prepared splits it reads as
 from __future__ import annotations
 
 import getpass
-import hashlib
 import json
 import logging
 import re
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Mapping
 
 from trainlab import paths
+from trainlab.hashing import digest as short_digest
+from trainlab.stage_registry import STAGES
 
 # The run's own name, without what the run table adds to a top-level run's (display_name):
 # the stage, or a nested run's name. `trainlab rerun` finds a rerun's run by it.
@@ -39,14 +40,6 @@ def display_name(label: str, tags: Mapping[str, str], nested: bool) -> str:
     return f"{label} · {tags.get('dvc.exp_name') or tags.get('trainlab.pipeline_run', '?')}"
 
 
-# Which prepared splits each stage reads (task, split); prepare writes them, reads none.
-STAGE_READS = {
-    "pretrain": [("source", "train"), ("source", "val")],
-    "finetune": [("target", "train"), ("target", "val")],
-    "search": [("target", "train"), ("target", "val")],
-    "ensemble": [("target", "train"), ("target", "val")],
-    "evaluate": [("target", "test")],
-}
 DIGEST_CHARS = 36     # MLflow's datasets.digest column is VARCHAR(36) (PostgreSQL enforces it)
 SAMPLING_S = 10.0     # MLflow's default: one psutil sample per 10 s, measured in bench/RESULTS.md
 
@@ -76,7 +69,7 @@ def split_datasets(stage: str, manifest_path: Path = paths.MANIFEST) -> list:
     except (OSError, ValueError):
         return []
     tasks = manifest.get("tasks", {})
-    reads = STAGE_READS.get(stage, [])
+    reads = STAGES[stage].reads if stage in STAGES else ()
     if stage == "pretrain" and "source" not in tasks:   # pretext pretraining: the target train pool's inputs
         reads = [("target", "train")]
     inputs = []
@@ -87,7 +80,7 @@ def split_datasets(stage: str, manifest_path: Path = paths.MANIFEST) -> list:
         files = entry.get("files", {})
         sha = {role: f["sha256"] for role, f in sorted(files.items())}
         # One digest for the split's files; the full per-file SHA-256s are in the profile.
-        digest = hashlib.sha256(" ".join(sha.values()).encode()).hexdigest()[:DIGEST_CHARS]
+        digest = short_digest(" ".join(sha.values()).encode(), DIGEST_CHARS)
         x_file = files.get("x", next(iter(files.values()), {})).get("path", "")
         source = (manifest_path.parent / x_file).resolve()
         profile = {"num_samples": entry.get("num_samples"), "num_classes": tasks[task].get("num_classes"),
@@ -115,12 +108,22 @@ class SystemMetrics:
         # reports such a fault itself, in one line, so the monitor stays quiet on stderr.
         logging.getLogger("mlflow.system_metrics").setLevel(logging.CRITICAL)
         self.monitor = SystemMetricsMonitor(run_id, sampling_interval=sampling_s, tracking_uri=tracking_uri)
+        # The samples published, counted here: MLflow keeps the count only in a private attribute.
+        # Its thread publishes each through the public publish_metrics, which this wraps.
+        self.published = 0
+        publish = self.monitor.publish_metrics
+
+        def counted(metrics: dict) -> None:
+            publish(metrics)
+            self.published += 1
+
+        self.monitor.publish_metrics = counted
         self.monitor.start()
 
     def stop(self) -> None:
         monitor = self.monitor
         monitor.finish()
-        if monitor._logging_step == 0:   # no interval completed: log what was sampled since start
+        if self.published == 0:   # no interval completed: log what was sampled since start
             try:
                 monitor.collect_metrics()
                 monitor.publish_metrics(monitor.aggregate_metrics())

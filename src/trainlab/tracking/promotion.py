@@ -24,13 +24,13 @@ together (`dvc queue start -j 2`) cannot both take the alias from the same champ
 
 from __future__ import annotations
 
-import hashlib
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
+from trainlab.hashing import digest
 from trainlab.processes import host_lock
 
 CHALLENGER = "challenger"
@@ -69,7 +69,7 @@ def heldout_data_digest(tags: Mapping[str, str]) -> str:
     files = {key: value for key, value in tags.items() if key.startswith(TARGET_INPUTS)}
     if not files:
         return ""
-    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+    return digest(json.dumps(files, sort_keys=True).encode())
 
 
 def decide(mode: str, candidate: Standing, champion: Standing | None, champion_version: str | None,

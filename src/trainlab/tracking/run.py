@@ -279,7 +279,7 @@ class StageRun:
     def record_training(self, metrics: Mapping[str, Any], step: int, tags: Mapping[str, Any],
                         artifacts: list[tuple[Path, str | None]],
                         backfill: Mapping[str, list[tuple[int, float]]] | None = None) -> None:
-        """What a finished training wrote (see trainlab.outputs): its scores as final.*, its
+        """What a finished training wrote (see trainlab.training.outputs): its scores as final.*, its
         tags, its files as artifacts, and the curves from before a resume."""
         if backfill is not None:
             # The run of a resumed stage starts mid-way: give it the curves from before the kill.
@@ -331,9 +331,6 @@ class StageRun:
     def log_dict(self, data: Mapping[str, Any], name: str) -> None:
         self.client.log_text(self.run_id, json.dumps(data, indent=2, sort_keys=True, default=str), name)
 
-    def log_figure(self, figure, name: str) -> None:
-        self.client.log_figure(self.run_id, figure, name)
-
     def child(self, run_name: str, params: Params | None = None) -> "StageRun":
         """A nested run under this one (search trials, finetune's baselines), logging `params` or this run's."""
         run = StageRun(self.stage, params or self.params, self.inputs, parent_run_id=self.run_id,
@@ -362,12 +359,6 @@ class StageRun:
                        "registry.alias": registered.alias})
         return registered
 
-    def training_hooks(self) -> list:
-        """Engine hooks that stream a fit() into this run."""
-        from trainlab.tracking.hook import TrackingHook
-
-        return [TrackingHook(self)]
-
     def log_standard_artifacts(self, params_file: Path = paths.PARAMS) -> None:
         """params.yaml as given, the resolved config, and the Python environment."""
         if params_file.is_file():
@@ -390,9 +381,6 @@ class NullRun:
     def __exit__(self, *exc) -> None:
         return None
 
-    def training_hooks(self) -> list:
-        return []
-
     def child(self, *args, **kwargs) -> "NullRun":
         return self
 
@@ -400,7 +388,7 @@ class NullRun:
     def _ignore(self, *args, **kwargs) -> None:
         return None
 
-    log_metrics = log_metric_rows = flush = set_tags = log_artifact = log_text = log_dict = log_figure = _ignore
+    log_metrics = log_metric_rows = flush = set_tags = log_artifact = log_text = log_dict = _ignore
     record_training = record_diagnosis = log_standard_artifacts = mark_pruned = link = log_model = _ignore
     log_scores = _ignore
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainlab.evaluation import ModelScore
+from trainlab.evaluation.scores import ModelScore
 from trainlab.io import atomic_path
 
 

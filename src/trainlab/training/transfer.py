@@ -14,11 +14,12 @@ from typing import Sequence
 
 from trainlab.config import Params, with_overrides
 from trainlab.config.schema import FinetuneConfig
-from trainlab.engine import Hook, LoopState, ParamGroup, Runtime, TrainData, seed_everything
+from trainlab.engine import Hook, LoopState, ParamGroup, Runtime, seed_everything
 from trainlab.errors import CheckpointError
 from trainlab.models import (Classifier, check_recorded, model_from_blob, read_checkpoint, resolve_frozen,
                              set_frozen)
-from trainlab.training import TrainedModel, load_task, train_task
+from trainlab.training.fit import TrainedModel, TrainRequest
+from trainlab.training.task import TaskData, load_task, train_target
 
 
 def load_pretrained(params: Params, path: Path, input_shape: tuple[int, ...], num_classes: int) -> Classifier:
@@ -55,10 +56,9 @@ def param_groups(model: Classifier, backbone_lr_scale: float) -> list[ParamGroup
             ParamGroup("head", list(model.head.parameters()), 1.0)]
 
 
-def finetune(params: Params, pretrained: Path, *, hooks: Sequence[Hook] = (), runtime: Runtime | None = None,
-             resume_name: str = "finetune", label: str = "finetune",
-             data: tuple[TrainData, TrainData, object] | None = None, pruning: Hook | None = None) -> TrainedModel:
-    """Fine-tune the pretrained backbone on the target task with params.finetune."""
+def finetune(request: TrainRequest, pretrained: Path, data: TaskData | None = None) -> TrainedModel:
+    """Fine-tune the pretrained backbone on the target task with params.finetune (the request's spec)."""
+    params = request.params
     cfg: FinetuneConfig = params.finetune
     data = data or load_task("target", params)
     info = data[2]
@@ -72,16 +72,20 @@ def finetune(params: Params, pretrained: Path, *, hooks: Sequence[Hook] = (), ru
             extra.append(GradualUnfreeze(model, frozen, cfg.unfreeze_every))
         return model, param_groups(model, cfg.backbone_lr_scale), extra
 
-    return train_task(params, cfg, "target", resume_name=resume_name, build=build, hooks=hooks,
-                      runtime=runtime, label=label, data=data, identity=("finetune", _file_id(pretrained)),
-                      pruning=pruning)
+    return train_target(request.derive(identity=("finetune", _file_id(pretrained))), build, data)
 
 
-def train_scratch(params: Params, *, hooks: Sequence[Hook] = (), runtime: Runtime | None = None,
-                  data=None) -> TrainedModel:
+def finetune_request(params: Params, *, runtime: Runtime | None = None, hooks: Sequence[Hook] = (),
+                     resume_name: str = "finetune", label: str = "finetune",
+                     pruning: Hook | None = None) -> TrainRequest:
+    """The request of a fine-tuning with params.finetune's budget (its baselines derive theirs from it)."""
+    return TrainRequest(params, params.finetune, resume_name, label, runtime, tuple(hooks), pruning=pruning)
+
+
+def train_scratch(request: TrainRequest, data: TaskData | None = None) -> TrainedModel:
     """The same architecture and budget from random weights, every layer at the head's lr."""
-    return train_task(params, params.finetune, "target", resume_name="finetune-scratch", hooks=hooks,
-                      runtime=runtime, label="scratch", data=data, identity="scratch")
+    return train_target(request.derive(resume_name=f"{request.resume_name}-scratch", label="scratch",
+                                       identity="scratch"), data=data)
 
 
 def linear_params(params: Params) -> Params:
@@ -89,17 +93,16 @@ def linear_params(params: Params) -> Params:
     return with_overrides(params, {"model.arch": "logreg"})
 
 
-def train_linear(params: Params, *, hooks: Sequence[Hook] = (), runtime: Runtime | None = None,
-                 data=None) -> TrainedModel:
+def train_linear(request: TrainRequest, data: TaskData | None = None) -> TrainedModel:
     """A linear model on the raw inputs with finetune's budget and selection: the classic
     baseline. On a small tabular or short-series set it can beat every deep model."""
-    return train_task(linear_params(params), params.finetune, "target", resume_name="finetune-linear",
-                      hooks=hooks, runtime=runtime, label="linear", data=data, identity="linear")
+    return train_target(request.derive(params=linear_params(request.params), label="linear",
+                                       resume_name=f"{request.resume_name}-linear", identity="linear"), data=data)
 
 
-def linear_probe(params: Params, pretrained: Path, *, hooks: Sequence[Hook] = (),
-                 runtime: Runtime | None = None, data=None) -> TrainedModel:
+def linear_probe(request: TrainRequest, pretrained: Path, data: TaskData | None = None) -> TrainedModel:
     """Only a new head on the frozen pretrained features."""
+    params = request.params
     data = data or load_task("target", params)
     info = data[2]
 
@@ -108,20 +111,19 @@ def linear_probe(params: Params, pretrained: Path, *, hooks: Sequence[Hook] = ()
         set_frozen(model, model.block_names)
         return model, [ParamGroup("head", list(model.head.parameters()), 1.0)], []
 
-    return train_task(params, params.finetune, "target", resume_name="finetune-probe", build=build,
-                      hooks=hooks, runtime=runtime, label="probe", data=data,
-                      identity=("probe", _file_id(pretrained)))
+    return train_target(request.derive(resume_name=f"{request.resume_name}-probe", label="probe",
+                                       identity=("probe", _file_id(pretrained))), build, data)
 
 
 def _file_id(path: Path) -> str:
-    from trainlab.io import sha256_file
+    from trainlab.hashing import sha256_file
 
     return sha256_file(path) if Path(path).is_file() else "missing"
 
 def transfer_metrics(tuned, baselines) -> dict:
     """What pretraining bought: gain over scratch, and over a linear probe, on the validation
     score: accuracy, or for a regression target the reduction of the validation loss (MSE)."""
-    from trainlab.learning_curves import summary_metrics
+    from trainlab.training.curves import summary_metrics
 
     best = summary_metrics(tuned.result)
     key = "val/acc" if "val/acc" in best else "val/loss"

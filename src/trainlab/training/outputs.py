@@ -1,6 +1,6 @@
 """What a training leaves behind: model file, metrics.json and details.json, curves, diagnosis.md.
 
-This is the one module that writes a training stage's outputs (through `learning_curves` and
+This is the one module that writes a training stage's outputs (through `training.curves` and
 `models`). It returns what the stage then hands to its tracking run: metrics, tags and
 the paths of the files to attach (`StageRun.record_training`). A diverged training is
 diagnosed here too, by the stage that trained it (`except TrainingDiverged`).
@@ -17,10 +17,10 @@ from trainlab.config import Params
 from trainlab.errors import TrainingDiverged
 from trainlab.io import write_text
 from trainlab.models import save_model
-from trainlab.learning_curves import Curves, DiagnosisReport, diagnose_training, write_training_reports
-from trainlab.selection import model_meta, selection_metrics
+from trainlab.training.curves import Curves, DiagnosisReport, diagnose_training, write_training_reports
+from trainlab.heldout import model_meta, selection_metrics
 from trainlab.serving import served_spec
-from trainlab.training import TrainedModel
+from trainlab.training.fit import TrainedModel
 
 
 @dataclass(frozen=True)

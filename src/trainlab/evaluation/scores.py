@@ -9,7 +9,7 @@ coverage of its conformal interval at `selection.interval` (fitted on held-out r
 beside that nominal level, with a predicted-vs-actual table.
 
 Every test score carries a 95% confidence interval, and the champion is compared with the
-runner-up on the same test samples (`trainlab.evaluation_stats`).
+runner-up on the same test samples (`trainlab.evaluation.stats`).
 
 The model to register is chosen by its calibrated *held-out* loss (NLL, or squared error),
 so the test split never influences any choice.
@@ -27,10 +27,10 @@ from trainlab import paths
 from trainlab.calibration import conformal_halfwidth, expected_calibration_error, probs_nll, reliability_rows
 from trainlab.data import TaskInfo, load_split, task_info
 from trainlab.ensemble.combine import load_any, load_ensemble, member_outputs
-from trainlab.evaluation_stats import (Comparison, bootstrap_interval, mcnemar_exact, paired_errors_p, r2,
+from trainlab.evaluation.stats import (Comparison, bootstrap_interval, mcnemar_exact, paired_errors_p, r2,
                                        wilson_interval)
 from trainlab.models import check_recorded
-from trainlab.selection import HeldOut
+from trainlab.heldout import HeldOut
 
 
 @dataclass

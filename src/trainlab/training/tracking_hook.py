@@ -1,15 +1,15 @@
-"""The engine hook that streams a training run's metrics into its MLflow run."""
+"""The engine hook that streams a training run's metrics into its MLflow run.
+
+It lives with the training layer, not in `trainlab.tracking`: tracking knows nothing of
+the engine, and this hook is where the two meet.
+"""
 
 from __future__ import annotations
 
 from time import monotonic
-from typing import TYPE_CHECKING
-
 from trainlab.engine.hooks import Hook, LoopState, MetricRows
+from trainlab.tracking import NullRun, StageRun
 from trainlab.tracking.epoch_axis import epoch_metrics, step_rows
-
-if TYPE_CHECKING:   # for the annotation only: run.py imports this module (training_hooks)
-    from trainlab.tracking.run import StageRun
 
 # Buffered metrics are written at the first epoch end this long after the last write, and
 # when the fit ends. A write per epoch cost a search trial of 60 short epochs 0.3 s of CPU
@@ -47,3 +47,8 @@ class TrackingHook(Hook):
     def write(self) -> None:
         self.run.flush()
         self.last_write = monotonic()
+
+
+def tracking_hooks(run: StageRun | NullRun) -> list[Hook]:
+    """Engine hooks that stream a fit() into `run` (none on the ranks that do not log)."""
+    return [] if isinstance(run, NullRun) else [TrackingHook(run)]

@@ -3,10 +3,10 @@
 The labelled data (train + val) is split into `selection.folds` stratified folds; each
 fold is predicted every epoch by a model trained on the others. The epoch whose pooled
 out-of-fold predictions score best is kept, and the final model is refit on all labelled
-data for exactly that many epochs (see `trainlab.selection` for why).
+data for exactly that many epochs (see `trainlab.training.folds` for why).
 
 On a CPU, folds of tiny steps train on one thread each, so the stage's threads are shared
-out as processes (`trainlab.fold_workers`). The refit then trains alongside the folds
+out as processes (`trainlab.training.jobs`). The refit then trains alongside the folds
 instead of after them: it runs the whole budget, keeps its weights after every epoch, and
 the epoch cross-validation picks is loaded once all folds are in. The schedule depends
 only on the budget, so those weights are the ones a refit stopped at that epoch would have
@@ -20,42 +20,44 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from trainlab.config import Params, TrainSpec
+from trainlab.config import TrainSpec
 from trainlab.data import TaskInfo
 from trainlab.engine import Checkpointing, Hook, LoopState, Runtime, TrainData
-from trainlab.engine.budget import resolve_budget
 from trainlab.engine.runtime import setup_runtime, tiny_steps
-from trainlab.fold_workers import run_shared
-from trainlab.selection import (EpochPredictions, HeldOut, StopAfter, choose_epoch, concat, pooled_per_epoch,
-                                stratified_folds, subset)
-from trainlab.fitting import ModelFactory, TrainedModel, fit_model, say
+from trainlab.heldout import HeldOut
+from trainlab.training.fit import ModelFactory, TrainedModel, TrainRequest, fit_model
+from trainlab.training.folds import (EpochPredictions, StopAfter, choose_epoch, concat, pooled_per_epoch,
+                                     stratified_folds, subset)
+from trainlab.training.jobs import run_shared
 
 # The refit alongside the folds keeps a copy of the weights per epoch; above this many
 # bytes in all it trains after the folds instead, stopping at the chosen epoch.
 SNAPSHOT_BUDGET_BYTES = 256 * 2**20
 
 
-def cross_validated(params: Params, spec: TrainSpec, build: ModelFactory, train: TrainData, val: TrainData,
-                    info: TaskInfo, runtime: Runtime | None, label: str, resume_name: str,
-                    identity: object, pruning: Hook | None) -> TrainedModel:
+def cross_validated(request: TrainRequest, build: ModelFactory, train: TrainData, val: TrainData,
+                    info: TaskInfo) -> TrainedModel:
     """k-fold CV over train + val picks the epoch; the model refit on all of it is returned.
 
     A search trial's pruner watches the first fold: every trial of a study holds out the
     same first fold (same labels, same split seed), so their curves compare epoch by
     epoch, and a trial that is poor there is stopped before its other folds and refit.
+    The stage's own hooks (its MLflow run) see none of the fits: the refit's curves are
+    logged afterwards, with val/* replaced by the pooled out-of-fold scores.
     """
+    params, spec = request.params, request.spec
     labelled = concat(train, val)
     y = np.asarray(labelled.y)
     held = stratified_folds(y, params.selection.folds, params.data.split_seed)
-    budget = resolve_budget(spec, params.trainer, len(labelled))
-    fold_spec = budget.spec.model_copy(update={"early_stopping": spec.early_stopping.model_copy(
+    budgeted, note = request.resolve_budget(len(labelled))
+    request.say(f"selection: {len(held)}-fold CV (validation split has {len(val)} samples, below "
+                f"selection.cv_below {params.selection.cv_below})" + (f"; {note}" if note else ""))
+    fold_spec = budgeted.spec.model_copy(update={"early_stopping": spec.early_stopping.model_copy(
         update={"enabled": False})})
-    say(f"selection: {len(held)}-fold CV (validation split has {len(val)} samples, below "
-        f"selection.cv_below {params.selection.cv_below})" + (f"; {budget.note}" if budget.note else ""),
-        label, runtime)
     # Folds train quietly (one line each): k x epochs progress lines would bury the output.
     quiet = params.model_copy(update={"trainer": params.trainer.model_copy(update={"progress": "off"})})
-    runtime = runtime or setup_runtime(params.trainer)
+    runtime = request.runtime or setup_runtime(params.trainer)
+    base = request.derive(params=quiet, spec=fold_spec, runtime=runtime, hooks=(), pruning=None)
     x = np.asarray(labelled.x)
     processes = _fold_processes(runtime, fold_spec.batch_size, int(np.prod(x.shape[1:])), len(held))
     snapshots = (EpochSnapshots() if processes > 1 and _snapshot_bytes(build, fold_spec.epochs)
@@ -65,16 +67,19 @@ def cross_validated(params: Params, spec: TrainSpec, build: ModelFactory, train:
         model, groups, extra = build()
         rest = np.setdiff1d(np.arange(len(y)), held[k])
         predictions = EpochPredictions(x[held[k]], info.regression)
-        watch = [pruning] if pruning and k == 0 else []
-        fitted = fit_model(quiet, fold_spec, model, groups, subset(labelled, rest), subset(labelled, held[k]),
-                           info, [*extra, predictions, *watch], runtime, f"{label} fold {k + 1}/{len(held)}",
-                           f"{resume_name}-fold{k}", (identity, "fold", k))
+        fold_request = base.derive(label=f"{request.label} fold {k + 1}/{len(held)}",
+                                   resume_name=f"{request.resume_name}-fold{k}", identity=(request.identity, "fold", k),
+                                   pruning=request.pruning if k == 0 else None)
+        fitted = fit_model(fold_request, model, groups, [*extra, predictions], subset(labelled, rest),
+                           subset(labelled, held[k]), info)
         return predictions.per_epoch, fitted.checkpoints
+
+    refit_request = base.derive(label=f"{request.label} refit", resume_name=f"{request.resume_name}-refit")
 
     def refit_every_epoch() -> TrainedModel:
         model, groups, extra = build()
-        return fit_model(quiet, fold_spec, model, groups, labelled, subset(labelled, held[0]), info,
-                         [*extra, snapshots], runtime, f"{label} refit", f"{resume_name}-refit", (identity, "refit"))
+        return fit_model(refit_request.derive(identity=(request.identity, "refit")), model, groups,
+                         [*extra, snapshots], labelled, subset(labelled, held[0]), info)
 
     fold_of = list(range(len(held)))   # the fold each job trains; -1 the refit
     if snapshots is not None:   # index `processes`: this process's second job (run_shared), after fold 0
@@ -85,36 +90,35 @@ def cross_validated(params: Params, spec: TrainSpec, build: ModelFactory, train:
         k = fold_of[i]
         if k >= 0:
             losses = [HeldOut("cv", p, y[held[k]]).loss for p in result[0]]
-            say(f"fold {k + 1}/{len(held)}: {len(y) - len(held[k])} train, {len(held[k])} held out; best "
-                f"held-out loss {min(losses):.4f} at epoch {int(np.argmin(losses)) + 1}", label, runtime)
+            request.say(f"fold {k + 1}/{len(held)}: {len(y) - len(held[k])} train, {len(held[k])} held out; best "
+                        f"held-out loss {min(losses):.4f} at epoch {int(np.argmin(losses)) + 1}")
 
     results = run_shared(jobs, processes, report)
     folds = [results[i] for i, k in enumerate(fold_of) if k >= 0]
     refit = results[fold_of.index(-1)] if snapshots is not None else None
 
-    def refit_to(epochs: int) -> TrainedModel:   # the serial refit, after the folds
+    def refit_to(epochs: int) -> TrainedModel:   # the serial refit, after the folds (with progress shown)
         model, groups, extra = build()
-        return fit_model(params, fold_spec, model, groups, labelled, subset(labelled, held[0]), info,
-                         [*extra, StopAfter(epochs)], runtime, f"{label} refit", f"{resume_name}-refit",
-                         (identity, "refit", epochs - 1))
+        return fit_model(refit_request.derive(params=params, identity=(request.identity, "refit", epochs - 1)),
+                         model, groups, [*extra, StopAfter(epochs)], labelled, subset(labelled, held[0]), info)
 
-    return _select_and_refit(spec, held, y, folds, refit, snapshots, refit_to, label, runtime)
+    return _select_and_refit(spec, held, y, folds, refit, snapshots, refit_to, request)
 
 
 def _select_and_refit(spec: TrainSpec, held: list[np.ndarray], y: np.ndarray,
                       folds: list[tuple[list[np.ndarray], list[Checkpointing]]], refit: TrainedModel | None,
-                      snapshots: "EpochSnapshots | None", refit_to: Callable[[int], TrainedModel], label: str,
-                      runtime: Runtime | None) -> TrainedModel:
+                      snapshots: "EpochSnapshots | None", refit_to: Callable[[int], TrainedModel],
+                      request: TrainRequest) -> TrainedModel:
     """Choose the epoch on the pooled out-of-fold predictions; return the refit as of that epoch,
     taken from its per-epoch snapshots where it trained alongside the folds, else trained now."""
     pooled = pooled_per_epoch(held, [per_epoch for per_epoch, _ in folds], len(y))
     es = spec.early_stopping
     best = choose_epoch(pooled, y, es.monitor, es.enabled)
     kept = refit is not None and snapshots is not None and snapshots.keep_epoch(refit, best)
-    say(f"cross-validation chose epoch {best + 1} (pooled out-of-fold loss "
+    request.say(f"cross-validation chose epoch {best + 1} (pooled out-of-fold loss "
         f"{HeldOut('cv', pooled[best], y).loss:.4f}); " + (
             f"the refit on all {len(y)} labelled samples keeps its weights of that epoch" if kept else
-            f"refitting on all {len(y)} labelled samples"), label, runtime)
+            f"refitting on all {len(y)} labelled samples"))
     if not kept:
         refit = refit_to(best + 1)
     refit.checkpoints = [c for _, saved in folds for c in saved] + refit.checkpoints

@@ -17,16 +17,14 @@ folds saved stay behind as resume points, like the serial fold that was interrup
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
-import signal
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, TypeVar
 
 from trainlab.errors import UserError
+from trainlab.processes import die_with_parent
 
 T = TypeVar("T")
-_PR_SET_PDEATHSIG = 1
 
 
 def run_shared(jobs: list[Callable[[], T]], processes: int, on_result: Callable[[int, T], None]) -> list[T]:
@@ -108,7 +106,7 @@ class _Child:
 
 
 def _child_main(jobs: list[Callable[[], Any]], ks: range, conn: Connection) -> None:
-    _die_with_parent()
+    die_with_parent()
     for k in ks:
         try:
             result = jobs[k]()
@@ -119,11 +117,3 @@ def _child_main(jobs: list[Callable[[], Any]], ks: range, conn: Connection) -> N
                 conn.send((k, False, UserError(f"{type(err).__name__}: {err}")))
             return
         conn.send((k, True, result))
-
-
-def _die_with_parent() -> None:
-    """SIGKILL this child when its parent dies, however it dies (Linux; elsewhere a no-op)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass

@@ -13,10 +13,10 @@ import numpy as np
 
 from trainlab import paths
 from trainlab.data import TaskInfo
-from trainlab.dvc_metrics import evaluate_headline
-from trainlab.evaluation import (ModelScore, champion_line, choose_best, compare_runner_up, confusion_rows,
+from trainlab.dvc_metrics import evaluate_headline, write_stage_metrics
+from trainlab.evaluation.scores import (ModelScore, champion_line, choose_best, compare_runner_up, confusion_rows,
                                  flat_metrics, prediction_rows, reliability_table)
-from trainlab.evaluation_plots import plot_confusion, plot_predictions, plot_reliability
+from trainlab.evaluation.plots import plot_confusion, plot_predictions, plot_reliability
 from trainlab.io import write_json
 
 
@@ -35,8 +35,8 @@ def publish_evaluation(run, scores: list[ModelScore], extra: dict[str, float], i
     comparison = compare_runner_up(scores, test_y, info)
     metrics = {**flat_metrics(scores, extra), **{f"champion/{k}": v for k, v in best.test.items()}}
     summary = champion_line(best, comparison, info.regression)
-    write_json(reports / "details.json", metrics)
-    write_json(reports / "metrics.json", evaluate_headline(best.test, {s.name: s.test for s in scores}, info.regression))
+    write_stage_metrics(reports, "evaluate", metrics,
+                        evaluate_headline(best.test, {s.name: s.test for s in scores}, info.regression))
     write_json(reports / "per_class.json", {s.name: s.per_class for s in scores})
     write_json(reports / "champion.json", {
         "model": best.name, "heldout_loss": best.heldout_loss, "selected_on": best.heldout, "summary": summary,

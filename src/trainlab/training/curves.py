@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainlab.dvc_metrics import headline
+from trainlab.dvc_metrics import write_stage_metrics
 from trainlab.engine import FitResult, Hook, LoopState, MetricRows
 from trainlab.io import atomic_path, write_json
 
@@ -75,9 +75,10 @@ def write_training_reports(folder: Path, result: FitResult, extra: dict[str, Any
     """details.json (every score), curves.json (for `dvc plots`), artifacts/curves.png, and for a
     stage's own report folder its metrics.json (the headline `dvc metrics` shows). Returns every score."""
     metrics = {**summary_metrics(result), **(extra or {})}
-    write_json(folder / "details.json", metrics)
     if stage is not None:
-        write_json(folder / "metrics.json", headline(stage, metrics))
+        write_stage_metrics(folder, stage, metrics)
+    else:
+        write_json(folder / "details.json", metrics)
     write_json(folder / "curves.json", curve_rows(result))
     plot_curves(result, folder / "artifacts" / "curves.png")
     return metrics
