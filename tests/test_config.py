@@ -180,7 +180,7 @@ def test_only_one_label_budget() -> None:
 def test_file_dataset_needs_a_path() -> None:
     assert error_of(real_with(data__name="file")) == (
         "params.yaml: data: data.name is 'file' but data.file.path is not set (it names data/own, the "
-        "placeholder); set it to your .csv, .parquet or .npz file")
+        "placeholder); set it to your .csv, .parquet or .npz file or image folder")
 
 
 @pytest.mark.parametrize(("entry", "expected"), [

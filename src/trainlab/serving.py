@@ -3,7 +3,9 @@
 `served_spec` gathers, for tracking to log as an MLflow model, the trained module, the
 input preparation prepare fitted (`trainlab.data.served_inputs`), an input example of raw
 rows, and what the outputs are: calibrated class probabilities, or a regression's
-prediction in the target's unit with its conformal interval.
+prediction in the target's unit with its conformal interval. A model of an image folder
+takes encoded image files (base64 text in a column `image`), decoded and fitted to its
+input size as prepare did (`trainlab.data.image_folder.decode_image`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from trainlab import paths
 from trainlab.calibration import conformal_halfwidth
 from trainlab.data import TaskInfo, load_split, read_manifest
 from trainlab.data.prepared import PREPROCESSOR_NAME
-from trainlab.data.served_inputs import ServedInputs
+from trainlab.data.served_inputs import IMAGE_COLUMN, ServedInputs
 from trainlab.heldout import HeldOut
 from trainlab.tracking.logged_model import EXAMPLE_ROWS, ModelSpec
 from trainlab.tracking.served_model import RegressionOutput
@@ -28,7 +30,8 @@ def served_inputs(info: TaskInfo) -> ServedInputs:
     inputs = read_manifest(paths.PREPARED).get("inputs", {})
     table = inputs.get("preprocessor") is not None
     return ServedInputs(info.input_shape, inputs.get("normalization"), inputs.get("columns"),
-                        paths.PREPARED / PREPROCESSOR_NAME if table else None)
+                        paths.PREPARED / PREPROCESSOR_NAME if table else None,
+                        (inputs.get("image") or {}).get("resize"))
 
 
 def served_spec(module: torch.nn.Module, info: TaskInfo, task: str, temperature: float = 1.0,
@@ -47,7 +50,15 @@ def served_spec(module: torch.nn.Module, info: TaskInfo, task: str, temperature:
 def _example(task: str) -> Any:
     """A few raw rows: what prepare kept of the file (a table's as a DataFrame), else the first
     rows of `task`'s training split (built-in data, stored as it is generated)."""
-    example = read_manifest(paths.PREPARED).get("inputs", {}).get("example")
+    inputs = read_manifest(paths.PREPARED).get("inputs", {})
+    example = inputs.get("example")
+    if example and inputs.get("image"):   # an image folder's: the first training images, as PNG files
+        import pandas as pd
+
+        from trainlab.data.image_folder import encode_png
+
+        return pd.DataFrame({IMAGE_COLUMN: [encode_png(np.asarray(image, dtype=np.uint8))
+                                            for image in example[:EXAMPLE_ROWS]]})
     if example and isinstance(example[0], dict):
         import pandas as pd
 

@@ -97,14 +97,31 @@ class DigitsConfig(Section):
     test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
 
 
+ImageSide = Annotated[int, Field(gt=0, le=8192)]
+
+
+class ImageConfig(Section):
+    """How an image folder's files become arrays (data/image_folder.py): decoded once by prepare."""
+
+    channels: Literal["auto", "gray", "rgb"] = "auto"   # auto: gray when every image is grayscale, else rgb
+    size: tuple[ImageSide, ImageSide] | None = None    # [H, W] (one number: a square); null = the first image's
+    resize: Literal["center_crop", "letterbox"] = "center_crop"   # how an image of another shape is fitted
+    skip_unreadable: bool = False   # true: leave out (and count) files Pillow cannot decode, instead of stopping
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _square(cls, value: Any) -> Any:
+        return (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 class FileConfig(Section):
-    """The user's own data: a table (CSV, Parquet) or arrays (NPZ) of series or images."""
+    """The user's own data: a table (CSV, Parquet), arrays (NPZ) of series or images, or a folder of images."""
 
     # The file is a DVC dependency of prepare (dvc.yaml templates these two keys), so each
     # must name a path that exists even when no file is used: the placeholder folder
     # data/own (committed, holds only its README) stands for "no file".
     path: str | None = str(OWN_DATA)
-    kind: Literal["auto", "table", "series", "image"] = "auto"     # auto: see data/user_file.py
+    kind: Literal["auto", "table", "series", "image"] = "auto"     # auto: see data/user_file.py (a folder: image)
     task: Literal["auto", "classification", "regression"] = "auto"  # auto: from the label values
     label: str = "label"
     features: tuple[str, ...] | None = None       # null = every column but label/split/drop
@@ -115,6 +132,7 @@ class FileConfig(Section):
     normalize: Literal["auto", "per_sample", "per_feature", "global", "none"] = "auto"
     test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
     source_path: str | None = str(OWN_DATA)       # a second, labelled file to pretrain on
+    image: ImageConfig = ImageConfig()            # a folder of images (path names a directory)
 
     @model_validator(mode="before")
     @classmethod
@@ -150,7 +168,7 @@ class DataConfig(Section):
             raise ValueError("set train_samples or train_samples_per_class, not both")
         if self.name == "file" and self.file.uses("path") is None:
             raise ValueError(f"data.name is 'file' but data.file.path is not set (it names {OWN_DATA}, "
-                             f"the placeholder); set it to your .csv, .parquet or .npz file")
+                             f"the placeholder); set it to your .csv, .parquet or .npz file or image folder")
         return self
 
 

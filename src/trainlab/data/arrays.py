@@ -31,6 +31,7 @@ class RawData:
     normalization: dict[str, Any] | None = None   # series/images: trainlab.data.normalize's spec
     raw_columns: list[tuple[str, str]] | None = None   # a table's input columns and their types
     example: list | None = None   # two raw training rows (JSON): the served model's input example
+    image_resize: str | None = None   # an image folder's: the served model decodes files and fits them so
 
 
 def check_finite(x: np.ndarray, what: str) -> None:

@@ -85,8 +85,11 @@ def prepare(cfg: DataConfig, out: Path, params_hash: str, ran_with: ParamsRecord
     splits = build_splits(raw, cfg)
     labelled = raw.source is not None
     classes = {"target": raw.target_classes, "source": raw.source_classes if labelled else UNLABELLED}
+    inputs = {"normalization": raw.normalization, "columns": raw.raw_columns, "example": raw.example}
+    if raw.image_resize:   # what the served model does to an image file (trainlab.data.served_inputs)
+        inputs["image"] = {"resize": raw.image_resize}
     meta = {"dataset": cfg.name, "params_hash": params_hash, "source_labelled": labelled, "kind": raw.kind,
-            "notes": list(raw.notes), "inputs": {"normalization": raw.normalization, "columns": raw.raw_columns, "example": raw.example}}
+            "notes": list(raw.notes), "inputs": inputs}
     tasks = {"target": {"task": raw.task}, "source": {"task": "classification"}}
     if raw.task == "regression":
         splits["target"], tasks["target"]["target_scale"] = standardize_target(splits["target"])

@@ -1,7 +1,7 @@
 """Reading the user's file: what is there, checked, before any decision about it.
 
 `read_frame` (CSV, Parquet) and `read_npz` return the features, the raw labels and the
-file's own split column (or None). Every problem is one `DataError` line naming the file
+file's own split column (or None); a folder of images is read by `trainlab.data.image_folder`. Every problem is one `DataError` line naming the file
 or the key to set.
 """
 
@@ -21,7 +21,11 @@ from trainlab.data.arrays import check_finite
 from trainlab.errors import DataError
 
 MAX_AXES = 3   # [length], [channels, length], [H, W], [C, H, W]
+# A split column's values, and the names of an image folder's split folders (any case).
+TRAIN_NAMES = {"train", "training", "val", "valid", "validation"}
+TEST_NAMES = {"test", "testing"}
 TABLE_SUFFIXES = {".csv", ".parquet", ".pq"}
+FILE_SUFFIXES = TABLE_SUFFIXES | {".npz"}   # a path without one of these that is a folder: images
 
 
 def read_frame(path: Path, cfg: FileConfig, key: str) -> tuple[Any, np.ndarray, np.ndarray | None]:

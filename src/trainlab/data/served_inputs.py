@@ -1,7 +1,9 @@
 """What a served model does to raw input rows before its network sees them.
 
 The same as prepare did to the training data: a table's fitted `ColumnTransformer`
-(categories, missing cells, standardisation), or the normalisation of series and images.
+(categories, missing cells, standardisation), the decoding and resizing of an image
+folder's files (`IMAGE_COLUMN`: encoded image files, base64 in JSON), or the
+normalisation of series and images.
 The served model (`trainlab.tracking.served_model`) holds a `ServedInputs` and calls it;
 the fitted transformer travels as a skops file among the MLflow model's artifacts and is
 loaded from there with skops (`load`), never unpickled: pickling a `ServedInputs` drops it.
@@ -17,16 +19,26 @@ import numpy as np
 from trainlab.errors import DataError
 
 PREPROCESSOR_ARTIFACT = "preprocessor"
+# The one input column of a model trained on an image folder: each row one encoded image file.
+IMAGE_COLUMN = "image"
 
 
 class ServedInputs:
     """Raw rows -> the model's input batch (n, *input_shape), float32."""
 
+    # Class defaults: a model logged before image folders were read unpickles without them.
+    resize: str | None = None
+    image_column: str | None = None
+
     def __init__(self, input_shape: tuple[int, ...], normalization: dict[str, Any] | None = None,
-                 columns: list[tuple[str, str]] | None = None, preprocessor_path: Path | None = None):
+                 columns: list[tuple[str, str]] | None = None, preprocessor_path: Path | None = None,
+                 resize: str | None = None):
         self.input_shape = tuple(int(n) for n in input_shape)
         self.normalization = normalization
         self.columns = [tuple(c) for c in columns] if columns else None   # a table's (name, type)
+        # A model of an image folder: rows are encoded image files, fitted to input_shape by `resize`.
+        self.resize = resize
+        self.image_column = IMAGE_COLUMN if resize else None
         self.artifacts = {PREPROCESSOR_ARTIFACT: str(preprocessor_path)} if preprocessor_path else {}
         self._preprocessor: Any = None
 
@@ -46,6 +58,8 @@ class ServedInputs:
             return self._table(rows)
         from trainlab.data.normalize import normalize
 
+        if self.image_column:
+            return normalize(self._decoded(rows), self.normalization)
         try:   # ints or floats of any width: the signature's columns are `Any` (tracking.logged_model)
             x = np.asarray(rows, dtype=np.float32)
         except (TypeError, ValueError) as err:
@@ -76,3 +90,23 @@ class ServedInputs:
                 frame[name] = pd.to_numeric(frame[name], errors="raise")
         return transform(self._preprocessor, frame[[name for name, _ in self.columns]]).reshape(
             -1, *self.input_shape)
+
+    def _decoded(self, rows: Any) -> np.ndarray:
+        """Each row's encoded image file (base64 text or bytes), decoded and resized as prepare did."""
+        import base64
+        import binascii
+
+        from trainlab.data.image_folder import decode_image
+
+        values = rows[IMAGE_COLUMN] if hasattr(rows, "columns") and IMAGE_COLUMN in rows.columns else rows
+        values = list(np.asarray(values, dtype=object).reshape(-1))
+        if not values:
+            raise DataError(f"no input rows: send a column '{IMAGE_COLUMN}' of encoded image files (base64)")
+        batch = np.empty((len(values), *self.input_shape), dtype=np.float32)
+        for i, value in enumerate(values):
+            try:
+                data = value if isinstance(value, bytes) else base64.b64decode(str(value), validate=True)
+            except (binascii.Error, ValueError):
+                raise DataError(f"input row {i}: not base64 text of an image file") from None
+            batch[i] = decode_image(data, self.input_shape, self.resize, f"input row {i}").reshape(self.input_shape)
+        return batch

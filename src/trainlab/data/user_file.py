@@ -1,4 +1,4 @@
-"""The user's own data: a table (CSV, Parquet) or arrays (NPZ), read as the user has it.
+"""The user's own data: a table (CSV, Parquet), arrays (NPZ) or a folder of images, read as the user has it.
 
 What prepare decides here, each printed in one line:
 
@@ -7,7 +7,9 @@ What prepare decides here, each printed in one line:
   series or an image. NPZ arrays are *series* when a sample has one axis ([length]) or
   two unequal ones ([channels, length]), *images* when it has two equal axes ([H, W]) or
   three ([C, H, W]). A CSV of series without a shape, or an NPZ of table rows, needs the
-  key set (`kind: series` / `kind: table`).
+  key set (`kind: series` / `kind: table`). A folder (`data.file.path` names a directory)
+  is images, one class per subfolder, decoded by `trainlab.data.image_folder`; from there
+  on it takes the route of an NPZ of images.
 - **task** (`data.file.task: auto`): classification or regression, from the label values
   (`trainlab.data.tables.infer_task`). Rows without a label are left out and counted.
 - **inputs**: a table goes through a scikit-learn `ColumnTransformer` fitted on the
@@ -18,7 +20,7 @@ What prepare decides here, each printed in one line:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +28,12 @@ import numpy as np
 
 from trainlab.config.schema import FileConfig
 from trainlab.data.arrays import Arrays, RawData, check_finite
-from trainlab.data.file_reading import MAX_AXES, read_frame, read_npz, value_columns
+from trainlab.data.file_reading import (FILE_SUFFIXES, MAX_AXES, TEST_NAMES, TRAIN_NAMES, read_frame, read_npz,
+                                        value_columns)
 from trainlab.data.normalize import fit_normalization, normalize, resolve_mode
 from trainlab.data.splits import stratified_split
 from trainlab.errors import DataError
 
-TRAIN_NAMES = {"train", "training", "val", "valid", "validation"}
-TEST_NAMES = {"test", "testing"}
 # A regression target needs enough distinct values to be a quantity at all.
 MIN_DISTINCT_TARGETS = 3
 EXAMPLE_ROWS = 2   # raw training rows kept as the served model's input example
@@ -40,20 +41,21 @@ EXAMPLE_ROWS = 2   # raw training rows kept as the served model's input example
 
 @dataclass
 class Loaded:
-    """One file as read: a frame (CSV/Parquet) or arrays (NPZ), its labels and split column."""
+    """One file as read: a frame (CSV/Parquet) or arrays (NPZ, an image folder), its labels and split column."""
 
     path: Path
     frame: Any | None          # pandas DataFrame of the feature columns (tables)
-    x: np.ndarray | None       # (n, *shape) (NPZ, or a CSV of series/images)
+    x: np.ndarray | None       # (n, *shape) (NPZ; an image folder's uint8 (n, C, H, W))
     labels: np.ndarray
     split: np.ndarray | None
     unlabelled: int = 0        # rows left out because their label is missing
+    notes: list[str] = field(default_factory=list)   # what reading decided (an image folder's size, ...)
 
     def rows(self, keep: np.ndarray) -> "Loaded":
         frame = None if self.frame is None else self.frame.iloc[keep].reset_index(drop=True)
         x = None if self.x is None else self.x[keep]
         split = None if self.split is None else self.split[keep]
-        return Loaded(self.path, frame, x, self.labels[keep], split, self.unlabelled)
+        return Loaded(self.path, frame, x, self.labels[keep], split, self.unlabelled, self.notes)
 
 
 def load_user_data(cfg: FileConfig) -> RawData:
@@ -68,17 +70,21 @@ def load_user_data(cfg: FileConfig) -> RawData:
     train_idx, test_idx = _train_test(loaded, targets, cfg)
     inputs = _fit_inputs(loaded, train_idx, kind, cfg)
     x = inputs.transform(loaded)
-    notes = [f"data: {loaded.path.name}: a {kind} of {len(targets)} labelled rows, {task}"
+    what = (f"a folder of {len(targets)} labelled images" if _is_image_folder(loaded.path)
+            else f"{'an' if kind == 'image' else 'a'} {kind} of {len(targets)} labelled rows")
+    notes = [f"data: {loaded.path.name}: {what}, {task}"
              + (f" ({len(classes)} classes)" if task == "classification" else f" of '{cfg.label}'")
              + (f"; {loaded.unlabelled} row(s) without a label left out" if loaded.unlabelled else ""),
-             inputs.note]
+             *loaded.notes, inputs.note]
     source, source_classes = None, []
     if cfg.uses("source_path"):
-        source, source_classes = _source(cfg, inputs)
+        source, source_classes, source_notes = _source(cfg, inputs)
+        notes += [f"source: {note}" for note in source_notes]
     return RawData(Arrays(x[train_idx], targets[train_idx]), Arrays(x[test_idx], targets[test_idx]),
                    source, classes, source_classes, tuple(x.shape[1:]), kind=kind, task=task,
                    notes=tuple(notes), preprocessor=inputs.preprocessor, normalization=inputs.normalization,
-                   raw_columns=inputs.raw_columns, example=inputs.example(loaded, train_idx[:EXAMPLE_ROWS]))
+                   raw_columns=inputs.raw_columns, example=inputs.example(loaded, train_idx[:EXAMPLE_ROWS]),
+                   image_resize=cfg.image.resize if _is_image_folder(loaded.path) else None)
 
 
 def resolve_kind(cfg: FileConfig, loaded: Loaded) -> str:
@@ -93,7 +99,10 @@ def resolve_kind(cfg: FileConfig, loaded: Loaded) -> str:
     return "series"
 
 
-def _read(path: Path, cfg: FileConfig, key: str) -> Loaded:
+def _read(path: Path, cfg: FileConfig, key: str, like: tuple[int, ...] | None = None) -> Loaded:
+    """The file (or image folder) `key` names; `like`: the sample shape an image folder must take."""
+    if _is_image_folder(path):
+        return _read_folder(path, cfg, key, like)
     suffix = path.suffix.lower()
     if suffix == ".npz":
         x, labels, split = read_npz(path, key)
@@ -108,6 +117,25 @@ def _read(path: Path, cfg: FileConfig, key: str) -> Loaded:
         if len(loaded.labels) == 0:
             raise DataError(f"{path}: every row's label ('{cfg.label}') is missing")
     return loaded
+
+
+def _is_image_folder(path: Path) -> bool:
+    """A directory is read as images, unless its name says a file was meant ("data.csv/"):
+    that one is refused as what it is (file_reading.check_regular_file)."""
+    return path.is_dir() and path.suffix.lower() not in FILE_SUFFIXES
+
+
+def _read_folder(path: Path, cfg: FileConfig, key: str, like: tuple[int, ...] | None) -> Loaded:
+    from trainlab.data.image_folder import read_image_folder
+
+    if cfg.kind not in ("auto", "image"):
+        raise DataError(f"data.file.kind: {cfg.kind}, but {key} names a folder ({path}), read as images; "
+                        f"set kind: auto or image")
+    if cfg.shape is not None:
+        raise DataError(f"data.file.shape: {list(cfg.shape)} does not apply to an image folder ({path}); "
+                        f"set data.file.image.size: [H, W] instead")
+    folder = read_image_folder(path, cfg.image, key, like)
+    return Loaded(path, None, folder.x, folder.labels, folder.split, notes=folder.notes)
 
 
 def _missing(labels: np.ndarray) -> np.ndarray:
@@ -263,22 +291,27 @@ def _require_numeric(loaded: Loaded) -> None:
 
 def _as_samples(loaded: Loaded, shape: tuple[int, ...]) -> np.ndarray:
     raw = loaded.frame.to_numpy(dtype=np.float32) if loaded.frame is not None else loaded.x
-    x = np.asarray(raw, dtype=np.float32).reshape(len(raw), *shape)
+    # An image folder's uint8 stays as it is (no float copy of every image): normalising converts it.
+    x = (raw if raw.dtype == np.uint8 else np.asarray(raw, dtype=np.float32)).reshape(len(raw), *shape)
     check_finite(x, str(loaded.path))
     return x
 
 
-def _source(cfg: FileConfig, inputs: FittedInputs) -> tuple[Arrays, list[str]]:
-    """The labelled pretraining file, through the target's fitted preprocessing (same inputs)."""
+def _source(cfg: FileConfig, inputs: FittedInputs) -> tuple[Arrays, list[str], list[str]]:
+    """The labelled pretraining file, through the target's fitted preprocessing (same inputs),
+    its class names, and what reading it decided (an image folder's notes)."""
     path = cfg.uses("source_path")
-    loaded = _read(path, cfg, "data.file.source_path")
+    if _is_image_folder(path) and inputs.kind != "image":
+        raise DataError(f"data.file.source_path: {path} is a folder of images, but the target data is a "
+                        f"{inputs.kind}; both need the same inputs")
+    loaded = _read(path, cfg, "data.file.source_path", like=inputs.shape)
     if inputs.preprocessor is None:
         _keep_value_columns(loaded, cfg)
     if inputs.preprocessor is None and int(np.prod(_sample_shape(loaded, cfg))) != int(np.prod(inputs.shape)):
         raise DataError(f"{path}: samples of {int(np.prod(_sample_shape(loaded, cfg)))} values, but the target "
                         f"file's have {int(np.prod(inputs.shape))}; both files need the same features")
     classes = _class_names(loaded.labels, path)
-    return Arrays(inputs.transform(loaded), _encode(loaded.labels, classes)), classes
+    return Arrays(inputs.transform(loaded), _encode(loaded.labels, classes)), classes, loaded.notes
 
 
 def _class_names(labels: np.ndarray, path: Path) -> list[str]:

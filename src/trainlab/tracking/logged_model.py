@@ -31,6 +31,8 @@ class Inputs(Protocol):
 
     input_shape: tuple[int, ...]
     columns: list[tuple[str, str]] | None   # a table's raw columns and types ("double" | "string" | "any")
+    image_column: str | None                # an image folder's model: the column of encoded image files
+    resize: str | None                      # ... and how each image is fitted to input_shape
     artifacts: dict[str, str]               # files the served model loads in load_context
 
     def __call__(self, rows: Any) -> np.ndarray: ...
@@ -73,6 +75,8 @@ def signature(spec: ModelSpec) -> "ModelSignature":
     if spec.inputs.columns:
         inputs = Schema([ColSpec("string" if kind == "string" else AnyType(), name, required=False)
                          for name, kind in spec.inputs.columns])
+    elif spec.inputs.image_column:   # a model of an image folder takes encoded files
+        inputs = Schema([ColSpec("string", spec.inputs.image_column)])
     else:
         inputs = Schema([ColSpec(AnyType()) for _ in range(int(np.prod(spec.input_shape)))])
     names = ["prediction", "lower", "upper"] if spec.regression else spec.columns
@@ -83,6 +87,11 @@ def input_metadata(spec: ModelSpec) -> dict[str, Any]:
     """What the signature's `Any` columns cannot say (the MLmodel file's `metadata`)."""
     if spec.inputs.columns:
         return {"input": "a table of the raw columns (DataFrame or JSON records); numbers as ints or floats"}
+    if spec.inputs.image_column:
+        return {"input_shape": list(spec.input_shape),
+                "input": f"a column '{spec.inputs.image_column}' of encoded image files (PNG, JPEG, ...) as "
+                         f"base64 text, each decoded and fitted to {list(spec.input_shape)} ({spec.inputs.resize}) "
+                         f"as prepare did"}
     return {"input_shape": list(spec.input_shape),
             "input": f"rows of {int(np.prod(spec.input_shape))} numbers (ints or floats): each sample of shape "
                      f"{list(spec.input_shape)} flattened"}
@@ -114,7 +123,7 @@ def log_model(run_id: str, spec: ModelSpec, name: str = "model",
     module = _cpu_copy(spec.module)
     served = ServedModel(module, spec.inputs, spec.columns, spec.temperature, spec.probabilities, spec.regression)
     example = spec.example[:EXAMPLE_ROWS]
-    if not spec.inputs.columns:
+    if not spec.inputs.columns and not spec.inputs.image_column:
         example = np.asarray(example, dtype=np.float32).reshape(-1, int(np.prod(spec.input_shape)))
     # MLflow warns that a Python object is saved with CloudPickle, on every log. The object
     # is our own module, loaded by its owners (as mlflow.pytorch pickles one); the DVC

@@ -12,9 +12,10 @@ the trained torch module and the input preparation prepare fitted (`inputs`: a t
 - a pretext (masked-reconstruction) model: its raw outputs, one column per input value.
 
 Input: for a table, a DataFrame of the raw columns (strings for categories, missing cells
-allowed, ints or floats for numbers); for series and images, rows of the input values
-flattened (a 1-D signal as is, an image row by row), as a DataFrame, a NumPy array or a
-list of lists.
+allowed, ints or floats for numbers); for a model of an image folder, a column `image` of
+encoded image files (PNG, JPEG, ...) as base64 text; for other series and images, rows of
+the input values flattened (a 1-D signal as is, an image row by row), as a DataFrame, a
+NumPy array or a list of lists.
 """
 
 from __future__ import annotations
