@@ -30,7 +30,7 @@ from trainlab.models.store import load_model
 from trainlab.serving import served_inputs
 from trainlab.testing import BIN, copy_project, make_project, run, small_params, trainlab, write_params
 
-from helpers.console import console, error_line
+from helpers.console import console, error_line, message
 
 COLOURS = {"cat": (210, 40, 40), "dog": (40, 210, 40), "owl": (40, 40, 210)}
 FOLDER = "data/own/pets"
@@ -54,14 +54,6 @@ def draw_folder(root: Path, per_class: int = 12, extras: bool = True, seed: int 
 
 def noisy(rng: np.random.Generator, colour: tuple[int, int, int], size: tuple[int, int] = (HEIGHT, WIDTH)):
     return np.clip(np.array(colour) + rng.normal(0, 15, (*size, 3)), 0, 255).astype(np.uint8)
-
-
-def message(call, *args) -> str:
-    with pytest.raises((DataError, ParamsError)) as caught:
-        call(*args)
-    text = str(caught.value)
-    assert "\n" not in text
-    return text
 
 
 # ------------------------------------------------------------------------------ reading

@@ -23,10 +23,12 @@ from trainlab.data.served_inputs import ServedInputs
 from trainlab.data.user_file import load_user_data
 from trainlab.engine import TrainData, fit
 from trainlab.engine.losses import build_loss
-from trainlab.errors import DataError, ParamsError
+from trainlab.errors import DataError
 from trainlab.models import build_model
 from trainlab.heldout import HeldOut
 from trainlab.testing import small_params
+
+from helpers.console import message
 
 
 def raw_table(n: int = 120, seed: int = 0) -> pd.DataFrame:
@@ -45,14 +47,6 @@ def write(tmp_path: Path, frame: pd.DataFrame, name: str = "table.csv") -> Path:
     path = tmp_path / name
     frame.to_csv(path, index=False)
     return path
-
-
-def message(call, *args) -> str:
-    with pytest.raises((DataError, ParamsError)) as caught:
-        call(*args)
-    text = str(caught.value)
-    assert "\n" not in text
-    return text
 
 
 # ------------------------------------------------------------------------------ tables

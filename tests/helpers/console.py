@@ -52,3 +52,14 @@ def without_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     stage calls mlflow.set_tracking_uri, which sets the variable for the whole process."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "unset")   # records the original for the undo
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
+
+
+def message(call, *args) -> str:
+    """The text of the user error `call(*args)` raises (DataError or ParamsError): one line."""
+    from trainlab.errors import DataError, ParamsError
+
+    with pytest.raises((DataError, ParamsError)) as caught:
+        call(*args)
+    text = str(caught.value)
+    assert "\n" not in text
+    return text
