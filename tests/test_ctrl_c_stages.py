@@ -52,6 +52,36 @@ except KeyboardInterrupt:
 """
 
 
+IN_AN_IMPORT = """
+import importlib, signal, sys, threading, time
+from trainlab.processes import interrupt
+sys.path.insert(0, sys.argv[1])
+signal.signal(signal.SIGINT, interrupt)
+try:
+    import interrupts_its_import   # Ctrl-C arrives while its top-level code runs
+    print("imported:", interrupts_its_import.DONE)
+    time.sleep(5)
+    print("not interrupted")
+except KeyboardInterrupt:
+    print("interrupted after the import")
+other = threading.Thread(target=importlib.import_module, args=("json.tool",))
+other.start()
+other.join(10)
+print("another thread imports:", not other.is_alive())
+"""
+
+
+def test_a_ctrl_c_inside_an_import_is_raised_once_the_import_is_done(tmp_path: Path) -> None:
+    # Raised inside importlib's frames it can leave the global import lock held: the next import
+    # of any thread (MLflow's system-metrics thread, seen in CI) then hangs the stage forever.
+    (tmp_path / "interrupts_its_import.py").write_text(
+        "import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(0.3)\nDONE = True\n")
+    done = subprocess.run([sys.executable, "-c", IN_AN_IMPORT, str(tmp_path)], capture_output=True, text=True,
+                          timeout=60, env=clean_env())
+    assert done.stdout.splitlines() == ["imported: True", "interrupted after the import",
+                                        "another thread imports: True"], done.stdout + done.stderr
+
+
 def test_a_ctrl_c_lost_in_a_finalizer_is_latched() -> None:
     # The mechanism itself, without a stage: Python drops the KeyboardInterrupt, the latch keeps it.
     done = subprocess.run([sys.executable, "-c", FINALIZER, "python"], capture_output=True, text=True, timeout=60)

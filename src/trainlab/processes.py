@@ -36,13 +36,37 @@ _RECEIVED: list[int] = []
 _COMMITTED: list[bool] = []
 
 
+# How soon a signal that landed inside an import is delivered again (`interrupt`).
+REDELIVER_S = 0.05
+
+
 def interrupt(signum: int, frame) -> None:
     """The Ctrl-C / SIGTERM handler of a trainlab command: latch the signal, raise KeyboardInterrupt
-    (unless the command already committed its work: then it finishes)."""
+    (unless the command already committed its work: then it finishes).
+
+    Not inside an import: a KeyboardInterrupt raised in importlib's own frames can leave its
+    global import lock held, and every later import in any thread then waits forever (seen in
+    CI: MLflow's system-metrics thread importing while evaluate's Ctrl-C landed in an import, and
+    the run's end waiting for that thread). There the signal is sent again a moment later, until
+    it lands outside the import machinery."""
     if _COMMITTED:
         return
     _RECEIVED.append(signum)
+    if _importing(frame):
+        timer = threading.Timer(REDELIVER_S, os.kill, (os.getpid(), signum))
+        timer.daemon = True
+        timer.start()
+        return
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _importing(frame) -> bool:
+    """Whether the interrupted code runs inside an import (a frame of importlib's bootstrap)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def quiet_lost_interrupts(default: Callable) -> Callable:
