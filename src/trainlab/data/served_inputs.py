@@ -26,9 +26,8 @@ IMAGE_COLUMN = "image"
 class ServedInputs:
     """Raw rows -> the model's input batch (n, *input_shape), float32."""
 
-    # Class defaults: a model logged before image folders were read unpickles without them.
+    # A class default: a model logged before image folders were read unpickles without it.
     resize: str | None = None
-    image_column: str | None = None
 
     def __init__(self, input_shape: tuple[int, ...], normalization: dict[str, Any] | None = None,
                  columns: list[tuple[str, str]] | None = None, preprocessor_path: Path | None = None,
@@ -36,11 +35,14 @@ class ServedInputs:
         self.input_shape = tuple(int(n) for n in input_shape)
         self.normalization = normalization
         self.columns = [tuple(c) for c in columns] if columns else None   # a table's (name, type)
-        # A model of an image folder: rows are encoded image files, fitted to input_shape by `resize`.
-        self.resize = resize
-        self.image_column = IMAGE_COLUMN if resize else None
+        self.resize = resize   # a model of an image folder: rows are encoded files, fitted to input_shape so
         self.artifacts = {PREPROCESSOR_ARTIFACT: str(preprocessor_path)} if preprocessor_path else {}
         self._preprocessor: Any = None
+
+    @property
+    def image_column(self) -> str | None:
+        """The input column of encoded image files (a model of an image folder), else None."""
+        return IMAGE_COLUMN if self.resize else None
 
     def __getstate__(self) -> dict[str, Any]:
         # The fitted transformer is an artifact of its own, loaded with skops: never pickled.
