@@ -13,6 +13,8 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
+# The torchvision made for TORCH (only `make setup-timm` installs it: timm imports it).
+TORCHVISION ?= torchvision==0.28.0
 PYTEST_ARGS ?=
 # Test files run in parallel processes (pytest-xdist), one file per process at a time so a
 # module's shared fixture is built once; auto = one process per CPU core.
@@ -21,7 +23,7 @@ TEST_WORKERS ?= auto
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup test-setup repro test test-emulated plots-template system-test-deps clean-state
+.PHONY: setup setup-timm test-setup repro test test-emulated plots-template system-test-deps clean-state
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +32,14 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed plots-template
+
+# Optional: timm, for `trainlab fetch-weights timm:<name>`. torchvision comes from the same index
+# as torch and both stay pinned: a free resolve pulls PyPI's CUDA torchvision, which fails to
+# import beside a CPU torch (operator torchvision::nms does not exist), or a newer CUDA torch.
+# A CPU machine without that index: make setup-timm TORCH_INDEX=https://download.pytorch.org/whl/cpu
+setup-timm: setup
+	$(BIN)/pip install --quiet --disable-pip-version-check "$(TORCH)" "$(TORCHVISION)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[timm]" "$(TORCH)" "$(TORCHVISION)"
 
 # Self-contained vega/vega-lite/vega-embed template so `dvc plots show` renders offline.
 plots-template: plots/offline.html

@@ -1,5 +1,8 @@
 """`trainlab pretrain`: train the configured model on the source corpus -> models/pretrained.pt.
 
+With `pretrain.from` naming a weights file (a ResNet-18/34 in torchvision/timm layout, or
+another trainlab project's model file) the network is imported from it instead.
+
 Reads the seed, model, trainer, pretrain and tracking sections. With trainer.devices > 1
 the same command reruns under torchrun (DDP); a killed run resumes from its last
 checkpoint in .trainlab/resume when rerun.

@@ -103,7 +103,8 @@ def test_generation_comments_quote_the_papers_values() -> None:
      "inverse_sqrt, plateau"),
     ("data.name", "cifar", "params.yaml: data.name: 'cifar' is not one of mnist1d, digits, file"),
     ("model.arch", "transformer",
-     "params.yaml: model.arch: 'transformer' is not one of auto, logreg, mlp, cnn1d, resnet1d, cnn2d, resnet2d"),
+     "params.yaml: model.arch: 'transformer' is not one of auto, logreg, mlp, cnn1d, resnet1d, cnn2d, resnet2d, "
+     "resnet18, resnet34"),
     ("pretrain.loss.name", "hinge", "params.yaml: pretrain.loss.name: 'hinge' is not one of auto, cross_entropy, bce, mse, huber"),
     ("trainer.precision", "fp8", "params.yaml: trainer.precision: 'fp8' is not one of auto, fp32, bf16, fp16"),
     ("search.sampler", "cmaes", "params.yaml: search.sampler: 'cmaes' is not one of grid, random, tpe"),
@@ -115,7 +116,7 @@ def test_unknown_name_lists_the_accepted_names(key: str, value: str, expected: s
 
 
 @pytest.mark.parametrize(("key", "section_keys"), [
-    ("pretrain.optimizzer", "epochs, batch_size, auto, loss, optimizer, schedule, early_stopping"),
+    ("pretrain.optimizzer", "epochs, batch_size, auto, loss, optimizer, schedule, early_stopping, from"),
     ("model.widht", "arch, width, depth, kernel_size, downsample, dropout, batchnorm, activation"),
     ("tracking.url", "uri, experiment, log_models, log_trial_models, system_metrics"),
     ("epochs", "seed, data, model, trainer, pretrain, finetune, search, ensemble, evaluate, selection, tracking"),

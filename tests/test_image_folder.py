@@ -73,7 +73,7 @@ def test_class_folders_read_as_labelled_uint8_images(tmp_path: Path) -> None:
         means = folder.x[folder.labels == name].mean(axis=(0, 2, 3))
         assert int(np.argmax(means)) == int(np.argmax(colour)), name
     assert folder.notes == ["images: 40 in 3 class folders; rgb (auto: 39 of 40 images in colour), 10x12 pixels "
-                            "(the first image's size); 1 of another size centre-cropped to it"]
+                            "(the first image's size); 1 of another shape centre-cropped to it"]
     raw = load_user_data(FileConfig(path=str(root)))
     assert (raw.kind, raw.task, raw.input_shape, raw.target_classes) == ("image", "classification",
                                                                          (3, HEIGHT, WIDTH), list(COLOURS))
@@ -125,6 +125,32 @@ def test_train_and_test_folders_keep_the_users_split(tmp_path: Path) -> None:
     assert "test labels ['emu'] never appear in the train split" in message(load_user_data, FileConfig(path=str(root)))
 
 
+def test_a_csv_inside_the_folder_lists_the_images_their_labels_and_split(tmp_path: Path) -> None:
+    root = tmp_path / "pets"
+    (root / "all").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = ["file,species,part"]
+    for i in range(24):
+        name = list(COLOURS)[i % 3]
+        Image.fromarray(noisy(rng, COLOURS[name])).save(root / "all" / f"{i}.png")
+        rows.append(f"all/{i}.png,{name if i != 5 else ''},{'Test' if i >= 18 else 'train'}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    image = {"list": "labels.csv", "path_column": "file"}
+    raw = load_user_data(FileConfig(path=str(root), label="species", split_column="part", image=image))
+    assert (len(raw.target_train.y), len(raw.target_test.y)) == (17, 6)        # row 5 has no label
+    assert raw.target_classes == list(COLOURS) and raw.input_shape == (3, HEIGHT, WIDTH)
+    assert raw.notes[1].startswith("images: 23 in 3 classes, listed in labels.csv (the folder's own train/test split)")
+    assert "1 listed image(s) without a label left out" in raw.notes
+    for name, colour in COLOURS.items():   # each row's image carries its row's label
+        means = raw.target_train.x[raw.target_train.y == list(COLOURS).index(name)].mean(axis=(0, 2, 3))
+        assert int(np.argmax(means)) == int(np.argmax(colour)), name
+    (root / "labels.csv").write_text("file,species\n../elsewhere.png,cat\n")
+    assert "row 2: ../elsewhere.png is outside" in message(load_user_data, FileConfig(path=str(root),
+                                                                                     label="species", image=image))
+    assert "missing column(s) ['kind']" in message(load_user_data, FileConfig(path=str(root), label="kind",
+                                                                              image=image))
+
+
 def test_a_source_folder_is_fitted_to_the_target_images(tmp_path: Path) -> None:
     target = draw_folder(tmp_path / "pets", per_class=4, extras=False)
     source = tmp_path / "shapes"
@@ -135,7 +161,7 @@ def test_a_source_folder_is_fitted_to_the_target_images(tmp_path: Path) -> None:
     raw = load_user_data(FileConfig(path=str(target), source_path=str(source)))
     assert raw.source.x.shape == (6, 3, HEIGHT, WIDTH) and raw.source_classes == ["dark", "light"]
     assert ("source: images: 6 in 2 class folders; rgb (as the target data), 10x12 pixels; "
-            "6 of another size centre-cropped to it") in raw.notes
+            "6 of another shape centre-cropped to it") in raw.notes
 
 
 @pytest.mark.parametrize(("layout", "settings", "says"), [

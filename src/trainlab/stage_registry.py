@@ -65,7 +65,7 @@ PIPELINE = (
           params=("seed", "data"), models=(paths.PREPARED,), record=paths.MANIFEST,
           headline=(("target/train/samples", "prepare/train_samples"), ("target/val/samples", "prepare/val_samples"),
                     ("target/test/samples", "prepare/test_samples"))),
-    Stage("pretrain", "Train the model on the source corpus -> models/pretrained.pt.", "pretrain",
+    Stage("pretrain", "Pretrain (or import pretrain.from) -> models/pretrained.pt.", "pretrain",
           params=(*_TRAINING, "pretrain"), reads=(("source", "train"), ("source", "val")),
           models=(paths.PRETRAINED, paths.model_manifest("pretrain")),
           writes_into=(paths.MODELS, paths.MANIFESTS, paths.RESUME), upstream=("prepare",), resumable=True,
@@ -97,6 +97,8 @@ TOOLS = (
     Stage("promote", "Point evaluate.alias at a registered model version.", "promote", atomic=False),
     Stage("check-results", "Compare this run's final test scores with a commit's.", "check_results"),
     Stage("verify", "Check that dvc.lock records the params each stage ran with.", "verify"),
+    Stage("fetch-weights", "Save a timm network's weights for pretrain.from (needs timm).",
+          "fetch_weights"),
 )
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (*PIPELINE, *TOOLS)}
 PIPELINE_STAGES: dict[str, Stage] = {stage.name: stage for stage in PIPELINE}

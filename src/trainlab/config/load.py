@@ -153,7 +153,7 @@ def _integer_range(loc: list[str]) -> str:
     model: type[BaseModel] | None = Params
     field = None
     for part in loc:
-        field = model.model_fields.get(part) if model else None
+        field = _field(model, part)
         annotation = getattr(field, "annotation", None)
         model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
     constraints = list(getattr(field, "metadata", []))
@@ -168,12 +168,19 @@ def _integer_range(loc: list[str]) -> str:
     return f"an integer of at least {low}" if low is not None else "a smaller integer"
 
 
+def _field(model: type[BaseModel] | None, key: str) -> Any:
+    """The schema field params.yaml's `key` names in `model` (by its alias where it has one)."""
+    if model is None:
+        return None
+    return next((field for name, field in model.model_fields.items() if (field.alias or name) == key), None)
+
+
 def _fields_at(loc: list[str]) -> list[str]:
     """The accepted keys of the section at `loc`, for the 'unknown key' message."""
     model: type[BaseModel] | None = Params
     parts = iter(loc)
     for part in parts:
-        field = model.model_fields.get(part) if model else None
+        field = _field(model, part)
         annotation = getattr(field, "annotation", None)
         if typing.get_origin(annotation) is dict:   # e.g. search.space.<key>: skip the key
             next(parts, None)
@@ -181,7 +188,7 @@ def _fields_at(loc: list[str]) -> list[str]:
         model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
         if model is None:
             return ["(see params.yaml comments)"]
-    return list(model.model_fields)
+    return [field.alias or name for name, field in model.model_fields.items()]   # pretrain.from: an alias
 
 
 def set_dotted(tree: dict, dotted: str, value: Any) -> None:

@@ -107,6 +107,10 @@ class ImageConfig(Section):
     size: tuple[ImageSide, ImageSide] | None = None    # [H, W] (one number: a square); null = the first image's
     resize: Literal["center_crop", "letterbox"] = "center_crop"   # how an image of another shape is fitted
     skip_unreadable: bool = False   # true: leave out (and count) files Pillow cannot decode, instead of stopping
+    # A CSV inside the folder listing the images instead of class subfolders: a column of paths
+    # relative to the folder, the label column (data.file.label) and optionally data.file.split_column.
+    list: str | None = None
+    path_column: str = "path"
 
     @field_validator("size", mode="before")
     @classmethod
@@ -128,8 +132,9 @@ class FileConfig(Section):
     drop: tuple[str, ...] = ()                    # columns left out (tables)
     split_column: str | None = None               # values "train"/"test" (or "val")
     shape: tuple[PositiveInt, ...] | None = None  # e.g. [1, 28, 28] for images
-    # auto: tables per column, series and images per channel (bench/RESULTS.md)
-    normalize: Literal["auto", "per_sample", "per_feature", "global", "none"] = "auto"
+    # auto: tables per column, series and images per channel (bench/RESULTS.md); imagenet: the
+    # mean/std published ImageNet weights expect (images; for a pretrain.from network)
+    normalize: Literal["auto", "per_sample", "per_feature", "global", "none", "imagenet"] = "auto"
     test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
     source_path: str | None = str(OWN_DATA)       # a second, labelled file to pretrain on
     image: ImageConfig = ImageConfig()            # a folder of images (path names a directory)
@@ -176,8 +181,9 @@ class DataConfig(Section):
 class ModelConfig(Section):
     """Architecture: every model is a backbone of named blocks plus a linear head."""
 
-    # auto: mlp for tables, resnet1d for series, resnet2d for images (the data's kind, from prepare)
-    arch: Literal["auto", "logreg", "mlp", "cnn1d", "resnet1d", "cnn2d", "resnet2d"] = "auto"
+    # auto: mlp for tables, resnet1d for series, resnet2d for images (the data's kind, from prepare);
+    # resnet18/resnet34: the published image networks, in torchvision's layout (models/resnet.py)
+    arch: Literal["auto", "logreg", "mlp", "cnn1d", "resnet1d", "cnn2d", "resnet2d", "resnet18", "resnet34"] = "auto"
     width: Width = 32
     depth: Annotated[int, Field(gt=0, le=256)] = 3
     # auto: 5 for series (1-D nets), 3x3 for images (2-D nets)
@@ -191,6 +197,20 @@ class ModelConfig(Section):
 
 
 # -------------------------------------------------------------------------- trainer
+class AugmentationConfig(Section):
+    """What `trainer.augment` changes in each training batch (validation, test and predictions never)."""
+
+    # images: shift by up to this share of each side (at least one pixel when > 0), edges
+    # repeated: the same as padding and cropping back at a random offset
+    crop: Annotated[float, Field(ge=0.0, le=0.5)] = 0.125
+    # images: mirror left-right half the time. Off by default: a mirrored digit or letter can
+    # be another class (or none); turn it on for photos of things
+    flip: bool = False
+    scale: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1    # series: times a factor in [1 - scale, 1 + scale]
+    jitter: Annotated[float, Field(ge=0.0, le=10.0)] = 0.03  # series: Gaussian noise, in the normalised data's units
+    shift: Annotated[float, Field(ge=0.0, le=0.5)] = 0.1    # series: shift by up to this share of the length, edges repeated
+
+
 class TrainerConfig(Section):
     """How training runs, shared by pretrain, finetune and every search trial."""
 
@@ -215,6 +235,11 @@ class TrainerConfig(Section):
     sync_batchnorm: bool = True              # under DDP
     compile: bool = False                    # torch.compile; no gain for small CPU models
     progress: Literal["auto", "bar", "log", "off"] = "auto"
+    # Random changes to training batches, a pure function of (seed, epoch, step): auto picks by
+    # the data's kind (engine/augment.py AUTO_AUGMENT); true for series and images only. (A
+    # boolean, not on/off: YAML 1.1, so PyYAML and DVC, reads on and off as true and false.)
+    augment: Literal["auto"] | bool = "auto"
+    augmentation: AugmentationConfig = AugmentationConfig()
 
     # The settings that decide how a run is fed, shown, logged or checkpointed, never its
     # numbers: a resume checkpoint and a search study stay valid when only these change.
@@ -227,6 +252,14 @@ class TrainerConfig(Section):
     def maths(self) -> dict[str, Any]:
         """The settings that decide a training's numbers: all but NOT_MATHS."""
         return self.model_dump(mode="json", exclude=set(self.NOT_MATHS))
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _auto_or_bool(cls, value: Any) -> Any:
+        # strictly: pydantic would read 1 or the string "no" as a boolean
+        if value != "auto" and not isinstance(value, bool):
+            raise ValueError(f"expected auto, true or false, got {_yaml_text(value)}")
+        return value
 
     @model_validator(mode="after")
     def _divisible(self) -> "TrainerConfig":
@@ -337,6 +370,31 @@ class TrainSpec(Section):
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+
+
+class PretrainConfig(TrainSpec):
+    """Pretraining: train on the source task, or import a pretrained network from a file."""
+
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=False)
+
+    # A weights file (.safetensors, .pt, .pth) to import instead of training: a ResNet-18/34 in
+    # torchvision/timm layout, or another trainlab project's model file. A DVC dependency of
+    # pretrain (dvc.yaml templates it), so it names a path that exists even when unused: the
+    # placeholder folder data/own stands for "no file: train on the source task".
+    from_file: str = Field(str(OWN_DATA), alias="from")
+
+    @field_validator("from_file")
+    @classmethod
+    def _a_file(cls, value: str) -> str:
+        if value.startswith("timm:"):
+            raise ValueError(f"'{value}' is a timm name, not a file: DVC can only depend on a file; run "
+                             f"`trainlab fetch-weights {value}` (needs timm: make setup-timm) and set "
+                             f"pretrain.from to the .safetensors file it writes")
+        return value
+
+    def imported(self) -> Path | None:
+        """The weights file `from` names, or None where it holds the placeholder."""
+        return None if Path(self.from_file) == OWN_DATA else Path(self.from_file)
 
 
 class FinetuneLoss(LossConfig):
@@ -526,7 +584,7 @@ class Params(Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     trainer: TrainerConfig = TrainerConfig()
-    pretrain: TrainSpec = TrainSpec()
+    pretrain: PretrainConfig = PretrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     search: SearchConfig = SearchConfig()
     ensemble: EnsembleConfig = EnsembleConfig()

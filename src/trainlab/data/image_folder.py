@@ -6,6 +6,8 @@ Layouts (torchvision's `ImageFolder`, Keras' `image_dataset_from_directory`):
     ROOT/train/<class>/<image>            the user's own split: ROOT's subfolders are all split
     ROOT/val/<class>/<image>              names (train, val, test; any case), with the same
     ROOT/test/<class>/<image>             classes in each; val joins train (data.val_fraction carves validation)
+    ROOT/<list>.csv + images anywhere     data.file.image.list: a CSV of paths (relative to ROOT),
+                                          labels and optionally a split column
 
 An image is a file with suffix .png .jpg .jpeg .bmp .gif .webp .tif or .tiff (any case),
 at any depth inside its class folder. Hidden files and folders (a leading dot) and other
@@ -61,13 +63,49 @@ class _Listed:
     paths: list[Path]
     labels: list[str]
     split: list[str] | None
+    unlabelled: int = 0      # rows of a CSV listing whose label is empty
 
 
-def read_image_folder(root: Path, cfg: ImageConfig, key: str,
-                      like: tuple[int, ...] | None = None) -> ImageFolder:
+def list_from_csv(root: Path, cfg: ImageConfig, label_column: str, split_column: str | None) -> _Listed:
+    """The images a CSV inside `root` lists: paths relative to `root`, their labels and split.
+
+    The CSV lives inside the folder so that the folder, a DVC dependency of prepare, covers
+    the listing and every image: a path that leaves the folder is refused."""
+    import pandas as pd
+
+    listing = root / cfg.list
+    if not listing.is_file():
+        raise DataError(f"data.file.image.list: {listing} not found; name a CSV inside {root}")
+    try:
+        frame = pd.read_csv(listing, dtype=str, keep_default_na=False, na_values=[""])
+    except Exception as err:   # a parser's own error: one line naming the file
+        raise DataError(f"{listing}: could not be read: {str(err).splitlines()[0]}") from None
+    needed = [cfg.path_column, label_column] + ([split_column] if split_column else [])
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise DataError(f"{listing}: missing column(s) {missing} (data.file.image.path_column, data.file.label"
+                        f"{', data.file.split_column' if split_column else ''}); it has {list(frame.columns)[:10]}")
+    labelled = frame[frame[label_column].notna() & frame[cfg.path_column].notna()]
+    base = root.resolve()
+    paths = []
+    for row, relative in zip(labelled.index, labelled[cfg.path_column]):
+        path = root / relative
+        if not path.resolve().is_relative_to(base):
+            raise DataError(f"{listing}: row {row + 2}: {relative} is outside {root}; list only images inside "
+                            f"the folder (it is what DVC watches)")
+        paths.append(path)
+    if not paths:
+        raise DataError(f"{listing}: lists no image with a label")
+    split = None if split_column is None else [str(v).lower() for v in labelled[split_column]]
+    return _Listed(paths, [str(v) for v in labelled[label_column]], split, len(frame) - len(labelled))
+
+
+def read_image_folder(root: Path, cfg: ImageConfig, key: str, like: tuple[int, ...] | None = None,
+                      label_column: str = "label", split_column: str | None = None) -> ImageFolder:
     """Decode every image under `root` (module docstring); `like`: force this sample shape
-    ([C, H, W] or [H, W]), e.g. a source folder made to match the target data."""
-    listed = list_images(root, key)
+    ([C, H, W] or [H, W]), e.g. a source folder made to match the target data. With
+    `cfg.list` the images are the rows of that CSV (its `label_column`, `split_column`)."""
+    listed = (list_from_csv(root, cfg, label_column, split_column) if cfg.list else list_images(root, key))
     skipped: list[Path] = []
     headers = [_header(path, cfg, skipped) for path in listed.paths]
     readable = [i for i, h in enumerate(headers) if h is not None]
@@ -86,12 +124,19 @@ def read_image_folder(root: Path, cfg: ImageConfig, key: str,
     if not kept:
         raise DataError(f"{root}: none of its {len(headers)} image file(s) could be read")
     x = x[:len(kept)]
-    resized = sum(headers[i][1] != (width, height) for i in kept)
-    notes = [f"images: {len(kept)} in {len(set(listed.labels))} class folders"
+    sizes = [headers[i][1] for i in kept]
+    # Same shape, another size: only scaled. Another shape: cropped or padded by `resize`.
+    scaled = sum(size != (width, height) and size[0] * height == size[1] * width for size in sizes)
+    fitted = sum(size[0] * height != size[1] * width for size in sizes)
+    where = f"classes, listed in {cfg.list}" if cfg.list else "class folders"
+    notes = [f"images: {len(kept)} in {len(set(listed.labels))} {where}"
              + (" (the folder's own train/test split)" if listed.split else "")
              + f"; {'gray' if channels == 'L' else 'rgb'} ({why}), {height}x{width} pixels"
              + (" (the first image's size)" if like is None and cfg.size is None else "")
-             + (f"; {resized} of another size {RESIZED[cfg.resize]} to it" if resized else "")]
+             + (f"; {scaled} of another size scaled to it" if scaled else "")
+             + (f"; {fitted} of another shape {RESIZED[cfg.resize]} to it" if fitted else "")]
+    if listed.unlabelled:
+        notes.append(f"{listed.unlabelled} listed image(s) without a label left out")
     if skipped:
         notes.append(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}")
     return ImageFolder(x, np.asarray([listed.labels[i] for i in kept]),

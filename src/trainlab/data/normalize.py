@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from trainlab.errors import DataError
+
 AUTO = {"table": "per_feature", "series": "global", "image": "global"}
 # A standard deviation below this is a constant channel or column: divided by 1 instead.
 MIN_STD = 1e-8
@@ -45,6 +47,8 @@ def channel_axes(shape: tuple[int, ...], kind: str) -> tuple[int, ...]:
 
 def fit_normalization(x: np.ndarray, setting: str, kind: str) -> dict[str, Any]:
     """The normalisation of `setting` fitted on samples `x` (n, *shape): what `normalize` applies."""
+    if setting == "imagenet":
+        return imagenet_normalization(x, kind)
     mode = resolve_mode(setting, kind)
     spec: dict[str, Any] = {"mode": mode, "kind": kind}
     if mode in ("per_sample", "none"):
@@ -58,6 +62,33 @@ def fit_normalization(x: np.ndarray, setting: str, kind: str) -> dict[str, Any]:
     spec["mean"] = np.asarray(mean, dtype=np.float32).tolist()
     spec["std"] = np.where(std > MIN_STD, std, 1.0).astype(np.float32).tolist()
     return spec
+
+
+# The per-channel (R, G, B) mean and std of ImageNet's training images, on a 0-1 pixel scale:
+# the input convention of torchvision's and timm's published ImageNet weights.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def imagenet_normalization(x: np.ndarray, kind: str) -> dict[str, Any]:
+    """ImageNet's mean and std as a fixed `global` normalisation of images `x` (n, [C,] H, W).
+
+    Pixels on a 0-255 scale (an image folder's) get the statistics times 255; values that
+    never exceed 1 are taken as 0-1. Grey images (one channel) get the mean of the three
+    channels' statistics: the summed first-conv filters of an imported network see a grey
+    pixel as the same value on R, G and B."""
+    if kind != "image" or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[1] not in (1, 3)):
+        raise DataError(f"data.file.normalize: imagenet applies to grey or RGB images, not to {kind} data of "
+                        f"shape {list(x.shape[1:])}; accepted here: auto, per_sample, per_feature, global, none")
+    scale = 1.0 if float(np.max(x)) <= 1.0 else 255.0
+    grey = x.ndim == 3 or x.shape[1] == 1
+    shape = () if x.ndim == 3 else (-1, 1, 1)   # [H, W] images have no channel axis to broadcast over
+
+    def per_channel(values: tuple[float, ...]) -> Any:
+        picked = [float(np.mean(values))] if grey else list(values)
+        return (np.asarray(picked, dtype=np.float32) * np.float32(scale)).reshape(shape).tolist()
+
+    return {"mode": "global", "kind": kind, "preset": "imagenet",
+            "mean": per_channel(IMAGENET_MEAN), "std": per_channel(IMAGENET_STD)}
 
 
 def normalize(x: np.ndarray, spec: dict[str, Any] | None) -> np.ndarray:

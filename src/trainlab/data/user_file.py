@@ -134,7 +134,7 @@ def _read_folder(path: Path, cfg: FileConfig, key: str, like: tuple[int, ...] | 
     if cfg.shape is not None:
         raise DataError(f"data.file.shape: {list(cfg.shape)} does not apply to an image folder ({path}); "
                         f"set data.file.image.size: [H, W] instead")
-    folder = read_image_folder(path, cfg.image, key, like)
+    folder = read_image_folder(path, cfg.image, key, like, cfg.label, cfg.split_column)
     return Loaded(path, None, folder.x, folder.labels, folder.split, notes=folder.notes)
 
 

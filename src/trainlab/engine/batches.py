@@ -32,11 +32,16 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 def step_plan(n: int, batch_size: int, world_size: int, grad_accum: int) -> list[tuple[int, int]]:
-    """(start, stop) of each global batch; a last partial batch too small to give every
-    micro-batch on every rank a sample is dropped."""
+    """(start, stop) of each global batch. A last partial batch that cannot give every
+    micro-batch on every rank two samples is dropped (the epoch's other batches hold them
+    next epoch): a step on one sample is a step on its noise, and batch norm in training
+    mode cannot normalise one value per channel (a ResNet's last stage at 1x1 raises).
+    A lone batch is kept while it gives each micro-batch one sample."""
     plan = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
-    if plan and plan[-1][1] - plan[-1][0] < world_size * grad_accum:
-        plan.pop()
+    if plan:
+        per_micro = 2 if len(plan) > 1 else 1
+        if plan[-1][1] - plan[-1][0] < per_micro * world_size * grad_accum:
+            plan.pop()
     return plan
 
 

@@ -4,6 +4,7 @@
     for epoch in epochs:
         on_epoch_start
         for step in optimizer steps:   (reshuffled per epoch, sharded per rank)
+            augment the micro-batches  (trainer.augment; seeded by (seed, epoch, step))
             for micro-batch in step:   (gradient accumulation; DDP syncs on the last)
                 forward under autocast, loss, backward (scaled for fp16)
             unscale, clip, optimizer step, lr for the next step
@@ -29,6 +30,7 @@ from typing import Sequence
 import torch
 
 from trainlab.config.schema import TrainerConfig, TrainSpec
+from trainlab.engine.augment import Augment, resolve_augment
 from trainlab.engine.budget import resolve_budget
 from trainlab.engine.batches import BatchSource, TrainData, epoch_order, step_plan, to_device
 from trainlab.engine.checkpoint import Checkpointing
@@ -62,22 +64,26 @@ class FitResult:
 def fit(model: torch.nn.Module, train: TrainData, val: TrainData, spec: TrainSpec, trainer: TrainerConfig,
         *, seed: int, hooks: Sequence[Hook] = (), checkpointing: Checkpointing | None = None,
         groups: list[ParamGroup] | None = None, runtime: Runtime | None = None,
-        label: str = "train") -> FitResult:
+        label: str = "train", kind: str | None = None) -> FitResult:
     """Train `model` in place on `train`, validate on `val` every epoch; returns the history.
 
-    `checkpointing` (resume at start, save at epoch ends) runs after every other hook."""
+    `checkpointing` (resume at start, save at epoch ends) runs after every other hook. `kind`
+    (table, series, image) is what `trainer.augment` augments for; None: none (`auto` is off)."""
+    augment = resolve_augment(trainer, kind)
     runtime = runtime or setup_runtime(trainer)
     spec = resolve_budget(spec, trainer, len(train)).spec   # `auto` epochs/batch size -> numbers
     # Tiny steps: one thread, native kernels, a fused optimizer (see runtime.tiny_steps).
     sample_values = math.prod(train.x.shape[1:])
     tiny = tiny_steps(runtime, spec.batch_size, sample_values)
     with tiny_step_kernels(tiny, spec.batch_size * sample_values):
-        return _train(model, train, val, spec, trainer, seed, hooks, checkpointing, groups, runtime, label, tiny)
+        return _train(model, train, val, spec, trainer, seed, hooks, checkpointing, groups, runtime, label, tiny,
+                      augment)
 
 
 def _train(model: torch.nn.Module, train: TrainData, val: TrainData, spec: TrainSpec, trainer: TrainerConfig,
            seed: int, hooks: Sequence[Hook], checkpointing: Checkpointing | None,
-           groups: list[ParamGroup] | None, runtime: Runtime, label: str, tiny: bool) -> FitResult:
+           groups: list[ParamGroup] | None, runtime: Runtime, label: str, tiny: bool,
+           augment: Augment | None) -> FitResult:
     """fit() once the runtime, budget and thread count are settled: the loop of the module docstring."""
     seed_everything(seed)
     _check_compatible(spec, trainer, runtime, train)
@@ -111,6 +117,8 @@ def _train(model: torch.nn.Module, train: TrainData, val: TrainData, spec: Train
         order = epoch_order(len(train), seed, state.epoch)
         batches = source.epoch(order, plan, state.step_in_epoch, data_rank, data_ranks, trainer.grad_accum)
         for global_size, micro in batches:
+            if augment is not None:   # on the device, after either loader: one place for both
+                micro = augment.step(micro, seed, state.epoch, state.step, global_size, data_rank, data_ranks)
             train_step(state, forward_model, micro, global_size, loss_fn, recorder)
             state.step += 1
             state.step_in_epoch += 1

@@ -1,4 +1,5 @@
-"""Every model is a backbone of named blocks plus a linear head.
+"""The networks `model.arch` names, each a Classifier (trainlab.models.classifier): trainlab's own
+(MLP, 1-D/2-D CNNs and residual nets) built here, the published ResNet-18/34 in models/resnet.py.
 
 Block names (`stem`, `block1`, ..., `norm` (residual nets), `pool`) are what params.yaml uses to freeze parts
 of a pretrained backbone, and what the diagnosis uses to report per-layer gradients.
@@ -13,43 +14,10 @@ from torch import nn
 
 from trainlab.config.schema import ModelConfig
 from trainlab.errors import ParamsError
+from trainlab.models.classifier import AddChannel, Classifier
+from trainlab.models.resnet import PUBLISHED, STEM, build_resnet
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
-
-
-class Classifier(nn.Module):
-    """backbone (named blocks) -> dropout -> linear head."""
-
-    def __init__(self, backbone: nn.Sequential, feature_dim: int, num_classes: int, dropout: float):
-        super().__init__()
-        self.backbone = backbone
-        self.feature_dim = feature_dim
-        self.head = nn.Sequential(OrderedDict(dropout=nn.Dropout(dropout),
-                                              linear=nn.Linear(feature_dim, num_classes)))
-        self.frozen_blocks: set[str] = set()   # see set_frozen
-        self.config: ModelConfig | None = None  # set by build_model
-
-    def train(self, mode: bool = True) -> "Classifier":
-        # Frozen blocks stay in eval mode so their batch-norm running statistics do not move.
-        super().train(mode)
-        for name in self.frozen_blocks:
-            self.backbone.get_submodule(name).eval()
-        return self
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
-
-    @property
-    def block_names(self) -> list[str]:
-        """Backbone blocks that hold parameters, input side first."""
-        return [name for name, block in self.backbone.named_children()
-                if any(True for _ in block.parameters())]
-
-    def layer_groups(self) -> list[tuple[str, list[nn.Parameter]]]:
-        """(depth-ordered name, parameters) per block and the head, for per-layer gradient norms."""
-        groups = [(name, list(self.backbone.get_submodule(name).parameters())) for name in self.block_names]
-        groups.append(("head", list(self.head.parameters())))
-        return [(f"{i:02d}_{name}", params) for i, (name, params) in enumerate(groups)]
 
 
 # `arch: auto`: the network made for each kind of data (prepare decides the kind).
@@ -75,6 +43,12 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
 
 def _build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> Classifier:
     act = ACTIVATIONS[cfg.activation]
+    if cfg.arch in PUBLISHED:
+        if len(input_shape) not in (2, 3):
+            raise ParamsError(f"model.arch: '{cfg.arch}' needs an image [height, width] or [channels, height, width], "
+                              f"but the data has shape {list(input_shape)}; accepted for this data: "
+                              f"{'cnn1d, resnet1d' if len(input_shape) <= 2 else 'cnn2d, resnet2d'}, mlp, logreg")
+        return build_resnet(cfg.arch, input_shape, num_classes, cfg.dropout)
     if cfg.arch == "logreg":
         flat = int(torch.tensor(input_shape).prod())
         return Classifier(nn.Sequential(OrderedDict(flatten=nn.Flatten())), flat, num_classes, 0.0)
@@ -163,17 +137,6 @@ def same_conv(conv: type[nn.Conv1d] | type[nn.Conv2d], c_in: int, c_out: int, ke
     return nn.Sequential(pad, conv(c_in, c_out, kernel, stride=stride, padding=0, bias=bias))
 
 
-class AddChannel(nn.Module):
-    """Give single-channel inputs their channel axis: (N, L) -> (N, 1, L)."""
-
-    def __init__(self, active: bool):
-        super().__init__()
-        self.active = active
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.unsqueeze(1) if self.active else x
-
-
 class PlainBlock(nn.Module):
     """conv -> norm -> act (stride 2 halves the resolution)."""
 
@@ -208,8 +171,14 @@ class ResidualBlock(nn.Module):
 
 
 def resolve_frozen(model: Classifier, freeze: int | tuple[str, ...]) -> list[str]:
-    """Block names to freeze: given by name, or the first `freeze` blocks from the input side."""
+    """Block names to freeze: given by name, or the first `freeze` blocks from the input side.
+
+    `stem` (and `auto`, which means the stem) names a published ResNet's `conv1` and `bn1`."""
     names = model.block_names
+    if not isinstance(freeze, int):
+        stem = STEM if "conv1" in names else ("stem",)
+        freeze = tuple(dict.fromkeys(part for name in freeze
+                                     for part in (stem if name in ("stem", "auto") else (name,))))
     if isinstance(freeze, int):
         if freeze > len(names):
             raise ParamsError(f"finetune.freeze: {freeze} blocks asked but the backbone has "

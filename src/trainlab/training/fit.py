@@ -96,7 +96,7 @@ def fit_model(request: TrainRequest, model: Classifier, groups: list[ParamGroup]
     hooks = [recorder, *extra, *request.hooks, *([request.pruning] if request.pruning else []), *requested_faults()]
     try:
         result = fit(model, train, val, request.spec, params.trainer, seed=params.seed, groups=groups, hooks=hooks,
-                     checkpointing=checkpointing, runtime=request.runtime, label=request.label)
+                     checkpointing=checkpointing, runtime=request.runtime, label=request.label, kind=info.kind)
     except TrainingDiverged as err:
         raise TrainingDiverged(str(err), recorder.curves, info.num_classes) from None
     return TrainedModel(model, result, info, recorder.curves, [checkpointing])

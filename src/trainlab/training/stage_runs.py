@@ -20,6 +20,7 @@ from trainlab.models import write_manifest
 from trainlab.params_record import ParamsRecord
 from trainlab.tracking import NullRun, StageRun, open_stage_run
 from trainlab.training.fit import TrainedModel, TrainRequest, finish
+from trainlab.training.imported_stage import run_import
 from trainlab.training.outputs import publish_divergence, publish_training
 from trainlab.training.task import TaskData, load_task, train_source
 from trainlab.training.tracking_hook import tracking_hooks
@@ -30,9 +31,12 @@ Run = StageRun | NullRun
 
 
 def run_pretrain(params: Params, params_path: str, ran_with: ParamsRecord) -> Run:
-    """Train on the source task -> models/pretrained.pt and its manifest; returns the stage's run."""
+    """Train on the source task -> models/pretrained.pt and its manifest; returns the stage's run.
+    With `pretrain.from` set the network is imported from that file instead (training.imported_stage)."""
     runtime = setup_runtime(params.trainer)
     try:
+        if params.pretrain.imported() is not None:
+            return run_import(params, params_path, ran_with, runtime.is_main)
         with open_stage_run("pretrain", params, runtime.is_main, inputs=data_hashes(paths.PREPARED),
                             params_file=params_path) as run:
             request = TrainRequest(params, params.pretrain, "pretrain", "pretrain", runtime, tuple(tracking_hooks(run)))

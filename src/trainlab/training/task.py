@@ -68,7 +68,10 @@ def _pretext(request: TrainRequest, train: TrainData, val: TrainData, info: Task
     train, val, info = reconstruction_task(train, val, info, request.params.seed)
     request.say(f"pretext: masked reconstruction of {len(train)} unlabelled views (no labelled corpus: "
                 f"data.file.source_path is not set)")
-    request = request.derive(spec=reconstruction_spec(request.spec)).budgeted(len(train))
+    # No augmentation: the target is the input itself, so a change to the input alone would
+    # teach the wrong output; the masked views are this task's augmentation already.
+    params = request.params.model_copy(update={"trainer": request.params.trainer.model_copy(update={"augment": False})})
+    request = request.derive(params=params, spec=reconstruction_spec(request.spec)).budgeted(len(train))
     trained = fit_model(request, *fresh_model(request.params, info)(), train, val, info)
     trained.pretext = True
     return trained
