@@ -44,6 +44,20 @@ the script exit 1.
     .venv/bin/python bench/own_data.py --quick              # iris with shrunk budgets: does it still run?
     .venv/bin/python bench/own_data.py --baselines-only     # the baselines alone (tables: seconds;
                                                             # series/images run the prepare stage only)
+    .venv/bin/python bench/own_data.py --folder-check       # digits28 as an NPZ and as a PNG folder (issue 26)
+
+`--folder-check` (issue 26) builds bench/small_data.py's `digits28` (4,000 28x28 images from
+sklearn's digits) twice from the same draw: the array route, an NPZ with its own split
+(x_train/y_train/x_test/y_test, the 20% stratified test split prepare would draw from
+`data.file.test_fraction`), and the folder route, the same images as 8-bit grayscale PNG
+files in ROOT/train/<class>/ and ROOT/test/<class>/ (the values 0..16 scaled to 0..255 and
+rounded; each split listed in the order the NPZ holds it). Both run the whole default
+pipeline, params as shipped with only data.* keys; it prints each route's champion and test
+accuracy, their difference (issue 26: within 0.5 point), each `dvc repro`'s wall time
+(issue 26: <= 10 minutes on 2 cores), and checks that the prepared arrays agree up to the
+8-bit quantisation (same labels in every split; the pixels, normalisation undone, within
+half a gray level of each other). Both projects take their code and params.yaml from one copy
+of the checkout made at start, so an edit to the checkout meanwhile reaches neither route.
 """
 
 from __future__ import annotations
@@ -51,6 +65,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -92,12 +107,15 @@ PUBLISHED = {
 @dataclass(frozen=True)
 class Dataset:
     name: str
-    file: str | None = None               # under bench/zoo; None = built-in MNIST-1D
+    file: str | None = None               # under bench/zoo (or `where`), a file or an image folder;
+                                          # None = built-in MNIST-1D
     shape: tuple[int, ...] | None = None  # data.file.shape
     train_samples: int | None = None      # data.train_samples (MNIST-1D rows only)
     label: str = "label"                  # data.file.label: the label column of a CSV
     task: str = "classification"          # what the baselines fit and the table reads; the pipeline
                                           # infers its own (data.file.task: auto)
+    where: Path | None = None             # the folder holding `file` when it is built at run time
+                                          # (--folder-check); None = bench/zoo
 
     @property
     def table(self) -> bool:
@@ -159,6 +177,8 @@ class Row:
     ensemble_vs_best: str = "-"
     missing: list[str] = field(default_factory=list)   # details.json keys evaluate did not write
     wall_s: float | None = None
+    cpu_s: float | None = None             # CPU s (user + sys) of the child processes: the project's
+                                           # git/dvc set-up and the dvc repro with its stages
     restarts: int = 0
     error: str | None = None
 
@@ -190,16 +210,58 @@ def run_pipeline(dataset: Dataset, base: Path, quick: bool, timeout: float,
 DATA_SETTINGS: dict[str, Any] = {}
 
 
+# --folder-check: the code and params.yaml both routes run, copied from the checkout once at
+# start (others may edit the checkout during an hour-long run); None: each project copies the
+# checkout as it is when the project is made.
+CODE_SNAPSHOT: Path | None = None
+SNAPSHOT_TREES = ("src", "stages")
+
+
+def snapshot_checkout(into: Path) -> Path:
+    """The checkout's src/, stages/, dvc.yaml and params.yaml as they are now, copied into `into`."""
+    into.mkdir(parents=True)
+    for tree in SNAPSHOT_TREES:
+        shutil.copytree(C.ROOT / tree, into / tree, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(C.ROOT / name, into / name)
+    return into
+
+
+def shipped_params(**overrides: Any) -> dict:
+    """params.yaml as shipped (the snapshot's, where one is taken) with dotted-key overrides."""
+    if CODE_SNAPSHOT is None:
+        return C.real_params(**overrides)
+    import yaml
+
+    params = yaml.safe_load((CODE_SNAPSHOT / "params.yaml").read_text())
+    for key, value in overrides.items():
+        C.set_dotted(params, key, value)
+    return params
+
+
 def new_project(dataset: Dataset, base: Path, quick: bool) -> Path:
     """A throwaway project: the params as shipped with `dataset`'s data keys, its file copied in."""
     settings = DATA_SETTINGS if dataset.file else {}
-    params = C.real_params(**dataset.data_overrides(), **settings, **(QUICK_BUDGET if quick else {}))
+    params = shipped_params(**dataset.data_overrides(), **settings, **(QUICK_BUDGET if quick else {}))
     project = base / dataset.name
     shutil.rmtree(project, ignore_errors=True)
     if dataset.file:
         (project / "zoo").mkdir(parents=True)
-        shutil.copy(ZOO / dataset.file, project / "zoo" / dataset.file)   # committed with the project
-    return C.make_project(project, params)
+        data = (dataset.where or ZOO) / dataset.file   # committed with the project
+        if data.is_dir():   # an image folder
+            shutil.copytree(data, project / "zoo" / dataset.file)
+        else:
+            shutil.copy(data, project / "zoo" / dataset.file)
+    C.make_project(project, params)
+    if CODE_SNAPSHOT is not None:   # the snapshot's code in place of the checkout's, committed
+        for tree in SNAPSHOT_TREES:
+            shutil.rmtree(project / tree)
+            shutil.copytree(CODE_SNAPSHOT / tree, project / tree)
+        shutil.copy(CODE_SNAPSHOT / "dvc.yaml", project / "dvc.yaml")
+        subprocess.run(["git", "add", "-A"], cwd=project, check=True, capture_output=True)
+        subprocess.run(["git", "commit", "-q", "--allow-empty", "-m", "the code snapshot"], cwd=project, check=True,
+                       capture_output=True, env=C.env())
+    return project
 
 
 def repro(project: Path, log: Path, timeout: float, targets: Sequence[str] = ()) -> tuple[int, float]:
@@ -286,8 +348,11 @@ def measure(dataset: Dataset, base: Path, quick: bool, timeout: float, baselines
     targets = ("prepare",) if baselines_only else ()
     project = base / dataset.name
     try:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         project, wall_s, row.restarts = run_pipeline(dataset, base, quick, timeout, targets)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         row.wall_s = None if baselines_only else wall_s
+        row.cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     except (RuntimeError, subprocess.TimeoutExpired) as err:
         row.error = str(err).splitlines()[0]
     if not dataset.table and (project / "data" / "prepared").is_dir():
@@ -473,6 +538,173 @@ def worst_margin(rows: list[Row]) -> float:
     return min((c - b for c, b in champion_and_best(rows, "regression")), default=float("nan"))
 
 
+# --------------------------------------------------------- issue 26: an image folder
+# digits28 (bench/small_data.py) as arrays and as PNG files; each route's whole default pipeline.
+FOLDER_IMAGES, FOLDER_QUICK_IMAGES, FOLDER_SEED = 4000, 300, 0   # small_data's IMAGES; --quick
+DIGITS_MAX = 16.0        # sklearn's digits hold 0..16; digits28's bilinear upsampling stays inside
+FOLDER_SLACK = 0.005     # issue 26: the folder route's test accuracy within 0.5 point of the array route's
+FOLDER_TARGET_S = 600.0  # issue 26: each whole default pipeline <= 10 minutes on 2 cores
+FOLDER_TEST_FRACTION = 0.2   # data.file.test_fraction as shipped: the split prepare draws for x/y
+
+
+def digits28_arrays(n: int, seed: int = FOLDER_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """bench/small_data.py's digits28: (n, 28, 28) float32 values 0..16, (n,) int64 labels 0..9."""
+    import small_data   # here: small_data imports this module
+
+    with tempfile.TemporaryDirectory() as tmp:
+        with np.load(small_data.digits28(Path(tmp) / "digits28.npz", n=n, seed=seed)) as npz:
+            x, y = npz["x"], npz["y"]
+    side = small_data.IMAGE_SIDE
+    return x.reshape(len(x), side, side), y
+
+
+def as_gray_levels(x: np.ndarray) -> np.ndarray:
+    """digits28's values 0..16 as 8-bit gray levels 0..255 (rounded: at most half a level off)."""
+    if x.min() < 0 or x.max() > DIGITS_MAX:
+        raise ValueError(f"digits28 values outside 0..{DIGITS_MAX:g}: {x.min()}..{x.max()}")
+    return np.rint(np.asarray(x, dtype=np.float64) * (255 / DIGITS_MAX)).astype(np.uint8)
+
+
+def digits28_split(y: np.ndarray) -> dict[str, np.ndarray]:
+    """Indices of train and test: prepare's own stratified draw for an x/y NPZ (test_fraction
+    0.2, seed 0), each split ordered by class, a class keeping its draw order: the order the
+    folder's files are listed in (ROOT/<split>/<class>/<index>.png), so that both routes hold
+    the same samples in the same order."""
+    from trainlab.data.splits import stratified_split
+
+    train, test = stratified_split(y, FOLDER_TEST_FRACTION, 0, "digits28")
+    return {name: idx[np.argsort(y[idx], kind="stable")] for name, idx in (("train", train), ("test", test))}
+
+
+def write_digits28_routes(where: Path, n: int = FOLDER_IMAGES, seed: int = FOLDER_SEED) -> tuple[Path, Path]:
+    """digits28 twice, the same images and split: `where`/digits28.npz (x_train, y_train,
+    x_test, y_test: the array route) and `where`/digits28/{train,test}/<class>/<i>.png
+    (8-bit grayscale: the folder route). Returns (npz, folder)."""
+    from PIL import Image
+
+    x, y = digits28_arrays(n, seed)
+    splits = digits28_split(y)
+    npz, folder = where / "digits28.npz", where / "digits28"
+    np.savez(npz, **{f"{a}_{name}": v[idx] for name, idx in splits.items() for a, v in (("x", x), ("y", y))})
+    pixels = as_gray_levels(x)
+    digits = len(str(n))
+    for name, idx in splits.items():
+        for i, sample in enumerate(idx):
+            path = folder / name / str(int(y[sample])) / f"{i:0{digits}d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels[sample]).save(path)   # 2-D uint8: mode L
+    return npz, folder
+
+
+def folder_datasets(where: Path) -> tuple[Dataset, Dataset]:
+    """The two routes as datasets of this benchmark: only data.* keys differ from params.yaml."""
+    return (Dataset("digits28", "digits28.npz", where=where),
+            Dataset("digits28_folder", "digits28", where=where))
+
+
+def raw_pixels(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """A prepared split's inputs with the normalisation undone (the values prepare read),
+    flattened, and its labels."""
+    from trainlab.data import load_split
+    from trainlab.data.prepared import read_manifest
+
+    spec = read_manifest(root)["inputs"]["normalization"]
+    arrays = load_split(root, "target", split)
+    x = np.asarray(arrays.x, dtype=np.float64)
+    if spec.get("mode") not in ("none", None):
+        if spec["mode"] != "global":
+            raise ValueError(f"{root}: normalisation {spec['mode']}; the check undoes only 'global' (the default)")
+        x = x * np.asarray(spec["std"], dtype=np.float64) + np.asarray(spec["mean"], dtype=np.float64)
+    return x.reshape(len(x), -1), np.asarray(arrays.y)
+
+
+def prepared_agree(array_root: Path, folder_root: Path) -> tuple[bool, float, str]:
+    """Do the two routes' prepared data agree up to the 8-bit quantisation? (every split: the
+    same labels in the same order, pixels within half a gray level), the largest pixel
+    difference in gray levels, and a line saying so."""
+    worst, sizes = 0.0, []
+    for split in ("train", "val", "test"):
+        a_x, a_y = raw_pixels(array_root, split)
+        f_x, f_y = raw_pixels(folder_root, split)
+        if a_x.shape != f_x.shape or not np.array_equal(a_y, f_y):
+            return False, float("nan"), f"{split}: {a_x.shape} vs {f_x.shape} samples, labels equal: " \
+                                        f"{a_y.shape == f_y.shape and bool(np.array_equal(a_y, f_y))}"
+        worst = max(worst, float(np.abs(f_x - a_x * (255 / DIGITS_MAX)).max()))
+        sizes.append(str(len(a_y)))
+    # half a level from the rounding, plus float32's error in normalising and undoing it
+    ok = worst <= 0.5 + 1e-3
+    return ok, worst, (f"prepared data: the same labels in train/val/test ({'/'.join(sizes)} samples, same order); "
+                       f"pixels within {worst:.4f} gray levels (rounding to 8 bits: <= 0.5)")
+
+
+def same_code(a: Path, b: Path) -> list[str]:
+    """What differs between two projects' code and params other than data.*: each project copies
+    the checkout's src/, stages/, dvc.yaml and params.yaml when it is made, minutes apart, while
+    others may be editing the checkout. Empty: both routes ran the same pipeline."""
+    import yaml
+
+    def files(project: Path) -> dict[str, bytes]:
+        found = {str(f.relative_to(project)): f.read_bytes() for tree in ("src", "stages")
+                 for f in sorted((project / tree).rglob("*")) if f.is_file() and "__pycache__" not in f.parts}
+        found["dvc.yaml"] = (project / "dvc.yaml").read_bytes()
+        return found
+
+    def params(project: Path) -> dict:
+        return {k: v for k, v in yaml.safe_load((project / "params.yaml").read_text()).items() if k != "data"}
+
+    code_a, code_b = files(a), files(b)
+    differ = sorted(name for name in code_a.keys() | code_b.keys() if code_a.get(name) != code_b.get(name))
+    return differ + (["params.yaml (outside data.*)"] if params(a) != params(b) else [])
+
+
+def folder_check(args: argparse.Namespace, base: Path) -> int:
+    """--folder-check: digits28 by both routes, one after the other; the table and verdict."""
+    n = FOLDER_QUICK_IMAGES if args.quick else FOLDER_IMAGES
+    global CODE_SNAPSHOT
+    CODE_SNAPSHOT = snapshot_checkout(base / "code")   # both routes run the same code and params
+    data = base / "data"   # not base itself: a project is base/<dataset name>, digits28 among them
+    data.mkdir()
+    npz, folder = write_digits28_routes(data, n)
+    print(f"# digits28: {n} images, written as {npz} (x_train/x_test) and as PNG files in "
+          f"{folder}/train|test/<class>/", flush=True)
+    rows: list[Row] = []
+    for dataset in folder_datasets(data):
+        print(f"{dataset.name}: dvc repro with {dataset.data_overrides()} (load {C.load_average()})", flush=True)
+        rows.append(measure(dataset, base, args.quick, args.timeout))
+        print(progress_line(rows[-1]) + f" (load at the end {C.load_average()})", flush=True)
+    array, folder = rows
+    agree, _, agree_text = (False, None, "prepared data: not compared (a route failed before prepare ended)")
+    if all((base / r.name / "data" / "prepared" / "manifest.json").is_file() for r in rows):
+        agree, _, agree_text = prepared_agree(*(base / r.name / "data" / "prepared" for r in rows))
+    print()
+    print(C.table([[r.name, "NPZ x_train/x_test" if r is array else "PNG folder train/test/<class>/", r.sizes,
+                    champion_text(r), models_text(r), wall_text(r),
+                    "-" if r.wall_s is None else f"{'yes' if r.wall_s <= FOLDER_TARGET_S else 'NO'}",
+                    "-" if r.cpu_s is None else f"{r.cpu_s:.0f}"]
+                   for r in rows],
+                  ["route", "data", "train+val/test", "champion test acc % (model)", "all models test acc %",
+                   "dvc repro s (wall)", f"wall <= {FOLDER_TARGET_S:.0f} s", "CPU s (set-up + dvc repro)"]))
+    print("(CPU time moves less with the load of a shared machine than wall time; on 2 idle cores the "
+          "wall time is at least CPU / 2)")
+    print(f"\n{agree_text}")
+    made = all((base / r.name / "params.yaml").is_file() for r in rows)
+    differ = same_code(*(base / r.name for r in rows)) if made else ["a project was not made"]
+    print("code and params (outside data.*): the same in both projects" if not differ else
+          f"code or params differ between the two projects (the checkout was edited meanwhile): "
+          f"{', '.join(differ[:5])}{' ...' if len(differ) > 5 else ''}")
+    print(f"load average at the end: {C.load_average()}")
+    if array.score is None or folder.score is None:
+        print("folder - array test accuracy: not measured (a route failed)", flush=True)
+        return 1
+    diff = folder.score - array.score
+    close = abs(diff) <= FOLDER_SLACK + 1e-12
+    fast = all(r.wall_s is not None and r.wall_s <= FOLDER_TARGET_S for r in rows)
+    print(f"folder - array test accuracy: {100 * diff:+.2f} points (issue 26: within ±{100 * FOLDER_SLACK:.1f}): "
+          f"{'yes' if close else 'NO'}; each dvc repro <= {FOLDER_TARGET_S:.0f} s: {'yes' if fast else 'NO'}")
+    C.print_ratio("folder/array dvc_repro_wall", folder.wall_s / array.wall_s)
+    return 0 if agree and not differ and not any(r.error or r.missing for r in rows) else 1
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=None,
@@ -484,6 +716,10 @@ def parse_args() -> argparse.Namespace:
                              "the prepare stage for the prepared arrays)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per dvc repro")
     parser.add_argument("--keep", action="store_true", help="keep the projects and logs (path printed)")
+    parser.add_argument("--folder-check", action="store_true",
+                        help=f"issue 26: digits28 ({FOLDER_IMAGES} 28x28 images; --quick: {FOLDER_QUICK_IMAGES}) as an "
+                             f"NPZ and as a folder of PNG files, both through the whole default pipeline: each "
+                             f"route's champion test accuracy, their difference and each wall time")
     parser.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE",
                         help="a data.* setting for every file dataset (a measurement against the default), "
                              "e.g. --set data.file.normalize=global; VALUE is read as YAML")
@@ -495,6 +731,9 @@ def parse_args() -> argparse.Namespace:
         import yaml
 
         DATA_SETTINGS[key] = yaml.safe_load(value)
+    if args.folder_check and (args.only or args.baselines_only):
+        parser.error("--folder-check runs its own two datasets (digits28 as arrays and as a PNG folder): "
+                     "not with --only or --baselines-only")
     known = {d.name: d for d in ZOO_SETS}
     names = args.only.split(",") if args.only else ([QUICK_SET] if args.quick else list(known))
     unknown = [n for n in names if n not in known]
@@ -506,6 +745,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    if args.folder_check:
+        return main_folder_check(args)
     C.print_header("own data: the default pipeline on the development zoo vs classic baselines",
                    ["bench/own_data.py", *sys.argv[1:]])
     if args.baselines_only:
@@ -536,6 +777,25 @@ def main() -> int:
     else:
         print_report(rows)
     return 130 if interrupted else 1 if any(r.error or r.missing for r in rows) else 0
+
+
+def main_folder_check(args: argparse.Namespace) -> int:
+    C.print_header("own data: an image folder vs the same images as arrays (issue 26)",
+                   ["bench/own_data.py", *sys.argv[1:]])
+    print(f"# params: params.yaml as shipped, only data.* changed"
+          f"{'; --quick: budgets shrunk (' + ', '.join(QUICK_BUDGET) + '), numbers mean nothing' if args.quick else ''}",
+          flush=True)
+    base = Path(tempfile.mkdtemp(prefix="trainlab-bench-own-data-folder-"))
+    try:
+        return folder_check(args, base)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+        return 130
+    finally:
+        if args.keep:
+            print(f"# projects and logs kept in {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def progress_line(row: Row) -> str:

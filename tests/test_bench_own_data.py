@@ -299,3 +299,87 @@ def test_quick_runs_the_pipeline_and_prints_the_table():
     assert re.match(r"(yes|NO) \(\d+\.\d vs \d+\.\d\)$", cell["ensemble >= best member"])
     match = re.match(r"^ratio champion/best_classic_baseline \(worst dataset\) = (\d+\.\d+)$", lines[-1])
     assert match and math.isfinite(float(match[1])), lines[-1]
+
+
+# ------------------------------------------------------------------ issue 26: digits28 as a PNG folder
+def test_digits28_folder_holds_the_npz_images_as_png_files_in_the_same_split(tmp_path):
+    from PIL import Image
+
+    npz, folder = own_data.write_digits28_routes(tmp_path, n=80)
+    arrays = np.load(npz, allow_pickle=False)
+    assert sorted(arrays.files) == ["x_test", "x_train", "y_test", "y_train"]
+    assert len(arrays["y_train"]) + len(arrays["y_test"]) == 80 and arrays["x_train"].shape[1:] == (28, 28)
+    # the split prepare would draw from an x/y NPZ (test_fraction 0.2, stratified, seed 0)
+    x, y = own_data.digits28_arrays(80)
+    from trainlab.data.splits import stratified_split
+
+    train, test = stratified_split(y, 0.2, 0, "digits28")
+    assert sorted(map(tuple, arrays["x_test"].reshape(len(test), -1))) == sorted(map(tuple, x[test].reshape(len(test), -1)))
+    assert sorted(p.name for p in folder.iterdir()) == ["test", "train"]
+    for split in ("train", "test"):
+        classes = sorted((p for p in (folder / split).iterdir()), key=lambda p: int(p.name))
+        assert {p.name for p in classes} == {str(c) for c in np.unique(arrays[f"y_{split}"])}
+        # listed by class, then file name: the NPZ's order, image for image
+        files = [f for c in classes for f in sorted(c.iterdir())]
+        assert all(f.suffix == ".png" for f in files) and len(files) == len(arrays[f"y_{split}"])
+        assert [int(f.parent.name) for f in files] == arrays[f"y_{split}"].tolist()
+        decoded = []
+        for f in files:
+            with Image.open(f) as image:
+                assert image.mode == "L" and image.size == (28, 28)
+                decoded.append(np.asarray(image))
+        values = arrays[f"x_{split}"]
+        np.testing.assert_array_equal(np.stack(decoded), own_data.as_gray_levels(values))
+        # 0..16 -> 0..255: at most half a gray level from the float value
+        assert np.abs(np.stack(decoded) - values * 255 / 16).max() <= 0.5 + 1e-4
+
+
+def test_both_routes_prepare_the_same_samples_up_to_8_bit_rounding(tmp_path):
+    npz, folder = own_data.write_digits28_routes(tmp_path, n=120)
+    roots = []
+    for dataset in own_data.folder_datasets(tmp_path):
+        params = own_data.C.real_params(**{**dataset.data_overrides(), "data.file.path": str(tmp_path / dataset.file)})
+        roots.append(own_data.C.prepare_data(tmp_path / f"project-{dataset.name}", params) / "data" / "prepared")
+    ok, worst, line = own_data.prepared_agree(*roots)
+    assert ok, line
+    assert 0.3 < worst <= 0.5 + 1e-3   # quantised for real, never by more than half a level
+    manifest = json.loads((roots[1] / "manifest.json").read_text())
+    assert any("the folder's own train/test split" in note for note in manifest["notes"])
+
+
+def test_folder_check_refuses_only_and_baselines_only():
+    result = run([str(BIN / "python"), "bench/own_data.py", "--folder-check", "--only", "iris"], ROOT, check=False)
+    assert result.returncode == 2 and "--folder-check runs its own two datasets" in result.stderr
+
+
+def test_same_code_names_what_differs_between_the_two_projects_outside_data_keys(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name / "src" / "pkg").mkdir(parents=True)
+        (tmp_path / name / "stages").mkdir()
+        (tmp_path / name / "src" / "pkg" / "m.py").write_text("x = 1\n")
+        (tmp_path / name / "dvc.yaml").write_text("stages: {}\n")
+        (tmp_path / name / "params.yaml").write_text(yaml.safe_dump({"data": {"name": name}, "model": {"width": 32}}))
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert own_data.same_code(a, b) == []   # data.* may differ: the routes' own keys
+    (b / "src" / "pkg" / "m.py").write_text("x = 2\n")
+    (b / "params.yaml").write_text(yaml.safe_dump({"data": {"name": "b"}, "model": {"width": 8}}))
+    assert own_data.same_code(a, b) == ["src/pkg/m.py", "params.yaml (outside data.*)"]
+
+
+def test_a_code_snapshot_gives_every_project_its_code_and_params(tmp_path, monkeypatch):
+    snapshot = own_data.snapshot_checkout(tmp_path / "code")
+    marker = "# the snapshot's own line\n"
+    (snapshot / "src" / "trainlab" / "__init__.py").write_text(
+        (snapshot / "src" / "trainlab" / "__init__.py").read_text() + marker)
+    shipped = yaml.safe_load((snapshot / "params.yaml").read_text())
+    shipped["seed"] = 12345
+    (snapshot / "params.yaml").write_text(yaml.safe_dump(shipped, sort_keys=False))
+    monkeypatch.setattr(own_data, "CODE_SNAPSHOT", snapshot)
+    dataset = next(d for d in own_data.ZOO_SETS if d.name == "iris")
+    project = own_data.new_project(dataset, tmp_path, quick=False)
+    assert (project / "src" / "trainlab" / "__init__.py").read_text().endswith(marker)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    assert params["seed"] == 12345 and params["data"]["file"]["path"] == "zoo/iris.csv"
+    status = run(["git", "status", "--porcelain"], project).stdout
+    assert status == "", status   # committed: dvc sees a clean project
+    assert own_data.same_code(project, project) == []
