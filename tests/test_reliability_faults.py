@@ -112,7 +112,7 @@ def test_a_read_only_models_folder_is_found_before_training(fresh: Path, tmp_pat
     assert said.strip().splitlines() == ["error: models: cannot write: read-only file system"]
     # stdout: only the line saying what the stage starts, nothing claiming a result
     assert (out / "stdout.log").read_text().splitlines() == [
-        "[pretrain] starting: Train the model on the source corpus -> models/pretrained.pt."]
+        "[pretrain] starting: Train on the source task, or import pretrain.from."]
     assert not (fresh / "models/pretrained.pt").exists() and temporaries(fresh) == []
 
 

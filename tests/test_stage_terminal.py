@@ -45,7 +45,7 @@ def test_the_start_line_is_said_once_under_several_processes(capsys, monkeypatch
     monkeypatch.setenv(STORE_ENV, "/tmp/store")   # rank 0 of the processes trainer.devices relaunches
     started("pretrain")
     assert capsys.readouterr().out.splitlines() == [
-        "[pretrain] starting: Train the model on the source corpus -> models/pretrained.pt."]
+        "[pretrain] starting: Train on the source task, or import pretrain.from."]
 
 
 def test_a_stage_ends_with_its_mlflow_run_and_the_files_it_wrote(project: Path) -> None:

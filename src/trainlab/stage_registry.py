@@ -65,7 +65,7 @@ PIPELINE = (
           params=("seed", "data"), models=(paths.PREPARED,), record=paths.MANIFEST,
           headline=(("target/train/samples", "prepare/train_samples"), ("target/val/samples", "prepare/val_samples"),
                     ("target/test/samples", "prepare/test_samples"))),
-    Stage("pretrain", "Pretrain (or import pretrain.from) -> models/pretrained.pt.", "pretrain",
+    Stage("pretrain", "Train on the source task, or import pretrain.from.", "pretrain",
           params=(*_TRAINING, "pretrain"), reads=(("source", "train"), ("source", "val")),
           models=(paths.PRETRAINED, paths.model_manifest("pretrain")),
           writes_into=(paths.MODELS, paths.MANIFESTS, paths.RESUME), upstream=("prepare",), resumable=True,
