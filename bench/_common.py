@@ -6,17 +6,19 @@ Every benchmark prints the machine it ran on first and its ratio line last
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -243,3 +245,16 @@ def source_train_samples(project: Path) -> int:
 def workspace(prefix: str) -> tempfile.TemporaryDirectory:
     """A temporary directory for one benchmark run, removed afterwards."""
     return tempfile.TemporaryDirectory(prefix=f"trainlab-bench-{prefix}-")
+
+
+@contextlib.contextmanager
+def kept_workspace(prefix: str, keep: bool) -> Iterator[Path]:
+    """workspace(), left in place with its path printed when `keep` (a benchmark's --keep)."""
+    base = Path(tempfile.mkdtemp(prefix=f"trainlab-bench-{prefix}-"))
+    try:
+        yield base
+    finally:
+        if keep:
+            print(f"# projects and logs kept in {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)

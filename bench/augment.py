@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,27 +128,22 @@ def main() -> int:
                    ["bench/augment.py", *sys.argv[1:]])
     print(f"# params: params.yaml as shipped, only data.* and trainer.augment changed"
           f"{'; --quick: budgets shrunk, numbers mean nothing' if args.quick else ''}", flush=True)
-    base = Path(tempfile.mkdtemp(prefix="trainlab-bench-augment-"))
     pairs: dict[str, dict[str, OD.Row]] = {}
     variants = ("off", "on") if args.augment == "both" else (args.augment,)
     interrupted = False
-    try:
-        for dataset in args.datasets:
-            for augment in variants:
-                run = variant(dataset, augment)
-                print(f"{run.name}: dvc repro with {run.data_overrides()} (load {C.load_average()})", flush=True)
-                pairs.setdefault(dataset.name, {})[augment] = OD.measure(run, base, args.quick, args.timeout)
-                print(OD.progress_line(pairs[dataset.name][augment]), flush=True)
-                if not args.keep:   # a set's project is read by now; the disk is shared
-                    shutil.rmtree(base / run.name, ignore_errors=True)
-    except KeyboardInterrupt:   # a long run stopped early still prints what it measured
-        interrupted = True
-        print(f"interrupted: the table holds the {sum(map(len, pairs.values()))} finished run(s)", flush=True)
-    finally:
-        if args.keep:
-            print(f"# projects and logs kept in {base}")
-        else:
-            shutil.rmtree(base, ignore_errors=True)
+    with C.kept_workspace("augment", args.keep) as base:
+        try:
+            for dataset in args.datasets:
+                for augment in variants:
+                    run = variant(dataset, augment)
+                    print(f"{run.name}: dvc repro with {run.data_overrides()} (load {C.load_average()})", flush=True)
+                    pairs.setdefault(dataset.name, {})[augment] = OD.measure(run, base, args.quick, args.timeout)
+                    print(OD.progress_line(pairs[dataset.name][augment]), flush=True)
+                    if not args.keep:   # a set's project is read by now; the disk is shared
+                        shutil.rmtree(base / run.name, ignore_errors=True)
+        except KeyboardInterrupt:   # a long run stopped early still prints what it measured
+            interrupted = True
+            print(f"interrupted: the table holds the {sum(map(len, pairs.values()))} finished run(s)", flush=True)
     print()
     print(C.table(rows_text(pairs), HEADER))
     print()

@@ -755,23 +755,18 @@ def main() -> int:
         print(f"# params: params.yaml as shipped, only data.* changed"
               f"{'; --quick: budgets shrunk (' + ', '.join(QUICK_BUDGET) + '), numbers mean nothing' if args.quick else ''}",
               flush=True)
-    base = Path(tempfile.mkdtemp(prefix="trainlab-bench-own-data-"))
     rows, interrupted = [], False
-    try:
-        for dataset in args.datasets:
-            if not (args.baselines_only and dataset.table):
-                what = "prepare only" if args.baselines_only else "dvc repro"
-                print(f"{dataset.name}: {what} with {dataset.data_overrides()} (load {C.load_average()})", flush=True)
-            rows.append(measure(dataset, base, args.quick, args.timeout, args.baselines_only))
-            print(progress_line(rows[-1]), flush=True)
-    except KeyboardInterrupt:   # an hours-long run stopped early still prints what it measured
-        interrupted = True
-        print(f"interrupted: the table holds the {len(rows)} finished dataset(s)", flush=True)
-    finally:
-        if args.keep:
-            print(f"# projects and logs kept in {base}")
-        else:
-            shutil.rmtree(base, ignore_errors=True)
+    with C.kept_workspace("own-data", args.keep) as base:
+        try:
+            for dataset in args.datasets:
+                if not (args.baselines_only and dataset.table):
+                    what = "prepare only" if args.baselines_only else "dvc repro"
+                    print(f"{dataset.name}: {what} with {dataset.data_overrides()} (load {C.load_average()})", flush=True)
+                rows.append(measure(dataset, base, args.quick, args.timeout, args.baselines_only))
+                print(progress_line(rows[-1]), flush=True)
+        except KeyboardInterrupt:   # an hours-long run stopped early still prints what it measured
+            interrupted = True
+            print(f"interrupted: the table holds the {len(rows)} finished dataset(s)", flush=True)
     if args.baselines_only:
         print_baselines(rows)
     else:
@@ -785,17 +780,12 @@ def main_folder_check(args: argparse.Namespace) -> int:
     print(f"# params: params.yaml as shipped, only data.* changed"
           f"{'; --quick: budgets shrunk (' + ', '.join(QUICK_BUDGET) + '), numbers mean nothing' if args.quick else ''}",
           flush=True)
-    base = Path(tempfile.mkdtemp(prefix="trainlab-bench-own-data-folder-"))
-    try:
-        return folder_check(args, base)
-    except KeyboardInterrupt:
-        print("interrupted", flush=True)
-        return 130
-    finally:
-        if args.keep:
-            print(f"# projects and logs kept in {base}")
-        else:
-            shutil.rmtree(base, ignore_errors=True)
+    with C.kept_workspace("own-data-folder", args.keep) as base:
+        try:
+            return folder_check(args, base)
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            return 130
 
 
 def progress_line(row: Row) -> str:

@@ -270,11 +270,8 @@ def main() -> int:
     C.print_header("ResNet-18 transfer: texture backbone vs scratch on the digits folder (issue 26)",
                    ["bench/resnet_transfer.py", *sys.argv[1:]], threads=args.threads)
     print(f"# settings: {vars(args)}", flush=True)
-    if args.keep:
-        base = Path(__import__("tempfile").mkdtemp(prefix="trainlab-bench-resnet-transfer-"))
+    with C.kept_workspace("resnet-transfer", args.keep) as base:
         return run(args, base)
-    with C.workspace("resnet-transfer") as tmp:
-        return run(args, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -256,17 +255,12 @@ def main() -> int:
         print(C.table(planned_steps(args.dataset), [f"{args.dataset}: fit", "samples", "batch", "epochs", "steps"]))
         C.print_ratio("1_thread/2_threads ms_per_step (smallest step)", thread_steps(args.quick))
         return 0
-    base = Path(tempfile.mkdtemp(prefix="trainlab-bench-small-data-"))
-    try:
-        walls = pipeline_rounds(args, base)
-    except (RuntimeError, subprocess.TimeoutExpired) as err:   # one line, not a traceback
-        print(f"failed: {str(err).splitlines()[0]}", flush=True)
-        return 1
-    finally:
-        if args.keep:
-            print(f"# projects and logs kept in {base}")
-        else:
-            shutil.rmtree(base, ignore_errors=True)
+    with C.kept_workspace("small-data", args.keep) as base:
+        try:
+            walls = pipeline_rounds(args, base)
+        except (RuntimeError, subprocess.TimeoutExpired) as err:   # one line, not a traceback
+            print(f"failed: {str(err).splitlines()[0]}", flush=True)
+            return 1
     after = statistics.median(walls["after"])
     print(f"\nload average at the end: {C.load_average()}")
     if args.before:

@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 
-from trainlab.config.schema import ModelConfig
-from trainlab.errors import CheckpointError, ParamsError
+from trainlab.config.schema import BACKBONE_SHAPE, ModelConfig
+from trainlab.errors import CheckpointError, ParamsError, UserError
 from trainlab.models.classifier import Classifier
 from trainlab.models.networks import build_model, resolve_arch
 from trainlab.models.resnet import PUBLISHED
@@ -66,8 +66,12 @@ def import_network(path: Path, model_cfg: ModelConfig, input_shape: tuple[int, .
         raise CheckpointError(f"{path}: neither a trainlab model nor a ResNet in torchvision/timm layout "
                               f"(conv1, layer1..layer4, fc); its first keys: {', '.join(sorted(state)[:4])}")
     has_head = "head.linear.weight" in state
-    classes = (list(saved["class_names"]) if saved else [str(i) for i in range(len(state["head.linear.weight"]))]
-               ) if has_head else list(target_classes)
+    if not has_head:
+        classes = list(target_classes)
+    elif saved:
+        classes = list(saved["class_names"])
+    else:   # a published head (e.g. ImageNet's 1,000 classes): its outputs by number
+        classes = [str(i) for i in range(len(state["head.linear.weight"]))]
     model = build_model(cfg, input_shape, len(classes), kind)
     notes = [] if has_head else [f"the file has no head: a new one for the target's {len(classes)} outputs"]
     if layout == "torchvision":
@@ -108,8 +112,6 @@ def _trainlab_config(path: Path, model_cfg: ModelConfig, saved: dict[str, Any] |
     if saved is None:   # a bare state dict: the params must describe it (a mismatch names the keys)
         return cfg
     recorded = resolve_arch(ModelConfig.model_validate(saved["model"]), kind)
-    from trainlab.config.schema import BACKBONE_SHAPE
-
     differ = [key for key in BACKBONE_SHAPE if getattr(recorded, key) != getattr(cfg, key)]
     if differ:
         wanted = ", ".join(f"model.{key}: {getattr(recorded, key)}" for key in differ)
@@ -174,7 +176,6 @@ WEIGHTS_FOLDER = Path("data/weights")
 def export_timm_weights(spec: str, out: Path | None = None) -> tuple[Path, int]:
     """Create `timm:<name>` with its pretrained weights (timm's cache or download) and write its
     state dict as a .safetensors file that `pretrain.from` imports. Returns (file, tensors)."""
-    from trainlab.errors import UserError
     from trainlab.io import atomic_path
 
     name = spec.removeprefix("timm:")
