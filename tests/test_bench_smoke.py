@@ -31,6 +31,7 @@ LAST_RATIO = {
     "strategies": "pipeline/ddp ms_per_step",
     "small_data": "dvc_repro_wall/target_120s",
     "trial_models": "model_log/trial",
+    "lr_rule": "knee/10 within one grid step (share of tests)",
 }
 
 

@@ -131,7 +131,7 @@ def test_unknown_key_lists_the_accepted_keys(key: str, section_keys: str) -> Non
     ("data.train_samples", 1.5, "data.train_samples: expected an integer, got 1.5"),
     ("model.width", "wide", "model.width: expected an integer, got 'wide'"),
     ("model.batchnorm", "maybe", "model.batchnorm: expected true or false, got 'maybe'"),
-    ("pretrain.optimizer.lr", "fast", "pretrain.optimizer.lr: expected a number, got 'fast'"),
+    ("pretrain.optimizer.lr", "fast", "pretrain.optimizer.lr: expected a number or auto, got 'fast'"),
     ("seed", "x", "seed: expected an integer, got 'x'"),
     ("pretrain.optimizer.betas", 0.9, "pretrain.optimizer.betas: expected a list, got 0.9"),
     ("data", [1, 2], "data: expected a mapping of keys, got [1, 2]"),
@@ -391,7 +391,7 @@ def test_a_fractional_epoch_count_is_refused_with_its_value(tmp_path: Path) -> N
 @pytest.mark.parametrize(("key", "value", "expected"), [
     ("search.n_trials", True, "search.n_trials: expected an integer, got true"),
     ("trainer.batch_size", False, "trainer.batch_size: expected an integer, got false"),
-    ("finetune.optimizer.lr", True, "finetune.optimizer.lr: expected a number, got true"),
+    ("finetune.optimizer.lr", True, "finetune.optimizer.lr: expected a number or auto, got true"),
     ("finetune.optimizer.betas", [True, 0.9], "finetune.optimizer.betas: expected a number, got [True, 0.9]"),
     ("finetune.freeze", True, "finetune.freeze: expected a number of blocks or a list of block names, got True"),
 ])

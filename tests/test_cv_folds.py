@@ -178,3 +178,35 @@ def test_a_refit_resumed_past_the_chosen_epoch_is_refit_to_it_with_the_serial_re
     for a, b in zip(runs[1].model.state_dict().values(), serial.model.state_dict().values()):
         assert torch.equal(a, b)
     np.testing.assert_array_equal(runs[1].heldout.outputs, serial.heldout.outputs)
+
+
+def test_folds_score_the_weights_each_epoch_validated_under_ema(tmp_path: Path, monkeypatch) -> None:
+    """With trainer.averaging ema an epoch validates the average: the folds' held-out predictions
+    are the average's, so the last epoch's are the fit's output model's (early stopping off)."""
+    from trainlab.config.schema import TrainerConfig
+    from trainlab.engine import fit
+    from trainlab.heldout import predict_outputs
+    from trainlab.training.folds import EpochPredictions
+
+    params, (train, val, info) = setup(tmp_path, monkeypatch, 1)
+    model = factory(params, info, Hook())()[0]
+    predictions = EpochPredictions(val.x)
+    trainer = TrainerConfig.model_validate({**params.trainer.model_dump(), "averaging": "ema"})
+    spec = params.finetune.model_copy(update={"early_stopping": params.finetune.early_stopping.model_copy(
+        update={"enabled": False})})
+    fit(model, train, val, spec, trainer, seed=0, hooks=[predictions])
+    np.testing.assert_array_equal(predictions.per_epoch[-1], predict_outputs(model, val.x).astype(np.float32))
+
+
+def test_under_swa_cross_validation_picks_no_epoch_inside_the_average(tmp_path: Path, monkeypatch) -> None:
+    """SWA validates its average in the last epoch only: an epoch after its start and before the
+    last would be refit to an average no fold scored, so cross-validation never picks one."""
+    from trainlab.training.cross_validation import epochs_with_own_weights
+
+    params, data = setup(tmp_path, monkeypatch, 1)
+    swa = params.trainer.model_copy(update={"averaging": "swa", "swa_start": 0.5})
+    assert epochs_with_own_weights(swa, 4) == [0, 1, 3]
+    assert epochs_with_own_weights(params.trainer, 4) == [0, 1, 2, 3]
+    params = params.model_copy(update={"trainer": swa})
+    trained = train_target(TrainRequest(params, params.finetune, "r"), factory(params, data[2], Hook()), data)
+    assert trained.cross_validated and trained.result.best_epoch in (0, 1, 3)

@@ -21,14 +21,14 @@ import torch
 import torch.nn.functional as F
 
 from trainlab.config.schema import LossConfig, OptimizerConfig, ScheduleConfig
-from trainlab.engine import Hook, LoopState, ParamGroup, Schedule, TrainData, build_optimizer, evaluate, fit
+from trainlab.engine import ParamGroup, Schedule, TrainData, build_optimizer, evaluate, fit
 from trainlab.engine.batches import BatchSource, epoch_order, step_plan
 from trainlab.engine.losses import build_loss
 from trainlab.engine.runtime import Runtime, resolve_precision
 from trainlab.errors import TrainingDiverged
 from trainlab.models import Classifier
 
-from helpers.engine import (LENGTH, Recorder, assert_same_weights, max_diff, signal_data, tiny_model, train_spec,
+from helpers.engine import (LENGTH, BlowUpAt, Recorder, assert_same_weights, max_diff, signal_data, tiny_model, train_spec,
                             trainer_cfg, weights)
 from helpers.tolerance import EPS32, assert_close_fp32, largest, ulp
 
@@ -422,18 +422,6 @@ def test_fp16_divergence_without_loss_scaling_names_that_cause() -> None:
     with pytest.raises(TrainingDiverged, match="fp16 overflow without loss scaling"):
         fit(tiny_model(), signal_data(128, 0), signal_data(32, 1), spec,
             trainer_cfg(precision="fp16", fp16_loss_scaling=False), seed=0)
-
-
-class BlowUpAt(Hook):
-    """Raises the base lr to an absurd value from epoch `epoch` on."""
-
-    def __init__(self, epoch: int, lr: float) -> None:
-        self.epoch, self.lr = epoch, lr
-
-    def on_epoch_start(self, state: LoopState) -> None:
-        if state.epoch == self.epoch:
-            for group in state.optimizer.param_groups:
-                group["initial_lr"] = self.lr
 
 
 def test_divergence_after_an_epoch_restores_the_best_finite_weights() -> None:

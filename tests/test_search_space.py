@@ -15,7 +15,7 @@ from helpers.search import TINY_SPACE, new_project, search_params
 RANGE = {"type": "float", "low": 1.0e-3, "high": 1.0e-2}
 ACCEPTED = ("finetune.* (not compare_scratch, linear_probe, linear_baseline; not epochs while search.epochs is set), "
             "model.{dropout,activation}, trainer.{batch_size,grad_accum,precision,fp16_loss_scaling,"
-            "clip_grad_norm,clip_grad_value}")
+            "clip_grad_norm,clip_grad_value,augment,averaging}")
 
 
 def load_error(space: dict, **overrides) -> str:
@@ -54,6 +54,8 @@ def test_a_key_no_trial_can_use_is_refused_at_load_time(key: str, spec: dict, re
     ("model.activation", {"type": "categorical", "choices": ["relu", "gelu"]}),
     ("trainer.batch_size", {"type": "categorical", "choices": [32, 64]}),
     ("trainer.precision", {"type": "categorical", "choices": ["fp32", "bf16"]}),
+    ("trainer.averaging", {"type": "categorical", "choices": ["none", "ema", "swa"]}),
+    ("trainer.augment", {"type": "categorical", "choices": [False, True]}),
 ])
 def test_a_key_trials_read_is_accepted(key: str, spec: dict) -> None:
     # finetune.epochs is searchable once search.epochs no longer overrides it.

@@ -99,6 +99,7 @@ TOOLS = (
     Stage("verify", "Check that dvc.lock records the params each stage ran with.", "verify"),
     Stage("fetch-weights", "Save a timm network's weights for pretrain.from (needs timm).",
           "fetch_weights"),
+    Stage("lr-find", "Measure a learning rate (range test) without training.", "lr_find", atomic=False),
 )
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (*PIPELINE, *TOOLS)}
 PIPELINE_STAGES: dict[str, Stage] = {stage.name: stage for stage in PIPELINE}

@@ -109,3 +109,15 @@ class StopAt(Hook):
     def on_epoch_end(self, state: LoopState, metrics: dict[str, float]) -> None:
         if state.epoch == self.epoch:
             raise KeyboardInterrupt
+
+
+class BlowUpAt(Hook):
+    """Raises the base lr to an absurd value from epoch `epoch` on."""
+
+    def __init__(self, epoch: int, lr: float) -> None:
+        self.epoch, self.lr = epoch, lr
+
+    def on_epoch_start(self, state: LoopState) -> None:
+        if state.epoch == self.epoch:
+            for group in state.optimizer.param_groups:
+                group["initial_lr"] = self.lr

@@ -127,7 +127,8 @@ def describe(error: Mapping[str, Any]) -> str:
         keyword = f" or {error['keyword']}" if "keyword" in error else ""
         return f"{key}: expected an integer{keyword}, got {value!r}"
     if kind in {"float_type", "float_parsing"}:
-        return f"{key}: expected a number, got {value!r}"
+        keyword = f" or {error['keyword']}" if "keyword" in error else ""
+        return f"{key}: expected a number{keyword}, got {value!r}"
     if kind in {"bool_type", "bool_parsing"}:
         return f"{key}: expected true or false, got {value!r}"
     if kind in {"string_type"}:

@@ -240,6 +240,17 @@ class TrainerConfig(Section):
     # boolean, not on/off: YAML 1.1, so PyYAML and DVC, reads on and off as true and false.)
     augment: Literal["auto"] | bool = "auto"
     augmentation: AugmentationConfig = AugmentationConfig()
+    # Weight averaging (engine/averaging.py), and the weights a fit hands back: ema keeps an
+    # exponential moving average of the weights, updated every optimizer step; swa averages
+    # the epoch-end weights from swa_start on, at a constant learning rate, then recomputes
+    # batch-norm statistics for the average.
+    averaging: Literal["none", "ema", "swa"] = "none"
+    # ema: decay per optimizer step; after n updates min(ema_decay, (1 + n) / (10 + n)), so
+    # the average of a short run is not dominated by its first weights
+    ema_decay: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.999
+    swa_start: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.75   # swa: share of the epochs after which averaging starts
+    swa_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1       # swa: constant lr, a share of each param group's base lr
+    swa_anneal_epochs: Annotated[int, Field(ge=0, le=100_000)] = 1  # swa: cosine from the schedule's lr to swa_lr
 
     # The settings that decide how a run is fed, shown, logged or checkpointed, never its
     # numbers: a resume checkpoint and a search study stay valid when only these change.
@@ -280,6 +291,15 @@ class TrainerConfig(Section):
                                  "stage, not the model); set compile: false")
         return self
 
+    @model_validator(mode="after")
+    def _averaging_whole_model(self) -> "TrainerConfig":
+        # The average is a full copy of the model on every rank: fsdp and pipeline exist so
+        # that no rank holds the whole model.
+        if self.averaging != "none" and self.devices > 1 and self.strategy != "ddp":
+            raise ValueError(f"averaging {self.averaging} is not offered with strategy {self.strategy} "
+                             f"(every rank would hold a full copy of the model); use ddp or averaging: none")
+        return self
+
 
 class LossConfig(Section):
     # auto: cross_entropy for classes, mse for a number to predict (regression)
@@ -292,7 +312,9 @@ class OptimizerConfig(Section):
     """A torch.optim optimizer; keys an optimizer does not use are ignored by it."""
 
     name: Literal["sgd", "adam", "adamw", "rmsprop", "adagrad", "lbfgs"] = "adamw"
-    lr: PositiveFloat = 3.0e-3
+    # a number, or auto: measured by a learning-rate range test before the stage trains
+    # (engine/lr_range.py); the rate it chooses is the main group's after the scaling rule
+    lr: PositiveFloat | Literal["auto"] = 3.0e-3
     weight_decay: Annotated[float, Field(ge=0.0)] = 1.0e-4
     momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9   # sgd, rmsprop
     nesterov: bool = False                                  # sgd
@@ -471,7 +493,7 @@ DEFAULT_SPACE = {
 SEARCHABLE_MODEL = ("dropout", "activation")
 BACKBONE_SHAPE = ("arch", "width", "depth", "kernel_size", "downsample", "batchnorm")
 SEARCHABLE_TRAINER = ("batch_size", "grad_accum", "precision", "fp16_loss_scaling", "clip_grad_norm",
-                      "clip_grad_value")
+                      "clip_grad_value", "augment", "averaging")
 NOT_SEARCHABLE_FINETUNE = ("compare_scratch", "linear_probe", "linear_baseline")
 
 

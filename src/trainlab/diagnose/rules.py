@@ -207,6 +207,12 @@ _INIT_SUGGESTION = (
 _DATA_CHECK = "; also check that labels match inputs (a shuffled-label bug looks the same)."
 
 
+def stuck_loss_advice(stage: str) -> str:
+    """What the diagnosis says of a loss that never left its start (poor_initialization), for
+    `stage`: also what `optimizer.lr: auto` says when no rate makes the loss fall."""
+    return (_INIT_SUGGESTION + _DATA_CHECK).replace(STAGE, stage)
+
+
 def poor_initialization(
     curves: CurveDict, num_classes: int | None = None, *, allow_flat: bool = True
 ) -> Finding | None:

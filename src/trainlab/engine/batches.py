@@ -67,6 +67,17 @@ def to_device(data: TrainData, device: torch.device) -> TrainData:
     return TrainData(x, y.to(device=device, dtype=torch.float32 if y.is_floating_point() else torch.long))
 
 
+def rows(data: TrainData, index: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The samples `index` of `data` on `device`, from tensors or (memory-mapped) arrays."""
+    if isinstance(data.x, torch.Tensor):
+        index = index.to(data.x.device)
+        return data.x.index_select(0, index).to(device), data.y.index_select(0, index).to(device)
+    picked = index.numpy()
+    x = torch.as_tensor(data.x[picked], dtype=torch.float32)
+    y = torch.as_tensor(data.y[picked])
+    return x.to(device), (y.float() if y.is_floating_point() else y.long()).to(device)
+
+
 class BatchSource:
     """Where each epoch's micro-batches come from, set up once per fit.
 

@@ -45,6 +45,15 @@ class LoopState:
     epoch_sums: dict[str, float] = field(default_factory=dict)     # partial epoch, for mid-epoch resume
     should_stop: bool = False
     stop_reason: str = ""
+    # The module whose weights this epoch validated, when not `model`: the average of
+    # trainer.averaging (ema every epoch, swa in its last). Hooks that score or keep an
+    # epoch's weights (cross-validation's) read `evaluated`.
+    validated: torch.nn.Module | None = None
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The module whose weights the epoch just ended validated (see `validated`)."""
+        return self.model if self.validated is None else self.validated
 
 
 class Hook:
@@ -131,6 +140,7 @@ class BestSoFar:
 
     `fit()` owns it: with early stopping enabled the run ends on the best epoch's weights
     even if it never stopped early, and a diverged run falls back to them in any case.
+    The weights kept are those validated: the model's, or the average's (trainer.averaging).
     """
 
     def __init__(self, cfg: EarlyStoppingConfig):
@@ -141,16 +151,21 @@ class BestSoFar:
         self.bad_epochs = 0
         self.best_state: dict[str, torch.Tensor] | None = None
 
-    def update(self, state: LoopState, metrics: dict[str, float]) -> None:
-        """Called at each epoch end, before the hooks see it (they may read should_stop)."""
+    def update(self, state: LoopState, metrics: dict[str, float], weights: torch.nn.Module | None = None,
+               may_stop: bool = True) -> None:
+        """Called at each epoch end, before the hooks see it (they may read should_stop).
+
+        `weights`: the module `metrics` validated, if not `state.model` (an average of its
+        weights, with the same keys). `may_stop` False: no early stop this epoch (SWA averages)."""
         value = metrics.get(self.cfg.monitor, math.nan)
         score = value if self.lower_is_better else -value
         if math.isfinite(score) and score < self.best - self.cfg.min_delta:
             self.best, self.best_epoch, self.bad_epochs = score, state.epoch, 0
-            self.best_state = {k: v.detach().clone().cpu() for k, v in state.model.state_dict().items()}
+            kept = state.model if weights is None else weights
+            self.best_state = {k: v.detach().clone().cpu() for k, v in kept.state_dict().items()}
             return
         self.bad_epochs += 1
-        if self.cfg.enabled and self.bad_epochs >= self.cfg.patience:
+        if self.cfg.enabled and may_stop and self.bad_epochs >= self.cfg.patience:
             state.should_stop = True
             state.stop_reason = (f"early stopping: {self.cfg.monitor} did not improve for "
                                  f"{self.bad_epochs} epochs (best at epoch {self.best_epoch + 1})")

@@ -9,12 +9,16 @@
                 forward under autocast, loss, backward (scaled for fp16)
             unscale, clip, optimizer step, lr for the next step
             every log_every_steps:     on_metrics, then the divergence check
-            on_step_end
-        evaluate on val without autograd
-        best-so-far update             (early stopping may ask to stop)
+            on_step_end                (trainer.averaging ema: the average takes the step first)
+        swa from its start epoch:      the weights join the average; in the last epoch its
+                                       batch-norm statistics are recomputed on train
+        evaluate on val without autograd  (the average: ema every epoch, swa in the last)
+        best-so-far update             (early stopping may ask to stop; never once swa averages)
         on_epoch_end                   (tracking, pruning, checkpoint last)
         stop if asked to
-    restore the best weights           (when early stopping is enabled)
+    keep the final weights:            swa's average once it started; else the best epoch's
+                                       with early stopping enabled (under ema, the average's);
+                                       else the last epoch's (ema: the average)
     on_fit_end
 
 Every event reaches every hook on every rank, through one typed `Hooks` list.
@@ -31,8 +35,9 @@ import torch
 
 from trainlab.config.schema import TrainerConfig, TrainSpec
 from trainlab.engine.augment import Augment, resolve_augment
+from trainlab.engine.averaging import Averaging, build_averaging, swa_tail
 from trainlab.engine.budget import resolve_budget
-from trainlab.engine.batches import BatchSource, TrainData, epoch_order, step_plan, to_device
+from trainlab.engine.batches import BatchSource, TrainData, epoch_order, rows, step_plan, to_device
 from trainlab.engine.checkpoint import Checkpointing
 from trainlab.engine.hooks import BestSoFar, Hook, Hooks, LoopState, Progress
 from trainlab.engine.losses import LossFn, build_loss, correct_count, has_classes
@@ -52,7 +57,7 @@ MAX_CONSECUTIVE_SKIPS = 20
 @dataclass
 class FitResult:
     history: list[dict[str, float]]   # per-epoch metrics
-    best_epoch: int
+    best_epoch: int                   # by the early-stopping monitor; swa: the last (it validated the average)
     best_value: float                 # of the early-stopping monitor
     monitor: str
     stop_reason: str
@@ -101,9 +106,12 @@ def _train(model: torch.nn.Module, train: TrainData, val: TrainData, spec: Train
     optimizer = build_optimizer(parallel.groups(groups or [ParamGroup("all", list(model.parameters()))]),
                                 spec.optimizer, batch_size, fused=tiny)
     best = BestSoFar(spec.early_stopping)
-    state = LoopState(parallel.model, optimizer, Schedule(spec.schedule, len(plan), spec.epochs),
-                      runtime.grad_scaler(), runtime, spec, trainer, seed, len(plan), best,
-                      Hooks([*hooks, Progress(trainer.progress, label)], checkpointing))
+    averaging = build_averaging(trainer, parallel.model, spec.epochs)   # None for averaging: none
+    schedule = Schedule(spec.schedule, len(plan), spec.epochs, swa=swa_tail(trainer, len(plan), spec.epochs))
+    # The average updates before the caller's hooks observe the step (and before checkpointing).
+    state = LoopState(parallel.model, optimizer, schedule, runtime.grad_scaler(), runtime, spec, trainer, seed,
+                      len(plan), best, Hooks([*([averaging] if averaging is not None else []), *hooks,
+                                              Progress(trainer.progress, label)], checkpointing))
     forward_model = parallel.forward
     loss_fn = build_loss(spec.loss, regression=not has_classes(train.y))
     recorder, divergence = StepRecorder(state, parallel.model), DivergenceCheck(state)
@@ -126,19 +134,46 @@ def _train(model: torch.nn.Module, train: TrainData, val: TrainData, spec: Train
                 _flush(state, recorder, divergence)
             state.hooks.on_step_end(state)
         _flush(state, recorder, divergence)
-        metrics = _epoch_metrics(state, forward_model, val, loss_fn, time.perf_counter() - started)
+        # The averaged weights where this epoch validates them (ema; swa's last epoch), else None.
+        averaged = averaging.end_epoch(state, train) if averaging is not None else None
+        state.validated = averaged
+        evaluated = forward_model if averaged is None else averaged
+        metrics = _epoch_metrics(state, evaluated, val, loss_fn, time.perf_counter() - started)
         state.history.append(metrics)
-        state.schedule.end_epoch(metrics.get(best.cfg.monitor, math.nan), best.lower_is_better)
-        best.update(state, metrics)
+        state.schedule.end_epoch(metrics.get(best.cfg.monitor, math.nan), best.lower_is_better, state.step)
+        best.update(state, metrics, weights=averaged,
+                    may_stop=averaging is None or not averaging.in_swa(state))
         state.hooks.on_epoch_end(state, metrics)
         state.epoch += 1
         state.step_in_epoch, state.epoch_sums = 0, {}
-    if best.cfg.enabled:
-        best.restore_best(state.model)   # under fsdp the sharded module; finish() copies it back
+    averaged_out = _keep_final_weights(state, averaging, train)
     state.hooks.on_fit_end(state)
     parallel.finish()
-    return FitResult(state.history, best.best_epoch, best.best_value, best.cfg.monitor,
-                     state.stop_reason or "completed all epochs", state.step, runtime.precision, resumed_from)
+    return _result(state, averaging, averaged_out, resumed_from)
+
+
+def _result(state: LoopState, averaging: Averaging | None, averaged_out: bool,
+            resumed_from: int | None) -> FitResult:
+    """The fit's summary; under swa the kept epoch is the last, which validated the average."""
+    best, reason = state.best, state.stop_reason or "completed all epochs"
+    kept_epoch, kept_value = best.best_epoch, best.best_value
+    if averaging is not None:
+        note, last_kept = averaging.summary(state, averaged_out)   # swa: the epochs averaged, or why none were
+        reason += note
+        if last_kept:   # swa: the last epoch validated the average, which is what the fit hands back
+            kept_epoch, kept_value = len(state.history) - 1, state.history[-1].get(best.cfg.monitor, math.nan)
+    return FitResult(state.history, kept_epoch, kept_value, best.cfg.monitor, reason, state.step,
+                     state.runtime.precision, resumed_from)
+
+
+def _keep_final_weights(state: LoopState, averaging: Averaging | None, train: TrainData) -> bool:
+    """Leave in `state.model` the weights the fit hands back; True if they are the average."""
+    best = state.best
+    if averaging is not None and averaging.finish(state, train, best.cfg.enabled):
+        return True
+    if best.cfg.enabled:
+        best.restore_best(state.model)   # under fsdp the sharded module; finish() copies it back
+    return False
 
 
 def _flush(state: LoopState, recorder: StepRecorder, divergence: "DivergenceCheck") -> None:
@@ -222,7 +257,7 @@ def evaluate(model: torch.nn.Module, data: TrainData, loss_fn: LossFn, runtime: 
     largest = -(-len(data) // runtime.world_size)
     chunks += [index[:0]] * (-(-largest // EVAL_BATCH) - len(chunks))
     for chunk in chunks:
-        x, y = _rows(data, chunk, runtime.device)
+        x, y = rows(data, chunk, runtime.device)
         with runtime.autocast():
             logits = model(x)
         if not len(chunk):
@@ -233,16 +268,6 @@ def evaluate(model: torch.nn.Module, data: TrainData, loss_fn: LossFn, runtime: 
     model.train(was_training)
     loss, correct, count = all_reduce_sum(totals, runtime).tolist()
     return loss / max(count, 1), correct / max(count, 1)
-
-
-def _rows(data: TrainData, index: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(data.x, torch.Tensor):
-        index = index.to(data.x.device)
-        return data.x.index_select(0, index).to(device), data.y.index_select(0, index).to(device)
-    rows = index.numpy()
-    x = torch.as_tensor(data.x[rows], dtype=torch.float32)
-    y = torch.as_tensor(data.y[rows])
-    return x.to(device), (y.float() if y.is_floating_point() else y.long()).to(device)
 
 
 __all__ = ["FitResult", "TrainingDiverged", "evaluate", "fit"]

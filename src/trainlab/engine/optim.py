@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from trainlab.config.schema import OptimizerConfig, ScheduleConfig
+from trainlab.errors import ParamsError
 
 
 @dataclass
@@ -21,6 +22,8 @@ class ParamGroup:
 
 def effective_lr(cfg: OptimizerConfig, batch_size: int) -> float:
     """The linear scaling rule: lr grows with the global batch against a reference batch."""
+    if cfg.lr == "auto":   # the stage measures it first (trainlab.training.lr_choice)
+        raise ParamsError("optimizer.lr: auto reached the optimizer unmeasured; run lr_range_test first")
     if cfg.reference_batch_size is None:
         return cfg.lr
     return cfg.lr * batch_size / cfg.reference_batch_size
@@ -58,9 +61,21 @@ def build_optimizer(groups: list[ParamGroup], cfg: OptimizerConfig, batch_size: 
                              max_iter=cfg.max_iter, line_search_fn="strong_wolfe")
 
 
+@dataclass(frozen=True)
+class SwaTail:
+    """SWA's learning rate (trainer.averaging: swa), as torch's SWALR with cosine annealing:
+    from `start_step` the factor falls from the schedule's factor there to `factor` over
+    `anneal_steps`, then stays at `factor`."""
+
+    start_step: int
+    anneal_steps: int
+    factor: float
+
+
 @dataclass
 class Schedule:
-    """Per-step learning-rate multiplier: warmup, then the decay shape; plateau acts per epoch.
+    """Per-step learning-rate multiplier: warmup, then the decay shape; plateau acts per epoch;
+    with SWA, the tail of `SwaTail` from its start step.
 
     Written by hand rather than with torch's LambdaLR so that its whole state is a few
     numbers in the checkpoint and the lr at any step is a pure function of that state.
@@ -72,6 +87,7 @@ class Schedule:
     plateau_scale: float = 1.0
     plateau_best: float = math.inf
     plateau_bad_epochs: int = 0
+    swa: SwaTail | None = None
 
     @property
     def warmup_steps(self) -> int:
@@ -83,6 +99,17 @@ class Schedule:
 
     def factor(self, step: int) -> float:
         """Multiplier of the base lr for optimizer step `step` (0-based)."""
+        tail = self.swa
+        if tail is None or step < tail.start_step:
+            return self._shape(step)
+        done = step - tail.start_step
+        if done >= tail.anneal_steps:
+            return tail.factor
+        start = self._shape(tail.start_step)
+        return tail.factor + (start - tail.factor) * 0.5 * (1 + math.cos(math.pi * done / tail.anneal_steps))
+
+    def _shape(self, step: int) -> float:
+        """The schedule's own factor: warmup, then the decay shape."""
         warm = self.warmup_steps
         if step < warm:
             return (step + 1) / warm
@@ -109,10 +136,12 @@ class Schedule:
             group["lr"] = group["initial_lr"] * scale
         return max(group["lr"] for group in optimizer.param_groups)
 
-    def end_epoch(self, monitored: float, lower_is_better: bool) -> None:
-        """Reduce-on-plateau bookkeeping; other schedules ignore it."""
+    def end_epoch(self, monitored: float, lower_is_better: bool, step: int = 0) -> None:
+        """Reduce-on-plateau bookkeeping after `step` optimizer steps; other schedules ignore it."""
         if self.cfg.name != "plateau" or not math.isfinite(monitored):
             return
+        if self.swa is not None and step >= self.swa.start_step:
+            return   # the SWA tail anneals from the scale it started at, whatever val does after
         value = monitored if lower_is_better else -monitored
         if value < self.plateau_best - 1e-12:
             self.plateau_best, self.plateau_bad_epochs = value, 0

@@ -29,6 +29,9 @@ def check_space(params: Params) -> None:
             node = node[part]
         if isinstance(node, dict):
             raise ParamsError(f"{where}: is a section, not a setting")
+        if key.endswith("optimizer.lr") and "auto" in (spec.choices or ()):
+            raise ParamsError(f"{where}: auto is not offered in a search space (each trial would measure "
+                              f"its own rate); search numbers, or set {key}: auto outside the search")
         for value in _probe_values(spec):
             try:
                 with_overrides(params, {key: value})

@@ -278,9 +278,15 @@ class StageRun:
 
     def record_training(self, metrics: Mapping[str, Any], step: int, tags: Mapping[str, Any],
                         artifacts: list[tuple[Path, str | None]],
-                        backfill: Mapping[str, list[tuple[int, float]]] | None = None) -> None:
+                        backfill: Mapping[str, list[tuple[int, float]]] | None = None,
+                        params: Mapping[str, Any] | None = None) -> None:
         """What a finished training wrote (see trainlab.training.outputs): its scores as final.*, its
-        tags, its files as artifacts, and the curves from before a resume."""
+        tags, its files as artifacts, the curves from before a resume, and the params it chose
+        itself (`lr/chosen` for `optimizer.lr: auto`)."""
+        if params:
+            from mlflow.entities import Param
+
+            self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
         if backfill is not None:
             # The run of a resumed stage starts mid-way: give it the curves from before the kill.
             self.backfill(backfill)

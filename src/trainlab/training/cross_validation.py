@@ -21,14 +21,17 @@ import numpy as np
 import torch
 
 from trainlab.config import TrainSpec
+from trainlab.config.schema import TrainerConfig
 from trainlab.data import TaskInfo
 from trainlab.engine import Checkpointing, Hook, LoopState, Runtime, TrainData
+from trainlab.engine.averaging import swa_start_epoch
 from trainlab.engine.runtime import setup_runtime, tiny_steps
 from trainlab.heldout import HeldOut
 from trainlab.training.fit import ModelFactory, TrainedModel, TrainRequest, fit_model
 from trainlab.training.folds import (EpochPredictions, StopAfter, choose_epoch, concat, pooled_per_epoch,
                                      stratified_folds, subset)
 from trainlab.training.jobs import run_shared
+from trainlab.training.lr_choice import measured_lr
 
 # The refit alongside the folds keeps a copy of the weights per epoch; above this many
 # bytes in all it trains after the folds instead, stopping at the chosen epoch.
@@ -52,12 +55,15 @@ def cross_validated(request: TrainRequest, build: ModelFactory, train: TrainData
     budgeted, note = request.resolve_budget(len(labelled))
     request.say(f"selection: {len(held)}-fold CV (validation split has {len(val)} samples, below "
                 f"selection.cv_below {params.selection.cv_below})" + (f"; {note}" if note else ""))
+    # `lr: auto`: one range test on the refit's data (all labelled), its rate for every fold too.
+    budgeted = measured_lr(budgeted, build, labelled, fits=len(held) + 1)
     fold_spec = budgeted.spec.model_copy(update={"early_stopping": spec.early_stopping.model_copy(
         update={"enabled": False})})
     # Folds train quietly (one line each): k x epochs progress lines would bury the output.
     quiet = params.model_copy(update={"trainer": params.trainer.model_copy(update={"progress": "off"})})
     runtime = request.runtime or setup_runtime(params.trainer)
-    base = request.derive(params=quiet, spec=fold_spec, runtime=runtime, hooks=(), pruning=None)
+    base = request.derive(params=quiet, spec=fold_spec, runtime=runtime, hooks=(), pruning=None,
+                          lr_test=budgeted.lr_test, lr_record=budgeted.lr_record)
     x = np.asarray(labelled.x)
     processes = _fold_processes(runtime, fold_spec.batch_size, int(np.prod(x.shape[1:])), len(held))
     snapshots = (EpochSnapshots() if processes > 1 and _snapshot_bytes(build, fold_spec.epochs)
@@ -102,18 +108,19 @@ def cross_validated(request: TrainRequest, build: ModelFactory, train: TrainData
         return fit_model(refit_request.derive(params=params, identity=(request.identity, "refit", epochs - 1)),
                          model, groups, [*extra, StopAfter(epochs)], labelled, subset(labelled, held[0]), info)
 
-    return _select_and_refit(spec, held, y, folds, refit, snapshots, refit_to, request)
+    candidates = epochs_with_own_weights(params.trainer, fold_spec.epochs)
+    return _select_and_refit(spec, held, y, folds, refit, snapshots, refit_to, request, candidates)
 
 
 def _select_and_refit(spec: TrainSpec, held: list[np.ndarray], y: np.ndarray,
                       folds: list[tuple[list[np.ndarray], list[Checkpointing]]], refit: TrainedModel | None,
                       snapshots: "EpochSnapshots | None", refit_to: Callable[[int], TrainedModel],
-                      request: TrainRequest) -> TrainedModel:
+                      request: TrainRequest, candidates: list[int]) -> TrainedModel:
     """Choose the epoch on the pooled out-of-fold predictions; return the refit as of that epoch,
     taken from its per-epoch snapshots where it trained alongside the folds, else trained now."""
     pooled = pooled_per_epoch(held, [per_epoch for per_epoch, _ in folds], len(y))
     es = spec.early_stopping
-    best = choose_epoch(pooled, y, es.monitor, es.enabled)
+    best = choose_epoch(pooled, y, es.monitor, es.enabled, candidates)
     kept = refit is not None and snapshots is not None and snapshots.keep_epoch(refit, best)
     request.say(f"cross-validation chose epoch {best + 1} (pooled out-of-fold loss "
         f"{HeldOut('cv', pooled[best], y).loss:.4f}); " + (
@@ -128,6 +135,15 @@ def _select_and_refit(spec: TrainSpec, held: list[np.ndarray], y: np.ndarray,
     return refit
 
 
+def epochs_with_own_weights(trainer: TrainerConfig, epochs: int) -> list[int]:
+    """The epochs cross-validation may pick: every one, except under SWA the epochs after its
+    start but before the last. They validated the weights trained so far, while a refit stopped
+    there would hand back an average of part of the SWA phase, which no fold has scored."""
+    if trainer.averaging != "swa":
+        return list(range(epochs))
+    return [*range(swa_start_epoch(trainer, epochs)), epochs - 1]
+
+
 class EpochSnapshots(Hook):
     """The model's weights (and buffers) after every epoch, to keep the one CV chooses afterwards."""
 
@@ -135,7 +151,7 @@ class EpochSnapshots(Hook):
         self.states: dict[int, tuple[int, dict[str, torch.Tensor]]] = {}   # epoch: (steps done, state dict)
 
     def on_epoch_end(self, state: LoopState, metrics: dict[str, float]) -> None:
-        weights = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
+        weights = {k: v.detach().clone() for k, v in state.evaluated.state_dict().items()}
         self.states[state.epoch] = (state.step, weights)
 
     def keep_epoch(self, trained: TrainedModel, epoch: int) -> bool:

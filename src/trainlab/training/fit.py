@@ -11,13 +11,14 @@ everything that decides the result (`run_identity`) and returns a `TrainedModel`
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 from trainlab import paths
 from trainlab.config import Params, TrainSpec
 from trainlab.data import TaskInfo, data_hashes
 from trainlab.engine import Checkpointing, FitResult, Hook, ParamGroup, Runtime, TrainData, fit
 from trainlab.engine.budget import resolve_budget
+from trainlab.engine.lr_range import RangeTest
 from trainlab.errors import TrainingDiverged
 from trainlab.hashing import fingerprint
 from trainlab.heldout import HeldOut
@@ -29,6 +30,12 @@ from trainlab.training.fault_injection import requested_faults
 # group) and hooks bound to that model (gradual unfreezing). Called once per fit, so
 # cross-validation can train a fresh copy for every fold.
 ModelFactory = Callable[[], tuple[Classifier, "list[ParamGroup] | None", "list[Hook]"]]
+
+
+class Removable(Protocol):
+    """Resume state a finished stage removes: a Checkpointing, a kept range test."""
+
+    def remove(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,9 @@ class TrainRequest:
     hooks: tuple[Hook, ...] = ()
     identity: object = None           # what else decides the result (the pretrained file, a fold)
     pruning: Hook | None = None       # a search trial's pruner (under CV it watches the first fold)
+    lr_test: RangeTest | None = None  # the range test that chose `optimizer.lr: auto` (training.lr_choice)
+    lr_record: "Removable | None" = None    # where that test is kept for a resume (lr_choice.RateRecord)
+    lr_test_only: bool = False        # `trainlab lr-find`: stop once the range test has run (RangeTestOnly)
 
     def budgeted(self, n_train: int) -> "TrainRequest":
         """The request with `epochs: auto` / `batch_size: auto` resolved for `n_train` samples,
@@ -71,10 +81,11 @@ class TrainedModel:
     result: FitResult
     info: TaskInfo
     curves: Curves = field(default_factory=dict)
-    checkpoints: list[Checkpointing] = field(default_factory=list)
+    checkpoints: "list[Removable]" = field(default_factory=list)   # resume state `finish` removes
     heldout: HeldOut | None = None      # target task only: what selection and calibration use
     cross_validated: bool = False       # curves were assembled after the fact (log them afterwards)
     pretext: bool = False               # a masked-reconstruction pretraining: no classes, no accuracy
+    lr_test: RangeTest | None = None    # what chose its rate, for `optimizer.lr: auto`
 
 
 def run_identity(request: TrainRequest) -> dict[str, str]:
@@ -99,10 +110,11 @@ def fit_model(request: TrainRequest, model: Classifier, groups: list[ParamGroup]
                      checkpointing=checkpointing, runtime=request.runtime, label=request.label, kind=info.kind)
     except TrainingDiverged as err:
         raise TrainingDiverged(str(err), recorder.curves, info.num_classes) from None
-    return TrainedModel(model, result, info, recorder.curves, [checkpointing])
+    kept = [checkpointing, *([request.lr_record] if request.lr_record is not None else [])]
+    return TrainedModel(model, result, info, recorder.curves, kept, lr_test=request.lr_test)
 
 
 def finish(trained: TrainedModel) -> None:
-    """Drop the resume checkpoints: the run's outputs are written, nothing to resume."""
+    """Drop the resume checkpoints (and a kept range test): the run's outputs are written."""
     for checkpointing in trained.checkpoints:
         checkpointing.remove()

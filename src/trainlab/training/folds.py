@@ -43,7 +43,8 @@ def stratified_folds(y: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
 
 
 class EpochPredictions(Hook):
-    """Records the model's outputs on one fold's held-out samples after every epoch."""
+    """Records the model's outputs on one fold's held-out samples after every epoch (the
+    weights the epoch validated: under trainer.averaging, the average's)."""
 
     def __init__(self, x: Any, regression: bool = False):
         self.x = x
@@ -51,7 +52,7 @@ class EpochPredictions(Hook):
         self.per_epoch: list[np.ndarray] = []
 
     def on_epoch_end(self, state: LoopState, metrics: dict[str, float]) -> None:
-        outputs = predict_outputs(state.model, self.x, self.regression, state.runtime.device)
+        outputs = predict_outputs(state.evaluated, self.x, self.regression, state.runtime.device)
         self.per_epoch.append(outputs.astype(np.float32))
 
     def state_dict(self) -> dict[str, Any]:
@@ -89,15 +90,18 @@ def pooled_per_epoch(fold_held: list[np.ndarray], fold_probs: list[list[np.ndarr
     return pooled
 
 
-def choose_epoch(pooled: list[np.ndarray], y: np.ndarray, monitor: str, enabled: bool) -> int:
-    """The epoch to keep: best pooled out-of-fold loss (or accuracy, loss breaking ties)."""
+def choose_epoch(pooled: list[np.ndarray], y: np.ndarray, monitor: str, enabled: bool,
+                 candidates: list[int] | None = None) -> int:
+    """The epoch to keep: best pooled out-of-fold loss (or accuracy, loss breaking ties),
+    among `candidates` (default: every epoch)."""
+    epochs = [e for e in (candidates or range(len(pooled))) if e < len(pooled)] or list(range(len(pooled)))
     if not enabled:
         return len(pooled) - 1
-    losses = [HeldOut("cv", p, y).loss for p in pooled]
+    losses = {e: HeldOut("cv", pooled[e], y).loss for e in epochs}
     if monitor == "val/acc" and not HeldOut("cv", pooled[0], y).regression:
-        accs = [float((p.argmax(1) == y).mean()) for p in pooled]
-        return min(range(len(pooled)), key=lambda e: (-accs[e], losses[e], e))
-    return min(range(len(pooled)), key=lambda e: (losses[e], e))
+        accs = {e: float((pooled[e].argmax(1) == y).mean()) for e in epochs}
+        return min(epochs, key=lambda e: (-accs[e], losses[e], e))
+    return min(epochs, key=lambda e: (losses[e], e))
 
 
 def concat(a: TrainData, b: TrainData) -> TrainData:

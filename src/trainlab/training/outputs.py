@@ -21,6 +21,7 @@ from trainlab.training.curves import Curves, DiagnosisReport, diagnose_training,
 from trainlab.heldout import model_meta, selection_metrics
 from trainlab.serving import served_spec
 from trainlab.training.fit import TrainedModel
+from trainlab.training.lr_choice import write_range_test
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class TrainingOutputs:
     backfill: Curves | None                 # curves from before a resume (or of a CV refit)
     diagnosis: DiagnosisReport
     temperature: float = 1.0                # calibration fitted on the held-out predictions
+    params: dict[str, Any] | None = None    # what the training chose itself (`lr/chosen`)
 
 
 def tuning_stage(stage: str) -> str:
@@ -59,6 +61,11 @@ def write_training_outputs(trained: TrainedModel, params: Params, stage: str, la
     write_text(report_dir / "artifacts" / "diagnosis.md", diagnosis.markdown)
     artifacts: list[tuple[Path, str | None]] = [(report_dir / "artifacts" / "curves.png", "plots"),
                                                 (report_dir / "artifacts" / "diagnosis.md", None)]
+    chosen: dict[str, Any] = {}
+    if trained.lr_test is not None:   # optimizer.lr: auto
+        json_file, png = write_range_test(trained.lr_test, report_dir / "artifacts", label)
+        artifacts += [(png, "plots"), (json_file, None)]
+        chosen["lr/chosen"] = trained.lr_test.chosen
     if model_path is not None:
         save_model(model_path, trained.model, params.model, trained.info.input_shape,
                    trained.info.class_names, meta={"stage": stage, **selection, **(meta or {})})
@@ -71,7 +78,7 @@ def write_training_outputs(trained: TrainedModel, params: Params, stage: str, la
         tags["trainlab.resumed_from_step"] = resumed
     return TrainingOutputs(metrics, len(trained.result.history), tags, artifacts,
                            trained.curves if resumed or trained.cross_validated else None, diagnosis,
-                           float(selection.get("temperature", 1.0)))
+                           float(selection.get("temperature", 1.0)), chosen)
 
 
 def publish_training(run, trained: TrainedModel, params: Params, model_path: Path | None, report_dir: Path,
@@ -81,7 +88,8 @@ def publish_training(run, trained: TrainedModel, params: Params, model_path: Pat
     print the diagnosis. Returns the metrics."""
     outputs = write_training_outputs(trained, params, run.stage, run.run_name, model_path, report_dir,
                                      meta, extra_metrics)
-    run.record_training(outputs.metrics, outputs.step, outputs.tags, outputs.artifacts, outputs.backfill)
+    run.record_training(outputs.metrics, outputs.step, outputs.tags, outputs.artifacts, outputs.backfill,
+                        outputs.params)
     if params.tracking.log_models:
         task = "source" if run.stage == "pretrain" else "target"
         # Named after the file (pretrained, finetuned, scratch) or the run (probe).

@@ -19,6 +19,7 @@ from trainlab.models import build_model
 from trainlab.training.cross_validation import cross_validated
 from trainlab.training.fit import ModelFactory, TrainedModel, TrainRequest, fit_model
 from trainlab.training.folds import uses_cv
+from trainlab.training.lr_choice import measured_lr
 from trainlab.training.pretext import reconstruction_spec, reconstruction_task
 
 TaskData = tuple[TrainData, TrainData, TaskInfo]
@@ -42,8 +43,7 @@ def train_source(request: TrainRequest) -> TrainedModel:
     train, val, info = load_task("source", request.params)
     if not source_is_labelled():
         return _pretext(request, train, val, info)
-    request = request.budgeted(len(train))
-    return fit_model(request, *fresh_model(request.params, info)(), train, val, info)
+    return _fit_measured(request.budgeted(len(train)), fresh_model(request.params, info), train, val, info)
 
 
 def train_target(request: TrainRequest, build: ModelFactory | None = None, data: TaskData | None = None) -> TrainedModel:
@@ -57,8 +57,7 @@ def train_target(request: TrainRequest, build: ModelFactory | None = None, data:
     build = build or fresh_model(request.params, info)
     if uses_cv(request.params, len(val)):
         return cross_validated(request, build, train, val, info)
-    request = request.budgeted(len(train))
-    fitted = fit_model(request, *build(), train, val, info)
+    fitted = _fit_measured(request.budgeted(len(train)), build, train, val, info)
     fitted.heldout = HeldOut("val", predict_outputs(fitted.model, val.x, info.regression), np.asarray(val.y))
     return fitted
 
@@ -72,9 +71,15 @@ def _pretext(request: TrainRequest, train: TrainData, val: TrainData, info: Task
     # teach the wrong output; the masked views are this task's augmentation already.
     params = request.params.model_copy(update={"trainer": request.params.trainer.model_copy(update={"augment": False})})
     request = request.derive(params=params, spec=reconstruction_spec(request.spec)).budgeted(len(train))
-    trained = fit_model(request, *fresh_model(request.params, info)(), train, val, info)
+    trained = _fit_measured(request, fresh_model(request.params, info), train, val, info)
     trained.pretext = True
     return trained
+
+
+def _fit_measured(request: TrainRequest, build: ModelFactory, train: TrainData, val: TrainData,
+                  info: TaskInfo) -> TrainedModel:
+    """A fresh model fitted, its `optimizer.lr: auto` measured on `train` first."""
+    return fit_model(measured_lr(request, build, train), *build(), train, val, info)
 
 
 def fresh_model(params: Params, info: TaskInfo) -> ModelFactory:
