@@ -20,51 +20,18 @@ and none failed or was left out.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 import own_data as OD  # noqa: E402
+from _variants import failed, keeps, lower, measure_variants  # noqa: E402
 
 KINDS = {"digits": "image", "unit_test": "series", "trace": "series", "japanese_vowels": "series",
          "mnist1d-100": "series", "mnist1d-400": "series", "mnist1d-all": "series"}
 ORDER = list(KINDS)   # quickest first: an interrupted run still says something
 QUICK_SET = "unit_test"
-SLACK = OD.CLASSIFICATION_SLACK   # one point, or one test sample where that is more
-
-
-@dataclass(frozen=True)
-class Augmented(OD.Dataset):
-    """A zoo set with `trainer.augment` set (its project directory named after the setting)."""
-
-    augment: str = "off"
-
-    def data_overrides(self) -> dict[str, Any]:
-        return {**super().data_overrides(), "trainer.augment": self.augment == "on"}
-
-
-def variant(dataset: OD.Dataset, augment: str) -> Augmented:
-    fields = {k: getattr(dataset, k) for k in dataset.__dataclass_fields__}
-    return Augmented(**{**fields, "name": f"{dataset.name}-{augment}"}, augment=augment)
-
-
-def keeps(off: OD.Row | None, on: OD.Row | None) -> bool | None:
-    """Does `on` keep `off`'s results: no test score (the champion's, every final model's)
-    lower by more than the slack? None where either run is missing or has no score."""
-    if off is None or on is None or off.score is None or on.score is None:
-        return None
-    return not lower(off, on)
-
-
-def lower(off: OD.Row, on: OD.Row) -> list[str]:
-    """The scores `on` has lower than `off` by more than one test sample or 1 point."""
-    slack = max(SLACK, 1 / off.n_test if off.n_test else 0.0)
-    pairs = {"champion": (off.score, on.score), **{m: (v, on.models[m]) for m, v in off.models.items() if m in on.models}}
-    return [name for name, (a, b) in pairs.items() if b < a - slack - 1e-12]
 
 
 def rows_text(pairs: dict[str, dict[str, OD.Row]]) -> list[list[str]]:
@@ -128,22 +95,9 @@ def main() -> int:
                    ["bench/augment.py", *sys.argv[1:]])
     print(f"# params: params.yaml as shipped, only data.* and trainer.augment changed"
           f"{'; --quick: budgets shrunk, numbers mean nothing' if args.quick else ''}", flush=True)
-    pairs: dict[str, dict[str, OD.Row]] = {}
-    variants = ("off", "on") if args.augment == "both" else (args.augment,)
-    interrupted = False
-    with C.kept_workspace("augment", args.keep) as base:
-        try:
-            for dataset in args.datasets:
-                for augment in variants:
-                    run = variant(dataset, augment)
-                    print(f"{run.name}: dvc repro with {run.data_overrides()} (load {C.load_average()})", flush=True)
-                    pairs.setdefault(dataset.name, {})[augment] = OD.measure(run, base, args.quick, args.timeout)
-                    print(OD.progress_line(pairs[dataset.name][augment]), flush=True)
-                    if not args.keep:   # a set's project is read by now; the disk is shared
-                        shutil.rmtree(base / run.name, ignore_errors=True)
-        except KeyboardInterrupt:   # a long run stopped early still prints what it measured
-            interrupted = True
-            print(f"interrupted: the table holds the {sum(map(len, pairs.values()))} finished run(s)", flush=True)
+    variants = {name: {"trainer.augment": name == "on"}
+                for name in (("off", "on") if args.augment == "both" else (args.augment,))}
+    pairs, interrupted = measure_variants(args.datasets, variants, "augment", args.quick, args.timeout, args.keep)
     print()
     print(C.table(rows_text(pairs), HEADER))
     print()
@@ -152,8 +106,7 @@ def main() -> int:
     print(f"\nload average at the end: {C.load_average()}")
     scored = [(r["off"].score, r["on"].score) for r in pairs.values() if keeps(r.get("off"), r.get("on")) is not None]
     C.print_ratio("augment_on/off champion_test_acc (worst set)", min((b / a for a, b in scored if a), default=float("nan")))
-    failed = any(r.error or r.missing for runs in pairs.values() for r in runs.values())
-    return 130 if interrupted else 1 if failed else 0
+    return 130 if interrupted else 1 if failed(pairs) else 0
 
 
 if __name__ == "__main__":

@@ -26,16 +26,14 @@ measured set.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
-import augment as AUG  # noqa: E402
 import own_data as OD  # noqa: E402
+from _variants import failed, keeps, lower, measure_variants  # noqa: E402
 
 SETS = ["unit_test", "iris", "trace", "digits", "mnist1d-400"]   # quickest first
 QUICK_SET = "unit_test"
@@ -45,21 +43,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ema": {"trainer.averaging": "ema"},
     "swa": {"trainer.averaging": "swa"},
 }
-
-
-@dataclass(frozen=True)
-class Variant(OD.Dataset):
-    """A zoo set with a variant's keys set (its project directory named after the variant)."""
-
-    variant: str = "fixed"
-
-    def data_overrides(self) -> dict[str, Any]:
-        return {**super().data_overrides(), **VARIANTS[self.variant]}
-
-
-def variant_of(dataset: OD.Dataset, name: str) -> Variant:
-    fields = {k: getattr(dataset, k) for k in dataset.__dataclass_fields__}
-    return Variant(**{**fields, "name": f"{dataset.name}-{name}"}, variant=name)
 
 
 def rows_text(runs: dict[str, dict[str, OD.Row]], variants: list[str]) -> list[list[str]]:
@@ -73,8 +56,8 @@ def rows_text(runs: dict[str, dict[str, OD.Row]], variants: list[str]) -> list[l
                 continue
             diff = "-" if base is None or variant == "fixed" or row.score is None or base.score is None \
                 else f"{100 * (row.score - base.score):+.1f}"
-            ok = None if variant == "fixed" else AUG.keeps(base, row)
-            verdict = "-" if ok is None else "yes" if ok else f"NO ({', '.join(AUG.lower(base, row))} lower)"
+            ok = None if variant == "fixed" else keeps(base, row)
+            verdict = "-" if ok is None else "yes" if ok else f"NO ({', '.join(lower(base, row))} lower)"
             cpu = "-" if row.cpu_s is None else f"{row.cpu_s:.0f}"
             out.append([name, variant, OD.champion_text(row), diff, verdict, OD.models_text(row),
                         f"{OD.wall_text(row)} / {cpu}"])
@@ -89,7 +72,7 @@ def default_verdicts(runs: dict[str, dict[str, OD.Row]], variants: list[str], na
     """Per variant: may it become a default? Only if it kept `fixed`'s results on every set."""
     verdicts = {}
     for variant in (v for v in variants if v != "fixed"):
-        results = {n: AUG.keeps(runs.get(n, {}).get("fixed"), runs.get(n, {}).get(variant)) for n in names}
+        results = {n: keeps(runs.get(n, {}).get("fixed"), runs.get(n, {}).get(variant)) for n in names}
         lost = [n for n, ok in results.items() if ok is False]
         missing = [n for n, ok in results.items() if ok is None]
         verdicts[variant] = (f"not a default (lost on {', '.join(lost)})" if lost else
@@ -127,21 +110,8 @@ def main() -> int:
                    ["bench/lr_averaging.py", *sys.argv[1:]])
     print(f"# params: params.yaml as shipped, only data.* and each variant's keys changed"
           f"{'; --quick: budgets shrunk, numbers mean nothing' if args.quick else ''}", flush=True)
-    runs: dict[str, dict[str, OD.Row]] = {}
-    interrupted = False
-    with C.kept_workspace("lr-averaging", args.keep) as base:
-        try:
-            for dataset in args.datasets:
-                for name in args.variant_list:
-                    run = variant_of(dataset, name)
-                    print(f"{run.name}: dvc repro with {run.data_overrides()} (load {C.load_average()})", flush=True)
-                    runs.setdefault(dataset.name, {})[name] = OD.measure(run, base, args.quick, args.timeout)
-                    print(OD.progress_line(runs[dataset.name][name]), flush=True)
-                    if not args.keep:   # a run's project is read by now; the disk is shared
-                        shutil.rmtree(base / run.name, ignore_errors=True)
-        except KeyboardInterrupt:   # a long run stopped early still prints what it measured
-            interrupted = True
-            print(f"interrupted: the table holds the {sum(map(len, runs.values()))} finished run(s)", flush=True)
+    runs, interrupted = measure_variants(args.datasets, {v: VARIANTS[v] for v in args.variant_list},
+                                         "lr-averaging", args.quick, args.timeout, args.keep)
     print()
     print(C.table(rows_text(runs, args.variant_list), HEADER))
     print()
@@ -150,11 +120,10 @@ def main() -> int:
     print(f"\nload average at the end: {C.load_average()}")
     for variant in args.variant_list[1:]:
         pairs = [(r["fixed"].score, r[variant].score) for r in runs.values()
-                 if AUG.keeps(r.get("fixed"), r.get(variant)) is not None]
+                 if keeps(r.get("fixed"), r.get(variant)) is not None]
         C.print_ratio(f"{variant}/fixed champion_test_acc (worst set)",
                       min((b / a for a, b in pairs if a), default=float("nan")))
-    failed = any(r.error or r.missing for by in runs.values() for r in by.values())
-    return 130 if interrupted else 1 if failed else 0
+    return 130 if interrupted else 1 if failed(runs) else 0
 
 
 if __name__ == "__main__":
