@@ -13,6 +13,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from trainlab.errors import ParamsError
+
 
 @dataclass(frozen=True)
 class TrainData:
@@ -42,6 +44,15 @@ def step_plan(n: int, batch_size: int, world_size: int, grad_accum: int) -> list
         per_micro = 2 if len(plan) > 1 else 1
         if plan[-1][1] - plan[-1][0] < per_micro * world_size * grad_accum:
             plan.pop()
+    return plan
+
+
+def training_plan(n: int, batch_size: int, world_size: int, grad_accum: int) -> list[tuple[int, int]]:
+    """`step_plan`, refused in one line when the split cannot fill a single step."""
+    plan = step_plan(n, batch_size, world_size, grad_accum)
+    if not plan:
+        raise ParamsError(f"trainer.batch_size: the train split ({n} samples) is too small "
+                          f"for {world_size} device(s) x {grad_accum} micro-batches")
     return plan
 
 

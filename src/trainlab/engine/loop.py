@@ -37,7 +37,7 @@ from trainlab.config.schema import TrainerConfig, TrainSpec
 from trainlab.engine.augment import Augment, resolve_augment
 from trainlab.engine.averaging import Averaging, build_averaging, swa_tail
 from trainlab.engine.budget import resolve_budget
-from trainlab.engine.batches import BatchSource, TrainData, epoch_order, rows, step_plan, to_device
+from trainlab.engine.batches import BatchSource, TrainData, epoch_order, rows, to_device, training_plan
 from trainlab.engine.checkpoint import Checkpointing
 from trainlab.engine.hooks import BestSoFar, Hook, Hooks, LoopState, Progress
 from trainlab.engine.losses import LossFn, build_loss, correct_count, has_classes
@@ -98,10 +98,7 @@ def _train(model: torch.nn.Module, train: TrainData, val: TrainData, spec: Train
         train, val = to_device(train, runtime.device), to_device(val, runtime.device)
     batch_size = spec.batch_size
     data_rank, data_ranks = data_shard(trainer, runtime)
-    plan = step_plan(len(train), batch_size, data_ranks, trainer.grad_accum)
-    if not plan:
-        raise ParamsError(f"trainer.batch_size: the train split ({len(train)} samples) is too small "
-                          f"for {data_ranks} device(s) x {trainer.grad_accum} micro-batches")
+    plan = training_plan(len(train), batch_size, data_ranks, trainer.grad_accum)
     parallel = Parallel(model, trainer, spec, runtime)   # ddp, fsdp or pipeline: engine/parallel.py
     optimizer = build_optimizer(parallel.groups(groups or [ParamGroup("all", list(model.parameters()))]),
                                 spec.optimizer, batch_size, fused=tiny)

@@ -37,7 +37,7 @@ import torch
 
 from trainlab.config.schema import TrainerConfig, TrainSpec
 from trainlab.engine.budget import resolve_budget
-from trainlab.engine.batches import BatchSource, TrainData, epoch_order, step_plan, to_device
+from trainlab.engine.batches import BatchSource, TrainData, epoch_order, to_device, training_plan
 from trainlab.engine.hooks import BestSoFar, Hooks, LoopState
 from trainlab.engine.losses import build_loss, has_classes
 from trainlab.engine.optim import ParamGroup, build_optimizer, effective_lr
@@ -141,10 +141,7 @@ def _sweep(model: torch.nn.Module, train: TrainData, spec: TrainSpec, trainer: T
     if trainer.loader != "dataloader":
         train = to_device(train, runtime.device)
     data_rank, data_ranks = data_shard(trainer, runtime)
-    plan = step_plan(len(train), spec.batch_size, data_ranks, trainer.grad_accum)
-    if not plan:
-        raise ParamsError(f"trainer.batch_size: the train split ({len(train)} samples) is too small "
-                          f"for {data_ranks} device(s) x {trainer.grad_accum} micro-batches")
+    plan = training_plan(len(train), spec.batch_size, data_ranks, trainer.grad_accum)
     parallel = Parallel(model, trainer, spec, runtime)
     # Rates are set per step as multiples of each group's scale: a unit base rate makes
     # `initial_lr` the group's scale (backbone_lr_scale), the main group's 1.
