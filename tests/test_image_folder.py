@@ -78,7 +78,7 @@ def test_class_folders_read_as_labelled_uint8_images(tmp_path: Path) -> None:
     assert (raw.kind, raw.task, raw.input_shape, raw.target_classes) == ("image", "classification",
                                                                          (3, HEIGHT, WIDTH), list(COLOURS))
     assert len(raw.target_train.y) + len(raw.target_test.y) == 40
-    assert raw.target_train.x.dtype == np.float32
+    assert raw.target_train.x.dtype == np.uint8   # pixels as decoded: normalised when read (load_split)
     assert raw.notes[0] == "data: pets: a folder of 40 labelled images, classification (3 classes)"
     assert raw.normalization["mode"] == "global" and np.asarray(raw.normalization["mean"]).shape == (3, 1, 1)
 
@@ -212,6 +212,62 @@ def folder_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = trainlab(["prepare"], project).stdout
     assert "data: pets: a folder of 39 labelled images" in out and "images: 39 in 3 class folders" in out
     return project
+
+
+def test_prepared_images_stay_uint8_pixels_normalised_when_read(folder_project: Path) -> None:
+    from trainlab.data.normalize import NormalizedPixels, normalize
+
+    root = folder_project / "data/prepared"
+    manifest = json.loads((root / "manifest.json").read_text())
+    spec = manifest["inputs"]["normalization"]
+    for task, splits in (("target", ("train", "val", "test")), ("source", ("train", "val"))):
+        for split in splits:
+            stored = np.load(root / task / f"{split}_x.npy")
+            assert stored.dtype == np.uint8 and stored.shape[1:] == (3, HEIGHT, WIDTH)
+            assert manifest["tasks"][task]["splits"][split]["files"]["x"]["stored"] == "uint8 pixels, normalised when read"
+            in_memory = load_split(root, task, split).x
+            assert in_memory.dtype == np.float32
+            np.testing.assert_array_equal(in_memory, normalize(stored, spec))
+            mapped = load_split(root, task, split, mmap=True).x   # the DataLoader's path: lazy
+            assert isinstance(mapped, NormalizedPixels) and isinstance(mapped.stored, np.memmap)
+            assert (mapped.shape, mapped.dtype, len(mapped)) == (stored.shape, np.float32, len(stored))
+            last = len(stored) - 1
+            picked = np.array([last, 0, last // 2])           # a batch, out of order
+            np.testing.assert_array_equal(mapped[picked], in_memory[picked])
+            np.testing.assert_array_equal(mapped[last], in_memory[last])
+            np.testing.assert_array_equal(mapped[:2], in_memory[:2])
+            np.testing.assert_array_equal(np.asarray(mapped), in_memory)
+    # The statistics are those of every image outside the test split (train and validation),
+    # per channel, on the 0-255 scale of the pixels.
+    train = np.concatenate([np.load(root / f"target/{split}_x.npy") for split in ("train", "val")]).astype(np.float64)
+    np.testing.assert_allclose(np.asarray(spec["mean"]).ravel(), train.mean(axis=(0, 2, 3)), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(spec["std"]).ravel(), train.std(axis=(0, 2, 3)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["global", "per_feature"])
+def test_pixel_statistics_are_summed_a_chunk_at_a_time_and_match_the_whole(monkeypatch: pytest.MonkeyPatch,
+                                                                          mode: str) -> None:
+    from trainlab.data import normalize as N
+
+    pixels = np.random.default_rng(3).integers(0, 256, size=(23, 3, 5, 4), dtype=np.uint8)
+    whole = N.fit_normalization(pixels.astype(np.float32), mode, "image")   # float input: no chunks
+    monkeypatch.setattr(N, "PIXEL_CHUNK", 4)                                # 6 chunks, the last of 3
+    chunked = N.fit_normalization(pixels, mode, "image")
+    assert np.asarray(chunked["mean"]).shape == np.asarray(whole["mean"]).shape
+    np.testing.assert_allclose(chunked["mean"], whole["mean"], rtol=1e-6)
+    np.testing.assert_allclose(chunked["std"], whole["std"], rtol=1e-6)
+
+
+def test_a_folder_trains_through_the_dataloader_from_the_mapped_pixels(folder_project: Path, tmp_path: Path) -> None:
+    project = copy_project(folder_project, tmp_path / "project")
+    write_params(project, folder_params(trainer__loader="dataloader", trainer__num_workers=1,
+                                        finetune__compare_scratch=False, finetune__linear_probe=False,
+                                        finetune__linear_baseline=False))
+    trainlab(["pretrain"], project)
+    trainlab(["finetune"], project)
+    details = json.loads((project / "reports/finetune/details.json").read_text())
+    assert np.isfinite(details["val/loss"])
+    assert load_model(project / "models/finetuned.pt")[1]["input_shape"] == [3, HEIGHT, WIDTH]
 
 
 def truncated_png(path: Path) -> None:

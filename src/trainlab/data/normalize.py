@@ -53,15 +53,34 @@ def fit_normalization(x: np.ndarray, setting: str, kind: str) -> dict[str, Any]:
     spec: dict[str, Any] = {"mode": mode, "kind": kind}
     if mode in ("per_sample", "none"):
         return spec
-    x = np.asarray(x, dtype=np.float64)
-    if mode == "per_feature":
-        mean, std = x.mean(axis=0), x.std(axis=0)
-    else:   # global: per channel, pooled over samples and positions
-        axes = (0, *(a + 1 for a in channel_axes(x.shape[1:], kind)))
-        mean, std = x.mean(axis=axes, keepdims=True)[0], x.std(axis=axes, keepdims=True)[0]
+    # per_feature: one value per input value; global: per channel, over samples and positions
+    axes = (0,) if mode == "per_feature" else (0, *(a + 1 for a in channel_axes(x.shape[1:], kind)))
+    mean, std = _mean_std(x, axes)
     spec["mean"] = np.asarray(mean, dtype=np.float32).tolist()
     spec["std"] = np.where(std > MIN_STD, std, 1.0).astype(np.float32).tolist()
     return spec
+
+
+# Samples of stored pixels converted to float64 at a time when fitting statistics on them.
+PIXEL_CHUNK = 1024
+
+
+def _mean_std(x: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of `x` over `axes` (the sample axis among them), without
+    the sample axis, in float64. Integer pixels (an image folder's uint8) are summed a chunk of
+    samples at a time: a folder of 50,000 images is never copied whole as float64 (8x its
+    bytes), and integer sums of pixel values are exact in float64."""
+    if x.dtype.kind not in "ui":
+        x = np.asarray(x, dtype=np.float64)
+        return x.mean(axis=axes, keepdims=True)[0], x.std(axis=axes, keepdims=True)[0]
+    total = squares = np.zeros(1)
+    for start in range(0, len(x), PIXEL_CHUNK):
+        part = x[start:start + PIXEL_CHUNK].astype(np.float64)
+        total = total + part.sum(axis=axes, keepdims=True)
+        squares = squares + (part * part).sum(axis=axes, keepdims=True)
+    count = x.size // total.size
+    mean = total / count
+    return mean[0], np.sqrt(np.maximum(squares / count - mean * mean, 0.0))[0]
 
 
 # The per-channel (R, G, B) mean and std of ImageNet's training images, on a 0-1 pixel scale:
@@ -104,3 +123,38 @@ def normalize(x: np.ndarray, spec: dict[str, Any] | None) -> np.ndarray:
         return ((x - mean) / np.where(std > MIN_STD, std, 1.0)).astype(np.float32)
     mean, std = np.asarray(spec["mean"], dtype=np.float32), np.asarray(spec["std"], dtype=np.float32)
     return ((x - mean) / std).astype(np.float32)
+
+
+class NormalizedPixels:
+    """Stored pixels (uint8, possibly memory-mapped) read as the model's float32 inputs.
+
+    An image folder is prepared as its decoded uint8 pixels, a quarter of float32's bytes, and
+    normalised when read (`trainlab.data.prepared.load_split`). Indexing normalises only the
+    samples taken, so the DataLoader's workers read each batch from the memory-mapped file and
+    no process holds a float32 copy of the split; `np.asarray` gives the whole split."""
+
+    def __init__(self, stored: np.ndarray, spec: dict[str, Any] | None):
+        self.stored, self.spec = stored, spec
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.stored.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.stored.ndim
+
+    dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.stored)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        picked = np.asarray(self.stored[index])
+        if picked.ndim < self.stored.ndim:   # one sample: normalise it as a batch of one
+            return normalize(picked[None], self.spec)[0]
+        return normalize(picked, self.spec)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        values = normalize(np.asarray(self.stored), self.spec)
+        return values if dtype is None else values.astype(dtype, copy=False)

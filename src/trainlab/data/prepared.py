@@ -1,7 +1,8 @@
 """The prepared dataset on disk: one .npy per array plus a manifest of sizes, classes and hashes.
 
 Arrays are plain .npy (never pickles) so they can be memory-mapped for data that does
-not fit in memory. Every read checks the file's SHA-256 against the manifest, so a
+not fit in memory; an image folder's inputs stay uint8 pixels on disk (a quarter of
+float32's bytes) and are normalised as they are read. Every read checks the file's SHA-256 against the manifest, so a
 corrupted or edited file is named, never silently trained on.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from trainlab.data.normalize import NormalizedPixels
 from trainlab.data.sources import Arrays
 from trainlab.errors import DataError
 from trainlab.hashing import sha256_file
@@ -23,6 +25,8 @@ from trainlab.io import staging_dir, temp_name
 
 MANIFEST_NAME = "manifest.json"
 PREPROCESSOR_NAME = "preprocessor.skops"   # paths.PREPROCESSOR
+# An image folder's x: its uint8 pixels, normalised by the manifest's inputs.normalization when read.
+PIXELS = "uint8 pixels, normalised when read"
 SPLITS = {"source": ("train", "val"), "target": ("train", "val", "test")}
 
 
@@ -75,6 +79,8 @@ def _write_split(staging: Path, task: str, split: str, arrays: Arrays, class_nam
         relative = f"{task}/{split}_{name}.npy"
         np.save(staging / relative, np.ascontiguousarray(array), allow_pickle=False)
         files[name] = {"path": relative, "sha256": sha256_file(staging / relative)}
+    if arrays.x.dtype == np.uint8:
+        files["x"]["stored"] = PIXELS
     if not class_names:   # a regression target (standardised): its range instead of class counts
         y = np.asarray(arrays.y, dtype=np.float64)
         return {"num_samples": int(len(y)), "files": files,
@@ -139,7 +145,10 @@ def load_preprocessor(root: Path) -> Any:
 
 
 def load_split(root: Path, task: str, split: str, mmap: bool = False) -> Arrays:
-    """Load one split after checking each file's hash against the manifest."""
+    """Load one split after checking each file's hash against the manifest.
+
+    `mmap`: the arrays memory-mapped (an image folder's pixels as a NormalizedPixels view
+    over the mapped file); otherwise in memory, pixels normalised to float32."""
     root = Path(root)
     manifest = read_manifest(root)
     try:
@@ -159,4 +168,8 @@ def load_split(root: Path, task: str, split: str, mmap: bool = False) -> Arrays:
             arrays[name] = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
         except ValueError as err:
             raise DataError(f"{path}: unreadable array ({err})") from None
+    if entry["files"]["x"].get("stored") == PIXELS:
+        spec = manifest.get("inputs", {}).get("normalization")
+        pixels = NormalizedPixels(arrays["x"], spec)
+        arrays["x"] = pixels if mmap else np.asarray(pixels)
     return Arrays(arrays["x"], arrays["y"])

@@ -206,6 +206,8 @@ class FittedInputs:
 
             return transform(self.preprocessor, loaded.frame[[name for name, _ in self.raw_columns]])
         x = _as_samples(loaded, self.shape)
+        if x.dtype == np.uint8:   # an image folder's pixels: stored as they are, normalised when read
+            return x
         return normalize(x, self.normalization)
 
     def example(self, loaded: Loaded, index: np.ndarray) -> list:
