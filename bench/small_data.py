@@ -201,7 +201,7 @@ def planned_steps(dataset: str) -> list[list[str]]:
     for name, spec, n in (("pretrain (pretext)", reconstruction_spec(params.pretrain), (pool - val) * VIEWS),
                           ("one finetune fit", params.finetune, pool - pool // params.selection.folds if cv
                            else pool - val)):
-        budget = resolve_budget(spec, params.trainer, n)
+        budget = resolve_budget(spec, params.trainer, n, "series" if dataset == "unit_test" else "image")
         steps = budget.spec.epochs * -(-n // budget.spec.batch_size)
         rows.append([name, f"~{n}", budget.spec.batch_size, budget.spec.epochs, steps])
     fits = (params.selection.folds + 1 if cv else 1)

@@ -30,16 +30,18 @@ def shipped_params(**overrides):
 
 
 # ---------------------------------------------------------------------------------- budgets
-@pytest.mark.parametrize("n, batch, epochs", [
-    (400, 32, 40),      # MNIST-1D's 400 labels: the shipped numbers, unchanged
-    (60, 15, 125),      # a few dozen samples: a quarter of the set per batch, 500 steps
-    (8, 2, 125),
-    (2_881, 32, 21),    # 4,000 images' train split: capped at 2,000 steps (40 epochs would be 3,640)
-    (100_000, 32, 1),   # 3,125 steps an epoch: one epoch, never none
+@pytest.mark.parametrize("kind, n, batch, epochs", [
+    ("series", 400, 32, 40),      # MNIST-1D's 400 labels: the shipped numbers, unchanged
+    ("series", 60, 6, 200),       # a few dozen samples: a tenth of the set per batch, capped at 2,000 steps
+    ("series", 8, 2, 500),        # two samples a batch at least
+    ("table", 60, 15, 125),       # tables (and images): a quarter of the set per batch, 500 steps
+    ("image", 8, 2, 125),
+    ("image", 2_881, 32, 21),     # 4,000 images' train split: capped at 2,000 steps (40 epochs would be 3,640)
+    ("table", 100_000, 32, 1),    # 3,125 steps an epoch: one epoch, never none
 ])
-def test_auto_finetune_budget_scales_with_the_training_set(n: int, batch: int, epochs: int) -> None:
+def test_auto_finetune_budget_scales_with_the_training_set(kind: str, n: int, batch: int, epochs: int) -> None:
     params = validate(small_params(finetune__epochs="auto", finetune__batch_size="auto"))
-    budget = resolve_budget(params.finetune, params.trainer, n)
+    budget = resolve_budget(params.finetune, params.trainer, n, kind)
     assert (budget.spec.batch_size, budget.spec.epochs) == (batch, epochs)
     assert "budget:" in budget.note
     steps = budget.spec.epochs * -(-n // batch)
@@ -47,6 +49,35 @@ def test_auto_finetune_budget_scales_with_the_training_set(n: int, batch: int, e
     assert steps <= max(params.finetune.auto.max_steps, -(-n // batch))
     if steps < 40 * -(-n // batch):
         assert "at most 2000 optimizer steps" in budget.note
+
+
+@pytest.mark.parametrize("n, batch, epochs, why", [
+    (400, 32, 40, "auto.min_epochs"),                      # the batch is not capped: nothing changes
+    (300, 30, 54, "at least 16000 samples seen"),          # 540 steps where min_steps alone gives 500
+    (100, 10, 160, "at least 16000 samples seen"),         # 1,600 steps of 10
+    (16, 2, 250, "at most 2000 optimizer steps"),          # two samples a batch at least; the step cap
+])
+def test_min_samples_gives_small_sets_more_epochs_not_fewer_samples_seen(n: int, batch: int, epochs: int,
+                                                                        why: str) -> None:
+    params = validate(small_params(finetune__epochs="auto", finetune__batch_size="auto"))   # as shipped: auto
+    budget = resolve_budget(params.finetune, params.trainer, n, "series")
+    assert (budget.spec.batch_size, budget.spec.epochs) == (batch, epochs)
+    assert budget.note.endswith(f"({why})")
+    assert (budget.spec.auto.max_batch_fraction, budget.spec.auto.min_samples) == (0.1, 16_000)
+    # A number in params.yaml is used as it is, whatever the kind.
+    params = validate(small_params(finetune__epochs="auto", finetune__batch_size="auto",
+                                   finetune__auto__max_batch_fraction=0.25, finetune__auto__min_samples=0))
+    assert resolve_budget(params.finetune, params.trainer, 60, "series").spec.batch_size == 15
+
+
+@pytest.mark.parametrize("key, value, says", [
+    ("max_batch_fraction", 0, "must be > 0.0, got 0"), ("max_batch_fraction", "half", "expected a number or auto"),
+    ("min_samples", -1, "must be >= 0, got -1"), ("min_samples", "many", "expected an integer or auto")])
+def test_bad_budget_values_are_refused_naming_the_key(key: str, value, says: str) -> None:
+    from trainlab.errors import ParamsError
+
+    with pytest.raises(ParamsError, match=rf"finetune\.auto\.{key}: {says}"):
+        validate(small_params(**{f"finetune__auto__{key}": value}))
 
 
 def test_auto_pretrain_budget_keeps_mnist1d_source_run() -> None:
@@ -377,7 +408,7 @@ def test_mnist1d_default_steps_keep_the_configured_threads() -> None:
     from trainlab.engine.runtime import SINGLE_THREAD_BELOW_VALUES
 
     params = validate(small_params(finetune__epochs="auto", finetune__batch_size="auto"))
-    batch = resolve_budget(params.finetune, params.trainer, 400).spec.batch_size
+    batch = resolve_budget(params.finetune, params.trainer, 400, "series").spec.batch_size
     assert batch * 40 >= SINGLE_THREAD_BELOW_VALUES   # MNIST-1D: 40 values a sample, 400 labels
 
 

@@ -354,9 +354,13 @@ class AutoBudget(Section):
     """
 
     batch_size: Annotated[int, Field(gt=0, le=1_048_576)] = 128   # the batch for large training sets ...
-    max_batch_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.25  # ... at most this share of the set
+    # ... at most this share of the set; auto: by the data's kind (trainlab.engine.budget.AUTO_BY_KIND)
+    max_batch_fraction: Annotated[float, Field(gt=0.0, le=1.0)] | Literal["auto"] = 0.25
     min_epochs: Epochs = 12       # never fewer epochs than this
     min_steps: Annotated[int, Field(ge=0, le=10_000_000)] = 1000  # and at least this many optimizer steps
+    # and enough epochs to see this many training samples (repeats counted): a small set, whose
+    # batch is capped by max_batch_fraction, gets more epochs instead of fewer samples seen; auto: by kind
+    min_samples: Annotated[int, Field(ge=0, le=1_000_000_000)] | Literal["auto"] = 0
     max_epochs: Epochs = 1000     # a ceiling for tiny sets
     # A ceiling for large sets, winning over min_epochs (never below one epoch). Set above
     # MNIST-1D's pretraining corpus (12 epochs of 297 steps) so its source run is unchanged.
@@ -370,11 +374,18 @@ class AutoBudget(Section):
 
 
 class FinetuneAutoBudget(AutoBudget):
-    """Fine-tuning on a small label budget: small batches, more epochs (400 labels: batch 32, 40 epochs)."""
+    """Fine-tuning on a small label budget: small batches, more epochs (400 labels: batch 32, 40 epochs).
+
+    `auto` batch fraction and samples seen: series below 320 samples train like the published
+    recipes for small series sets (batch a tenth of the set, many epochs); tables and images as
+    before (trainlab.engine.budget.AUTO_BY_KIND; bench/budget.py, RESULTS section 21).
+    """
 
     batch_size: Annotated[int, Field(gt=0, le=1_048_576)] = 32
+    max_batch_fraction: Annotated[float, Field(gt=0.0, le=1.0)] | Literal["auto"] = "auto"
     min_epochs: Epochs = 40
     min_steps: Annotated[int, Field(ge=0, le=10_000_000)] = 500
+    min_samples: Annotated[int, Field(ge=0, le=1_000_000_000)] | Literal["auto"] = "auto"
     max_steps: Annotated[int, Field(gt=0, le=10_000_000)] = 2000   # 2,881 images: 21 epochs of 91 steps
 
 

@@ -76,7 +76,7 @@ def fit(model: torch.nn.Module, train: TrainData, val: TrainData, spec: TrainSpe
     (table, series, image) is what `trainer.augment` augments for; None: none (`auto` is off)."""
     augment = resolve_augment(trainer, kind)
     runtime = runtime or setup_runtime(trainer)
-    spec = resolve_budget(spec, trainer, len(train)).spec   # `auto` epochs/batch size -> numbers
+    spec = resolve_budget(spec, trainer, len(train), kind).spec   # `auto` epochs/batch size -> numbers
     # Tiny steps: one thread, native kernels, a fused optimizer (see runtime.tiny_steps).
     sample_values = math.prod(train.x.shape[1:])
     tiny = tiny_steps(runtime, spec.batch_size, sample_values)

@@ -52,7 +52,7 @@ def cross_validated(request: TrainRequest, build: ModelFactory, train: TrainData
     labelled = concat(train, val)
     y = np.asarray(labelled.y)
     held = stratified_folds(y, params.selection.folds, params.data.split_seed)
-    budgeted, note = request.resolve_budget(len(labelled))
+    budgeted, note = request.resolve_budget(len(labelled), info.kind)
     request.say(f"selection: {len(held)}-fold CV (validation split has {len(val)} samples, below "
                 f"selection.cv_below {params.selection.cv_below})" + (f"; {note}" if note else ""))
     # `lr: auto`: one range test on the refit's data (all labelled), its rate for every fold too.

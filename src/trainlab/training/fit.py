@@ -54,17 +54,17 @@ class TrainRequest:
     lr_record: "Removable | None" = None    # where that test is kept for a resume (lr_choice.RateRecord)
     lr_test_only: bool = False        # `trainlab lr-find`: stop once the range test has run (RangeTestOnly)
 
-    def budgeted(self, n_train: int) -> "TrainRequest":
-        """The request with `epochs: auto` / `batch_size: auto` resolved for `n_train` samples,
-        the resolution printed."""
-        request, note = self.resolve_budget(n_train)
+    def budgeted(self, n_train: int, kind: str) -> "TrainRequest":
+        """The request with `epochs: auto` / `batch_size: auto` resolved for `n_train` samples
+        of `kind` (table, series, image), the resolution printed."""
+        request, note = self.resolve_budget(n_train, kind)
         self.say(note)
         return request
 
-    def resolve_budget(self, n_train: int) -> tuple["TrainRequest", str]:
-        """The request with its budget resolved once for `n_train` samples (every fold and
-        the refit share it), and the line saying what `auto` became ('' if nothing was auto)."""
-        budget = resolve_budget(self.spec, self.params.trainer, n_train)
+    def resolve_budget(self, n_train: int, kind: str) -> tuple["TrainRequest", str]:
+        """The request with its budget resolved once for `n_train` samples of `kind` (every fold
+        and the refit share it), and the line saying what `auto` became ('' if nothing was auto)."""
+        budget = resolve_budget(self.spec, self.params.trainer, n_train, kind)
         return replace(self, spec=budget.spec), budget.note
 
     def derive(self, **changes) -> "TrainRequest":

@@ -43,7 +43,7 @@ def train_source(request: TrainRequest) -> TrainedModel:
     train, val, info = load_task("source", request.params)
     if not source_is_labelled():
         return _pretext(request, train, val, info)
-    return _fit_measured(request.budgeted(len(train)), fresh_model(request.params, info), train, val, info)
+    return _fit_measured(request.budgeted(len(train), info.kind), fresh_model(request.params, info), train, val, info)
 
 
 def train_target(request: TrainRequest, build: ModelFactory | None = None, data: TaskData | None = None) -> TrainedModel:
@@ -57,7 +57,7 @@ def train_target(request: TrainRequest, build: ModelFactory | None = None, data:
     build = build or fresh_model(request.params, info)
     if uses_cv(request.params, len(val)):
         return cross_validated(request, build, train, val, info)
-    fitted = _fit_measured(request.budgeted(len(train)), build, train, val, info)
+    fitted = _fit_measured(request.budgeted(len(train), info.kind), build, train, val, info)
     fitted.heldout = HeldOut("val", predict_outputs(fitted.model, val.x, info.regression), np.asarray(val.y))
     return fitted
 
@@ -70,7 +70,7 @@ def _pretext(request: TrainRequest, train: TrainData, val: TrainData, info: Task
     # No augmentation: the target is the input itself, so a change to the input alone would
     # teach the wrong output; the masked views are this task's augmentation already.
     params = request.params.model_copy(update={"trainer": request.params.trainer.model_copy(update={"augment": False})})
-    request = request.derive(params=params, spec=reconstruction_spec(request.spec)).budgeted(len(train))
+    request = request.derive(params=params, spec=reconstruction_spec(request.spec)).budgeted(len(train), info.kind)
     trained = _fit_measured(request, fresh_model(request.params, info), train, val, info)
     trained.pretext = True
     return trained
