@@ -3,8 +3,9 @@
 A budget in epochs is a budget in the wrong unit for small data: 12 epochs of 60
 samples at batch 128 are 12 optimizer steps. The auto rule keeps the batch at most a
 fraction of the training set (so every epoch has several steps) and runs at least a
-minimum number of optimizer steps and of samples seen; a large training set gets fewer epochs, so that a run
-stays under a maximum number of steps. Explicit numbers in params.yaml are used as they are.
+minimum number of optimizer steps and of samples seen; a large training set gets fewer
+epochs, so that a run stays under a maximum number of steps. Explicit numbers in
+params.yaml are used as they are.
 """
 
 from __future__ import annotations
