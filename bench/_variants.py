@@ -140,9 +140,11 @@ def parse_args(doc: str, sets: list[str], quick_set: str, variants: dict[str, di
     return args
 
 
-def variant_bench(title: str, script: str, args: argparse.Namespace, variants: dict[str, dict[str, Any]],
-                  prefix: str) -> int:
-    """Run every set under every chosen variant, print the table, the verdicts and the worst ratio."""
+def variant_bench(doc: str, title: str, script: str, prefix: str, sets: list[str], quick_set: str,
+                  variants: dict[str, dict[str, Any]]) -> int:
+    """A script's main: parse its arguments (`parse_args`), run every chosen set under every chosen
+    variant, print the table, the verdicts and the worst ratio; the exit status."""
+    args = parse_args(doc, sets, quick_set, variants)
     C.print_header(title, [script, *sys.argv[1:]])
     print(f"# params: params.yaml as shipped, only data.* and each variant's keys changed"
           f"{'; --quick: budgets shrunk, numbers mean nothing' if args.quick else ''}", flush=True)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _variants import parse_args, variant_bench  # noqa: E402
+from _variants import variant_bench  # noqa: E402
 
 # Every set the rule changes a budget of (below 320 samples): the small series, two small
 # tables, and digits (images; its budget is unchanged, a check that nothing moved).
@@ -50,10 +50,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
+TITLE = "fine-tuning budgets for small sets: the rule before issue 29 against longer ones"
+
+
 def main() -> int:
-    args = parse_args(__doc__, SETS, QUICK_SET, VARIANTS)
-    return variant_bench("fine-tuning budgets for small sets: the rule before issue 29 against longer ones",
-                         "bench/budget.py", args, VARIANTS, "budget")
+    return variant_bench(__doc__, TITLE, "bench/budget.py", "budget", SETS, QUICK_SET, VARIANTS)
 
 
 if __name__ == "__main__":

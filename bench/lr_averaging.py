@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _variants import parse_args, variant_bench  # noqa: E402
+from _variants import variant_bench  # noqa: E402
 
 SETS = ["unit_test", "iris", "trace", "digits", "mnist1d-400"]   # quickest first
 QUICK_SET = "unit_test"
@@ -42,10 +42,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
+TITLE = "lr: auto and weight averaging against the shipped settings, on part of the zoo"
+
+
 def main() -> int:
-    args = parse_args(__doc__, SETS, QUICK_SET, VARIANTS)
-    return variant_bench("lr: auto and weight averaging against the shipped settings, on part of the zoo",
-                         "bench/lr_averaging.py", args, VARIANTS, "lr-averaging")
+    return variant_bench(__doc__, TITLE, "bench/lr_averaging.py", "lr-averaging", SETS, QUICK_SET, VARIANTS)
 
 
 if __name__ == "__main__":
