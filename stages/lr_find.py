@@ -28,4 +28,4 @@ def command(stage: str, params_path: str) -> None:
         click.echo(never_fell_line(stage, test))
     else:
         click.echo(f"{stage}: lr: auto would choose {test.chosen:.3g} (steepest descent at {test.steepest:.3g}; "
-                   f"{len(test.lrs)} steps in {test.seconds:.1f} s, {test.stop}); plot: {files[1]}")
+                   f"{test.steps_run} steps in {test.seconds:.1f} s, {test.stop}); plot: {files[1]}")

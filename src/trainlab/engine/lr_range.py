@@ -4,18 +4,21 @@ The rate rises exponentially, step after step, from START_LR to END_LR while the
 loss is smoothed and recorded; the test stops once the smoothed loss has grown to
 DIVERGED_FACTOR times its minimum (or is not finite).
 
-The rule: the *knee*, the first rate at which the smoothed loss has come within 10% of its
-whole fall from the start to its minimum, divided by 10. Past the knee more rate buys no
-more progress within the test, and a tenth of it is still in the steep descent (fastai's
-first rule divided the minimum's rate by 10; the knee is found where the minimum of a loss
-that flattens near zero is only noise). On 7 small tasks (MLP, CNN, ResNet; SGD, Adam,
-AdamW; tests of 100, 150 and 300 steps, 3 seeds each) against the best of a 7-rate grid a
-factor of 3 apart, the knee / 10 was within one grid step in 47 of 63 tests (the worst 1.4
-steps away), the minimum / 10 in 35 and the steepest descent (Lightning's suggestion, also
-recorded and drawn) in 30: bench/lr_rule.py, bench/RESULTS.md section 19.
-A test whose loss fell by less than FELL_BY_NOISE times its noise is run again at
-MAX_STEPS; if its loss did not fall beyond FELL_AT_ALL times its noise even then, no rate
-is chosen (`chosen` None).
+The rule: the *knee*, the rate at which the smoothed loss first comes within 10% of its whole
+fall from the start to its minimum (interpolated between the two steps around it), times
+S / 1000 for a test of S steps (a tenth of it at 100 steps, a third at 300, a fortieth at 25).
+Past the knee more rate buys no more progress within the test, and the fraction keeps the
+choice in the steep descent. The fraction scales with the length because the knee does: up
+to rate r, an exponential ramp of S steps has summed r * S / ln(END_LR / START_LR) of rate, so
+the loss reaches a given progress at a rate ~ 1 / S (a short test chooses a high knee). On 7 small tasks (MLP, CNN, ResNet; SGD, Adam, AdamW;
+3 seeds each) against the best of a 7-rate grid a factor of 3 apart, knee * S / 1000 was within
+one grid step in 20, 19, 21 and 16 of 21 tests of 25, 50, 100 and 300 steps (a fixed knee / 10:
+7, 13, 16 and 14; the minimum / 10 and the steepest descent, Lightning's suggestion, fewer):
+bench/lr_rule.py, bench/RESULTS.md section 19.
+A test whose loss fell by less than FELL_BY_NOISE times its noise is run again RETRY_FACTOR
+times longer (at most MAX_STEPS; conv nets often need ~300 steps to show a fall), so a test
+costs at most 4/3 of the length that reads; if even at MAX_STEPS the loss did not fall beyond
+FELL_AT_ALL times its noise, no rate is chosen (`chosen` None).
 
 The test runs the loop's own optimizer step (`train_step`: AMP and loss scaling, gradient
 accumulation, clipping, DDP's gradient averaging) on a fresh optimizer of the same kind,
@@ -48,16 +51,14 @@ from trainlab.errors import ParamsError
 
 START_LR, END_LR = 1.0e-7, 10.0
 # The test's length: this share of the optimizer steps of every fit that uses its rate (under
-# cross-validation the folds' and the refit's), within these bounds. Shorter tests choose
-# higher rates: a rate is held for fewer steps, so the loss falls only at rates that make
-# progress within a few steps (bench/lr_rule.py's first task: the smoothed loss's minimum sat
-# at 0.79 in a 30-step test, at 0.11 in a 100-step one; the best fixed rate was 8.1e-3).
+# cross-validation the folds' and the refit's), within these bounds; a faint fall reruns it
+# RETRY_FACTOR times longer. Shorter tests choose higher knees; the rule scales with the length.
 SHARE_OF_TRAINING = 0.05
-MIN_STEPS, MAX_STEPS = 100, 300
+MIN_STEPS, MAX_STEPS, RETRY_FACTOR = 25, 300, 4
 DIVERGED_FACTOR = 4.0
-KNEE, KNEE_DIVISOR = 0.1, 10.0  # the rule: the first rate within 10% of the fall to the minimum, / 10
+KNEE, KNEE_STEPS = 0.1, 1000.0  # the rule: where the loss is within 10% of its fall to the minimum, * S / 1000
 # A fall of the smoothed loss below this many times its noise is too faint to read the knee
-# off: the test runs again at MAX_STEPS, where a fall beyond FELL_AT_ALL times the noise is
+# off: the test runs again, longer; at MAX_STEPS a fall beyond FELL_AT_ALL times the noise is
 # read; below that the loss did not fall (no rate is chosen).
 FELL_BY_NOISE, FELL_AT_ALL = 8.0, 3.0
 
@@ -74,16 +75,18 @@ class RangeTest:
     stop: str = ""
     seconds: float = 0.0                                  # what the test took (a resumed stage's: the first run's)
     noise: float = 0.0                                    # the smoothed loss's noise before anything is learnt
+    steps: int = 0                                        # the ramp's length (the recorded test may stop earlier)
+    steps_run: int = 0                                    # every attempt's steps together: the test's cost
 
     FIELDS: ClassVar[tuple[str, ...]] = ("lrs", "losses", "smoothed", "chosen", "steepest", "stop", "seconds",
-                                         "noise")
+                                         "noise", "steps", "steps_run")
 
     def to_dict(self) -> dict:
         return {key: getattr(self, key) for key in self.FIELDS}
 
     @classmethod
     def from_dict(cls, blob: dict) -> "RangeTest":
-        return cls(**{key: blob[key] for key in cls.FIELDS})
+        return cls(**{key: blob[key] for key in cls.FIELDS if key in blob})
 
 
 def range_test_steps(training_steps: int) -> int:
@@ -117,15 +120,20 @@ def lr_range_test(model: torch.nn.Module, train: TrainData, spec: TrainSpec, tra
         with tiny_step_kernels(tiny_steps(runtime, spec.batch_size, sample_values),
                                spec.batch_size * sample_values):
             test = _sweep(model, train, spec, trainer, seed, steps, groups, runtime)
-            if not _choose(test, FELL_BY_NOISE):
-                if steps < MAX_STEPS:
-                    # Too short to see the loss fall clearly (a hard task or noisy batches need
-                    # more steps): once more, longer, from the same weights and random state.
-                    model.load_state_dict(saved_weights)
-                    _set_rng_states(saved_rng)
-                    test = _sweep(model, train, spec, trainer, seed, MAX_STEPS, groups, runtime)
-                    test.stop += f" (run again at {MAX_STEPS} steps: in {steps} the loss fell too little to read)"
+            tried, ran = [steps], len(test.lrs)
+            while not _choose(test, FELL_BY_NOISE) and tried[-1] < MAX_STEPS:
+                # Too short to see the loss fall clearly (a hard task, a conv net or noisy
+                # batches need more steps): again, longer, from the same weights and random state.
+                model.load_state_dict(saved_weights)
+                _set_rng_states(saved_rng)
+                tried.append(min(MAX_STEPS, tried[-1] * RETRY_FACTOR))
+                test = _sweep(model, train, spec, trainer, seed, tried[-1], groups, runtime)
+                ran += len(test.lrs)
+            if len(tried) > 1:
+                test.stop += f" (run again at {tried[-1]} steps: in {tried[-2]} the loss fell too little to read)"
+            if test.chosen is None:
                 _choose(test, FELL_AT_ALL)
+            test.steps_run = ran
             test.seconds = time.perf_counter() - started
             return test
     finally:
@@ -169,6 +177,7 @@ def _sweep(model: torch.nn.Module, train: TrainData, spec: TrainSpec, trainer: T
         epoch += 1
     parallel.finish()
     result.stop = result.stop or "reached the end of the range"
+    result.steps = steps
     # The swept multiples as the main group's rates: the batch-size scaling rule applies to them too.
     scale = effective_lr(spec.optimizer.model_copy(update={"lr": 1.0}), spec.batch_size)
     result.lrs = [lr * scale for lr in result.lrs]
@@ -230,11 +239,21 @@ def _choose(result: RangeTest, noise_multiple: float) -> bool:
     if low <= skip or fall <= noise_multiple * result.noise:
         return False
     lrs = np.asarray(result.lrs)
-    knee = int(np.argmax(smooth <= smooth[low] + KNEE * fall))
-    result.chosen = float(lrs[knee] / KNEE_DIVISOR)
+    result.chosen = _knee(lrs, smooth, smooth[low] + KNEE * fall) * result.steps / KNEE_STEPS
     slopes = np.gradient(smooth[:low + 1], np.log(lrs[:low + 1]))
     result.steepest = float(lrs[skip + int(np.argmin(slopes[skip:]))])
     return True
+
+
+def _knee(lrs: np.ndarray, smooth: np.ndarray, level: float) -> float:
+    """The rate at which the smoothed loss first reaches `level`, interpolated (log rate)
+    between the two steps around it: the first step at or below `level` overshoots it by half
+    a step on average, a factor of 2 in rate in a test of 25 steps."""
+    at = int(np.argmax(smooth <= level))
+    if at == 0:
+        return float(lrs[0])
+    share = (smooth[at - 1] - level) / (smooth[at - 1] - smooth[at])
+    return float(math.exp(math.log(lrs[at - 1]) + share * math.log(lrs[at] / lrs[at - 1])))
 
 
 def _rng_states() -> tuple:

@@ -50,8 +50,9 @@ def measured_lr(request: TrainRequest, build: ModelFactory, train: TrainData, fi
             record.write(key, test)
     if test.chosen is None:
         raise ParamsError(never_fell_line(section, test))
-    request.say(f"lr: auto chose {test.chosen:.3g} for {section}.optimizer.lr (range test of {len(test.lrs)} "
-                f"steps in {test.seconds:.1f} s: a tenth of the rate where the loss's fall levels off; {test.stop})")
+    request.say(f"lr: auto chose {test.chosen:.3g} for {section}.optimizer.lr (range test of {test.steps_run} "
+                f"steps in {test.seconds:.1f} s: the rate where the loss's fall levels off x {test.steps}/1000 steps; "
+                f"{test.stop})")
     # The test swept the main group's rate after the batch-size scaling rule: undo the rule.
     unit = effective_lr(spec.optimizer.model_copy(update={"lr": 1.0}), spec.batch_size)
     optimizer = spec.optimizer.model_copy(update={"lr": test.chosen / unit})
