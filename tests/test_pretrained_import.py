@@ -290,3 +290,16 @@ def test_a_last_batch_of_one_sample_is_dropped_so_a_resnets_1x1_stage_can_train(
     assert step_plan(34, 32, world_size=1, grad_accum=1) == [(0, 32), (32, 34)]   # 2: kept
     assert step_plan(35, 16, world_size=2, grad_accum=1) == [(0, 16), (16, 32)]   # 3 over 2 ranks: dropped
     assert step_plan(1, 32, world_size=1, grad_accum=1) == [(0, 1)]               # a lone batch stays
+
+
+def test_a_long_hub_error_is_cut_at_a_word() -> None:
+    """fetch-weights quotes timm's error in its one line: the hub's run to 250+ characters."""
+    from trainlab.models.imported import _first_words
+
+    hub = RuntimeError("An error happened while trying to locate the file on the Hub and we cannot find the "
+                       "requested files in the local cache. Please check your connection and try again or make "
+                       "sure your Internet connection is on.\nsecond line")
+    shown = _first_words(hub)
+    assert shown.endswith(" ...") and len(shown) <= 204 and "second line" not in shown
+    assert hub.args[0].startswith(shown.removesuffix(" ...")) and shown.removesuffix(" ...")[-1] != " "
+    assert _first_words(RuntimeError("short")) == "short" and _first_words(KeyError()) == "KeyError"

@@ -36,6 +36,8 @@ class RawData:
 
 def check_finite(x: np.ndarray, what: str) -> None:
     """Refuse NaN or infinite feature values, naming the first bad sample."""
+    if not np.issubdtype(x.dtype, np.inexact):
+        return   # integers (an image folder's uint8 pixels) are always finite: no pass over them
     bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
     if bad.any():
         raise DataError(f"{what}: {int(bad.sum())} sample(s) contain NaN or infinite values "
