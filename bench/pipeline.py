@@ -10,6 +10,9 @@ holds DVC's hashing and caching of its outputs. Target: the whole repro <= 10 mi
     .venv/bin/python bench/pipeline.py
     .venv/bin/python bench/pipeline.py --threads 1  # the same with 1 torch thread (robust to load)
     .venv/bin/python bench/pipeline.py --quick      # trainlab.testing's shrunk params
+    .venv/bin/python bench/pipeline.py --against REV --repeats 3
+        # old (REV) and new (HEAD) side by side: a fresh clone of each per run, alternating
+        # old/new then new/old; the median of each and the ratio new/old
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--source", default=str(C.ROOT), help="repository to clone (default: this one)")
     parser.add_argument("--threads", type=int, default=None,
                         help="set trainer.threads in the clone's params.yaml (default: keep the committed value)")
+    parser.add_argument("--against", metavar="REV", help="also time this older commit, side by side")
+    parser.add_argument("--repeats", type=int, default=3, help="with --against: runs of each (default 3)")
     return parser.parse_args()
 
 
@@ -67,19 +72,47 @@ def repro(clone: Path) -> tuple[list[tuple[str, float]], float, str]:
     return [(name, end - start) for (name, start), end in zip(marks, ends)], total, output
 
 
+def clone_at(source: str, rev: str, into: Path) -> str:
+    """A clone of `source` at `rev` whose own stage commands are the ones loaded; its short commit."""
+    C.output(["git", "clone", "-q", source, str(into)], into.parent)
+    C.output(["git", "checkout", "-q", rev], into)
+    imported = C.output([C.PYTHON, "-c", "from trainlab import cli; print(cli.load_stages_package().__file__)"],
+                        into, PYTHONPATH=str(into / "src")).strip()
+    if not imported.startswith(str(into)):
+        raise RuntimeError(f"the clone's stage commands are not the ones loaded: {imported}")
+    return C.output(["git", "rev-parse", "--short", "HEAD"], into).strip()
+
+
+def side_by_side(args: argparse.Namespace) -> None:
+    """Old (--against) and new (HEAD) whole pipelines alternating, each run in a fresh clone."""
+    seconds: dict[str, list[float]] = {"old": [], "new": []}
+    revs = {"old": args.against, "new": "HEAD"}
+    with C.workspace("pipeline") as tmp:
+        for run in range(args.repeats):
+            for name in (("old", "new") if run % 2 == 0 else ("new", "old")):
+                clone = Path(tmp) / f"{name}-{run}"
+                commit = clone_at(args.source, revs[name], clone)
+                _, total, _ = repro(clone)
+                seconds[name].append(total)
+                print(f"run {run + 1} {name} ({commit}): {total:.1f} s (load {C.load_average()})", flush=True)
+                C.output(["rm", "-rf", str(clone)], Path(tmp))
+    print()
+    print(C.table([[name, revs[name], " / ".join(f"{s:.1f}" for s in runs), f"{C.median(runs):.1f}"]
+                   for name, runs in seconds.items()], ["code", "rev", "dvc repro s per run", "median s"]))
+    C.print_ratio("pipeline_new/old (median wall)", C.median(seconds["new"]) / C.median(seconds["old"]))
+
+
 def main() -> None:
     args = parse_args()
     C.print_header("pipeline: dvc repro from a clean clone", ["bench/pipeline.py", *sys.argv[1:]])
+    if args.against:
+        side_by_side(args)
+        return
     with C.workspace("pipeline") as tmp:
         clone = Path(tmp) / "clone"
         started = time.perf_counter()
-        C.output(["git", "clone", "-q", args.source, str(clone)], Path(tmp))
+        commit = clone_at(args.source, "HEAD", clone)
         clone_s = time.perf_counter() - started
-        commit = C.output(["git", "rev-parse", "--short", "HEAD"], clone).strip()
-        imported = C.output([C.PYTHON, "-c", "from trainlab import cli; print(cli.load_stages_package().__file__)"],
-                            clone, PYTHONPATH=str(clone / "src")).strip()
-        if not imported.startswith(str(clone)):
-            raise RuntimeError(f"the clone's stage commands are not the ones loaded: {imported}")
         if args.quick:
             C.write_params(clone, C.small_params(**{"search.n_trials": 1, "search.top_k": 1, "ensemble.top_k": 1,
                                                     "evaluate.register_model": False}))
