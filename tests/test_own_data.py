@@ -64,6 +64,8 @@ def test_min_samples_gives_small_sets_more_epochs_not_fewer_samples_seen(n: int,
     assert (budget.spec.batch_size, budget.spec.epochs) == (batch, epochs)
     assert budget.note.endswith(f"({why})")
     assert (budget.spec.auto.max_batch_fraction, budget.spec.auto.min_samples) == (0.1, 16_000)
+    # The note says why the batch is what it is: a tenth of the set, or batch norm's floor of two.
+    assert (f"batch {batch} (two samples per micro-batch at least" in budget.note) == (batch > n * 0.1)
     # A number in params.yaml is used as it is, whatever the kind.
     params = validate(small_params(finetune__epochs="auto", finetune__batch_size="auto",
                                    finetune__auto__max_batch_fraction=0.25, finetune__auto__min_samples=0))

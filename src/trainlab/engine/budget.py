@@ -44,7 +44,9 @@ def resolve_budget(spec: TrainSpec, trainer: TrainerConfig, n_train: int, kind: 
         # Two samples per micro-batch at least: batch norm cannot normalise a lone sample's features.
         cap = max(2 * per_step, int(n_train * rule.max_batch_fraction) // per_step * per_step)
         batch = min(rule.batch_size, cap)
-        if batch < rule.batch_size:
+        if batch == 2 * per_step and batch > n_train * rule.max_batch_fraction:
+            notes.append(f"batch {batch} (two samples per micro-batch at least, for batch norm)")
+        elif batch < rule.batch_size:
             notes.append(f"batch {batch} (at most {rule.max_batch_fraction:g} of {n_train} samples)")
         else:
             notes.append(f"batch {batch}")
