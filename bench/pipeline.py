@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import re
 import signal
 import subprocess
@@ -95,7 +96,7 @@ def side_by_side(args: argparse.Namespace) -> None:
                 _, total, _ = repro(clone)
                 seconds[name].append(total)
                 print(f"run {run + 1} {name} ({commit}): {total:.1f} s (load {C.load_average()})", flush=True)
-                C.output(["rm", "-rf", str(clone)], Path(tmp))
+                shutil.rmtree(clone)
     print()
     print(C.table([[name, revs[name], " / ".join(f"{s:.1f}" for s in runs), f"{C.median(runs):.1f}"]
                    for name, runs in seconds.items()], ["code", "rev", "dvc repro s per run", "median s"]))

@@ -294,12 +294,12 @@ def test_a_last_batch_of_one_sample_is_dropped_so_a_resnets_1x1_stage_can_train(
 
 def test_a_long_hub_error_is_cut_at_a_word() -> None:
     """fetch-weights quotes timm's error in its one line: the hub's run to 250+ characters."""
-    from trainlab.models.imported import _first_words
+    from trainlab.errors import first_line
 
     hub = RuntimeError("An error happened while trying to locate the file on the Hub and we cannot find the "
                        "requested files in the local cache. Please check your connection and try again or make "
                        "sure your Internet connection is on.\nsecond line")
-    shown = _first_words(hub)
+    shown = first_line(hub, limit=200)
     assert shown.endswith(" ...") and len(shown) <= 204 and "second line" not in shown
     assert hub.args[0].startswith(shown.removesuffix(" ...")) and shown.removesuffix(" ...")[-1] != " "
-    assert _first_words(RuntimeError("short")) == "short" and _first_words(KeyError()) == "KeyError"
+    assert first_line(RuntimeError("short"), limit=200) == "short" and first_line(KeyError()) == "KeyError"

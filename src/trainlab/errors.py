@@ -49,3 +49,13 @@ class ResourceUnavailable(UserError):
 
 class TrackingUnavailable(UserError):
     """The MLflow tracking backend cannot be reached."""
+
+
+def first_line(err: BaseException, limit: int | None = None) -> str:
+    """An error's first line for a one-line message (its type's name when it has no text),
+    cut at a word with ' ...' past `limit` characters (a hub's or a library's run long)."""
+    line = (str(err).splitlines() or [""])[0] or type(err).__name__
+    if limit is None or len(line) <= limit:
+        return line
+    cut = line.rfind(" ", 0, limit)
+    return line[:cut if cut > 0 else limit] + " ..."

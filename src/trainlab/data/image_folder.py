@@ -40,7 +40,7 @@ import numpy as np
 
 from trainlab.config.schema import ImageConfig
 from trainlab.data.file_reading import TEST_NAMES, TRAIN_NAMES
-from trainlab.errors import DataError
+from trainlab.errors import DataError, first_line
 
 SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
@@ -283,7 +283,7 @@ def _reason(err: BaseException) -> str:
 
     if isinstance(err, UnidentifiedImageError):   # its text repeats the path
         return "not a format Pillow knows, or a damaged header"
-    return (str(err).splitlines() or [""])[0] or type(err).__name__
+    return first_line(err)
 
 
 def _unreadable(path: Path, err: BaseException, cfg: ImageConfig, skipped: list[Path]) -> None:

@@ -10,11 +10,12 @@ S / 1000 for a test of S steps (a tenth of it at 100 steps, a third at 300, a fo
 Past the knee more rate buys no more progress within the test, and the fraction keeps the
 choice in the steep descent. The fraction scales with the length because the knee does: up
 to rate r, an exponential ramp of S steps has summed r * S / ln(END_LR / START_LR) of rate, so
-the loss reaches a given progress at a rate ~ 1 / S (a short test chooses a high knee). On 7 small tasks (MLP, CNN, ResNet; SGD, Adam, AdamW;
-3 seeds each) against the best of a 7-rate grid a factor of 3 apart, knee * S / 1000 was within
-one grid step in 20, 19, 21 and 16 of 21 tests of 25, 50, 100 and 300 steps (a fixed knee / 10:
-7, 13, 16 and 14; the minimum / 10 and the steepest descent, Lightning's suggestion, fewer):
-bench/lr_rule.py, bench/RESULTS.md section 19.
+the loss reaches a given progress at a rate ~ 1 / S (a short test chooses a high knee).
+On 7 small tasks (MLP, CNN, ResNet; SGD, Adam, AdamW; 3 seeds each) against the best of a
+7-rate grid a factor of 3 apart, knee * S / 1000 was within one grid step in 20, 19, 21 and
+16 of 21 tests of 25, 50, 100 and 300 steps (a fixed knee / 10: 7, 13, 16 and 14; the
+minimum / 10 and the steepest descent, Lightning's suggestion, fewer): bench/lr_rule.py,
+bench/RESULTS.md section 19.
 A test whose loss fell by less than FELL_BY_NOISE times its noise is run again RETRY_FACTOR
 times longer (at most MAX_STEPS; conv nets often need ~300 steps to show a fall), so a test
 costs at most 4/3 of the length that reads; if even at MAX_STEPS the loss did not fall beyond

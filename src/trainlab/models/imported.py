@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from trainlab.config.schema import BACKBONE_SHAPE, ModelConfig
-from trainlab.errors import CheckpointError, ParamsError, UserError
+from trainlab.errors import CheckpointError, ParamsError, UserError, first_line
 from trainlab.models.classifier import Classifier
 from trainlab.models.networks import build_model, resolve_arch
 from trainlab.models.resnet import PUBLISHED
@@ -173,15 +173,6 @@ def _listed(keys: list[str], layout: str) -> str:
 WEIGHTS_FOLDER = Path("data/weights")
 
 
-def _first_words(err: BaseException, limit: int = 200) -> str:
-    """The error's first line, cut at a word with '...' past `limit` characters (the hub's are long)."""
-    line = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
-    if len(line) <= limit:
-        return line
-    cut = line.rfind(" ", 0, limit)
-    return line[:cut if cut > 0 else limit] + " ..."
-
-
 def export_timm_weights(spec: str, out: Path | None = None) -> tuple[Path, int]:
     """Create `timm:<name>` with its pretrained weights (timm's cache or download) and write its
     state dict as a .safetensors file that `pretrain.from` imports. Returns (file, tensors)."""
@@ -200,7 +191,7 @@ def export_timm_weights(spec: str, out: Path | None = None) -> tuple[Path, int]:
         state = timm.create_model(name, pretrained=True).state_dict()
     except Exception as err:   # an unknown name, no network, a hub error: all user-facing
         raise UserError(f"timm:{name}: timm could not create it with pretrained weights "
-                        f"({_first_words(err)})") from None
+                        f"({first_line(err, limit=200)})") from None
     if "conv1.weight" not in state or "layer1.0.conv1.weight" not in state:
         raise UserError(f"timm:{name}: not a ResNet in torchvision's layout (conv1, layer1..layer4, fc); "
                         f"trainlab imports {' and '.join(PUBLISHED)}")
