@@ -206,7 +206,8 @@ def run_pipeline(dataset: Dataset, base: Path, quick: bool, timeout: float,
 
 
 # `--set data.KEY=VALUE`: a data.* setting measured against the shipped default (e.g. the
-# normalisation of series); applied to every file dataset of the run.
+# normalisation of series); applied to every file dataset of the run. `--set seed=N` is the
+# one other key allowed: the same params with another training seed, to see a score's spread.
 DATA_SETTINGS: dict[str, Any] = {}
 
 
@@ -722,12 +723,14 @@ def parse_args() -> argparse.Namespace:
                              f"route's champion test accuracy, their difference and each wall time")
     parser.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE",
                         help="a data.* setting for every file dataset (a measurement against the default), "
-                             "e.g. --set data.file.normalize=global; VALUE is read as YAML")
+                             "e.g. --set data.file.normalize=global; or seed=N (another training seed, to "
+                             "measure run-to-run spread); VALUE is read as YAML")
     args = parser.parse_args()
     for setting in args.set:
         key, _, value = setting.partition("=")
-        if not key.startswith("data.") or not _:
-            parser.error(f"--set {setting}: expected data.KEY=VALUE (only data.* keys: the benchmark's rule)")
+        if not (key.startswith("data.") or key == "seed") or not _:
+            parser.error(f"--set {setting}: expected data.KEY=VALUE or seed=N (only data.* keys and the "
+                         f"seed: the benchmark's rule)")
         import yaml
 
         DATA_SETTINGS[key] = yaml.safe_load(value)
@@ -753,6 +756,7 @@ def main() -> int:
         print("# --baselines-only: the pipeline is not run (series/images: its prepare stage only)", flush=True)
     else:
         print(f"# params: params.yaml as shipped, only data.* changed"
+              f"{'; every file dataset also ' + str(DATA_SETTINGS) if DATA_SETTINGS else ''}"
               f"{'; --quick: budgets shrunk (' + ', '.join(QUICK_BUDGET) + '), numbers mean nothing' if args.quick else ''}",
               flush=True)
     rows, interrupted = [], False

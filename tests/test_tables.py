@@ -78,6 +78,10 @@ def test_a_mixed_table_is_planned_and_described_in_one_line() -> None:
                     "'source' (constant: every row is 'web'); 15 model inputs; "
                     "3 row(s) without a label left out")
     assert "\n" not in line
+    binned = output_names(fit_preprocessor(frame, plan, numeric_bins=8))
+    assert plan.describe(binned).startswith("2 numeric (+1 missing-indicator column(s)), 1 date (as "
+                                            "year/month/weekday), 3 categorical one-hot (9 columns), "
+                                            "numbers also in quantile bins (31 piecewise-linear columns)")
     assert input_schema(plan) == [("age", "double"), ("income", "double"), ("city", "string"),
                                   ("member", "string"), ("stars", "string"), ("joined", "string")]
 
@@ -119,11 +123,33 @@ def test_column_kinds_follow_the_stated_rules() -> None:
 
 # ------------------------------------------------------------- fitted on train rows only
 
+def test_piecewise_linear_bins_are_quantiles_of_the_fitting_rows_and_saturate_outside() -> None:
+    x = np.c_[np.arange(9.0), [0.0] * 5 + [1.0] * 4, [3.0] * 9]     # 9 values, 2 values, 1 value
+    pwl = tables.PiecewiseLinear(bins=4).fit(x)
+    np.testing.assert_array_equal(pwl.edges_[0], [0.0, 2.0, 4.0, 6.0, 8.0])
+    np.testing.assert_array_equal(pwl.edges_[1], [0.0, 1.0])    # tied quantiles merge: one bin
+    assert pwl.edges_[2].tolist() == [3.0]                      # a constant: no bin at all
+    assert pwl.get_feature_names_out(["a", "b", "c"]).tolist() == [
+        "a_bin0", "a_bin1", "a_bin2", "a_bin3", "b_bin0"]
+    out = pwl.transform(np.array([[3.0, 0.0, 3.0], [-5.0, 2.0, 9.0], [99.0, 0.5, 0.0]]))
+    # 3 fills the first bin (0..2), is half of the second (2..4), none of the rest.
+    np.testing.assert_allclose(out, [[1.0, 0.5, 0.0, 0.0, 0.0],
+                                     [0.0, 0.0, 0.0, 0.0, 1.0],        # below the range: all 0
+                                     [1.0, 1.0, 1.0, 1.0, 0.5]], rtol=0, atol=1e-12)
+    # Inside a table (data.file.numeric_bins): every number gets its bins beside its
+    # standardised value; off (0, the default), none.
+    frame = mixed_table()
+    names = output_names(fit_preprocessor(frame, plan_of(frame), numeric_bins=6))
+    assert sum(n.startswith("numeric_bins__age_bin") for n in names) == 6
+    assert "numeric__age" in names
+    assert not any("bins" in n for n in output_names(fit_preprocessor(frame, plan_of(frame))))
+
+
 def test_transform_is_float32_finite_and_fitted_on_the_train_rows_only(tmp_path: Path) -> None:
     frame = mixed_table()
     train, test = frame.iloc[:45], frame.iloc[45:]
     plan = plan_of(train)
-    pre = fit_preprocessor(train, plan)
+    pre = fit_preprocessor(train, plan, numeric_bins=8)
     x = transform(pre, test)
     assert x.dtype == np.float32 and x.shape == (15, len(output_names(pre))) and np.isfinite(x).all()
     # The numeric columns are standardised with the train rows' statistics, not the test rows'.
@@ -132,13 +158,16 @@ def test_transform_is_float32_finite_and_fitted_on_the_train_rows_only(tmp_path:
     assert abs(train_x[:, age].mean()) < 1e-5 and abs(x[:, age].mean()) > 1e-3
 
     reference = saved_bytes(pre, tmp_path, "a.skops")
-    assert saved_bytes(fit_preprocessor(train, plan), tmp_path, "b.skops") == reference  # deterministic
+    assert saved_bytes(fit_preprocessor(train, plan, 8), tmp_path, "b.skops") == reference  # deterministic
+    bins = [j for j, n in enumerate(output_names(pre)) if n.startswith("numeric_bins__age")]
+    # A thermometer of the train bins: full bins, one partly full, then empty ones.
+    assert ((x[:, bins] >= 0) & (x[:, bins] <= 1)).all() and (np.diff(x[:, bins], axis=1) <= 0).all()
     changed_test = pd.concat([train, test.assign(age=test["age"] * 100, city="Paris")])
-    refit = fit_preprocessor(changed_test.iloc[:45], plan)
+    refit = fit_preprocessor(changed_test.iloc[:45], plan, 8)
     assert saved_bytes(refit, tmp_path, "c.skops") == reference
     changed_train = train.copy()
     changed_train.loc[0, "age"] += 1.0
-    assert saved_bytes(fit_preprocessor(changed_train, plan), tmp_path, "d.skops") != reference
+    assert saved_bytes(fit_preprocessor(changed_train, plan, 8), tmp_path, "d.skops") != reference
 
 
 def test_serving_rows_may_hold_unseen_levels_empty_cells_and_text_for_numbers() -> None:
@@ -195,12 +224,12 @@ def test_save_and_load_round_trip_gives_the_same_output(tmp_path: Path) -> None:
 
 
 def test_the_trusted_list_is_exactly_what_skops_does_not_trust_itself() -> None:
-    # A preprocessor using every branch: numeric with empty cells, date, one-hot, text.
+    # A preprocessor using every branch: numeric with empty cells, date, one-hot, text, bins.
     frame = mixed_table(400)
     frame["shop"] = [f"shop {i % 80}" for i in range(400)]
     plan = plan_of(frame)
     assert plan.numeric and plan.dates and plan.one_hot and plan.text
-    blob = skops.io.dumps(fit_preprocessor(frame, plan))
+    blob = skops.io.dumps(fit_preprocessor(frame, plan, numeric_bins=8))
     assert skops.io.get_untrusted_types(data=blob) == sorted(tables.TRUSTED_TYPES)
 
 

@@ -91,11 +91,22 @@ def test_an_unknown_column_to_drop_is_named(tmp_path: Path) -> None:
     assert "data.file.drop" in text and "'colour'" in text
 
 
-def test_served_table_inputs_take_raw_rows_ints_and_missing_cells(tmp_path: Path) -> None:
+def test_numeric_bins_reach_the_model_inputs_and_the_plan_line(tmp_path: Path) -> None:
+    path = str(write(tmp_path, raw_table()))
+    plain, binned = (load_user_data(FileConfig(path=path, numeric_bins=bins)) for bins in (0, 4))
+    # age and income: 4 piecewise-linear columns each, beside what the table had without them.
+    assert binned.input_shape[0] == plain.input_shape[0] + 8
+    assert "numbers also in quantile bins (8 piecewise-linear columns)" in binned.notes[1]
+    assert "quantile bins" not in plain.notes[1]
+    np.testing.assert_array_equal(binned.target_train.y, plain.target_train.y)
+
+
+@pytest.mark.parametrize("numeric_bins", [0, 8])
+def test_served_table_inputs_take_raw_rows_ints_and_missing_cells(tmp_path: Path, numeric_bins: int) -> None:
     from trainlab.data.tables import save_preprocessor
 
     frame = raw_table()
-    raw = load_user_data(FileConfig(path=str(write(tmp_path, frame))))
+    raw = load_user_data(FileConfig(path=str(write(tmp_path, frame)), numeric_bins=numeric_bins))
     save_preprocessor(raw.preprocessor, tmp_path / "pre.skops")
     inputs = ServedInputs(raw.input_shape, None, raw.raw_columns, tmp_path / "pre.skops")
     inputs.load(inputs.artifacts)

@@ -3,6 +3,7 @@
 Every column ends up in exactly one place of a `ColumnPlan`:
 
     numeric   numbers: median-imputed, a missing-indicator where cells were missing, standardised
+              (and, with data.file.numeric_bins, a piecewise-linear encoding over quantile bins)
     dates     datetime columns and strings that parse as dates: expanded to year, month and
               weekday numbers (then treated like numeric columns), not dropped: a season or a
               model year is often what predicts the label (seattle_weather, cars)
@@ -101,6 +102,9 @@ class ColumnPlan:
             parts.append(f"{len(self.one_hot)} categorical one-hot ({count('one_hot__')} columns)")
         if self.text:
             parts.append(f"{len(self.text)} text (character n-grams: {count('text')} columns)")
+        bins = count("numeric_bins__") + count("date_bins__")
+        if bins:
+            parts.append(f"numbers also in quantile bins ({bins} piecewise-linear columns)")
         if self.dropped:
             parts.append(f"{len(self.dropped)} dropped: "
                          + ", ".join(f"{name!r} ({why})" for name, why in self.dropped))

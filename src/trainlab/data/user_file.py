@@ -231,7 +231,7 @@ def _fit_inputs(loaded: Loaded, train_idx: np.ndarray, kind: str, cfg: FileConfi
                             f"standardised one by one inside its fitted preprocessing; accepted: auto, per_feature")
         train_rows = loaded.frame.iloc[train_idx]
         plan = plan_columns(train_rows, cfg.features, cfg.drop, cfg.label, cfg.split_column, str(loaded.path))
-        preprocessor = fit_preprocessor(train_rows, plan)
+        preprocessor = fit_preprocessor(train_rows, plan, numeric_bins=cfg.numeric_bins)
         note = "columns: " + plan.describe(output_names(preprocessor))
         return FittedInputs(kind, None, preprocessor=preprocessor, raw_columns=_column_types(train_rows, plan),
                             note=note)
