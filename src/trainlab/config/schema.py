@@ -136,8 +136,9 @@ class FileConfig(Section):
     # mean/std published ImageNet weights expect (images; for a pretrain.from network)
     normalize: Literal["auto", "per_sample", "per_feature", "global", "none", "imagenet"] = "auto"
     # Tables: each number also as a piecewise-linear encoding over this many quantile bins of
-    # the training rows; 0 = off (bench/RESULTS.md section 12: helps some tables, costs others)
-    numeric_bins: Annotated[int, Field(ge=0, le=64)] = 0
+    # the training rows; 0 = off; auto = 8 where a linear probe on the training rows clearly
+    # gains from them, else 0 (data/encoding_choice.py; bench/RESULTS.md section 12)
+    numeric_bins: Literal["auto"] | Annotated[int, Field(ge=0, le=64)] = "auto"
     test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
     source_path: str | None = str(OWN_DATA)       # a second, labelled file to pretrain on
     image: ImageConfig = ImageConfig()            # a folder of images (path names a directory)

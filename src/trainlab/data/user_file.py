@@ -68,7 +68,7 @@ def load_user_data(cfg: FileConfig) -> RawData:
                       if loaded.frame is not None else f"{loaded.path}: y")
     targets, classes = _targets(loaded, task)
     train_idx, test_idx = _train_test(loaded, targets, cfg)
-    inputs = _fit_inputs(loaded, train_idx, kind, cfg)
+    inputs = _fit_inputs(loaded, train_idx, kind, cfg, (targets[train_idx], task))
     x = inputs.transform(loaded)
     what = (f"a folder of {len(targets)} labelled images" if _is_image_folder(loaded.path)
             else f"{'an' if kind == 'image' else 'a'} {kind} of {len(targets)} labelled rows")
@@ -221,9 +221,12 @@ class FittedInputs:
         return _as_samples(loaded, self.shape)[index].astype(np.float64).reshape(len(index), -1).tolist()
 
 
-def _fit_inputs(loaded: Loaded, train_idx: np.ndarray, kind: str, cfg: FileConfig) -> FittedInputs:
-    """Fit the preprocessing on the training rows only: the test rows must not shape it."""
+def _fit_inputs(loaded: Loaded, train_idx: np.ndarray, kind: str, cfg: FileConfig,
+                labelled: tuple[np.ndarray, str]) -> FittedInputs:
+    """Fit the preprocessing on the training rows only (`labelled`: their targets and the task,
+    read by numeric_bins: auto): the test rows must not shape it."""
     if kind == "table" and loaded.frame is not None:
+        from trainlab.data.encoding_choice import choose_numeric_bins
         from trainlab.data.tables import fit_preprocessor, output_names, plan_columns
 
         if cfg.normalize not in ("auto", "per_feature"):
@@ -231,10 +234,17 @@ def _fit_inputs(loaded: Loaded, train_idx: np.ndarray, kind: str, cfg: FileConfi
                             f"standardised one by one inside its fitted preprocessing; accepted: auto, per_feature")
         train_rows = loaded.frame.iloc[train_idx]
         plan = plan_columns(train_rows, cfg.features, cfg.drop, cfg.label, cfg.split_column, str(loaded.path))
-        preprocessor = fit_preprocessor(train_rows, plan, numeric_bins=cfg.numeric_bins)
-        note = "columns: " + plan.describe(output_names(preprocessor))
+        bins, why = cfg.numeric_bins, ""
+        if bins == "auto":
+            choice = choose_numeric_bins(train_rows, *labelled, plan)
+            bins, why = choice.bins, choice.note
+        preprocessor = fit_preprocessor(train_rows, plan, numeric_bins=bins)
+        note = "columns: " + plan.describe(output_names(preprocessor)) + (f"; {why}" if why else "")
         return FittedInputs(kind, None, preprocessor=preprocessor, raw_columns=_column_types(train_rows, plan),
                             note=note)
+    if cfg.numeric_bins not in ("auto", 0):
+        raise DataError(f"data.file.numeric_bins: {cfg.numeric_bins} applies to tables only, and this {kind} is "
+                        f"not one; accepted here: auto, 0")
     _keep_value_columns(loaded, cfg)
     shape = _sample_shape(loaded, cfg)
     x = _as_samples(loaded, shape)
