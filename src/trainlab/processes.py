@@ -93,6 +93,21 @@ def interrupted() -> bool:
     return bool(_RECEIVED)
 
 
+def caused_by_interrupt(err: BaseException) -> bool:
+    """Whether `err` is a Ctrl-C/SIGTERM's KeyboardInterrupt, or an error raised while one was
+    being handled: Optuna's journal-file lock, interrupted between unlinking its lock file and
+    returning, unlinks the file again in its handler and raises FileNotFoundError instead (a
+    two-worker search interrupted in CI lost a trial's slot to it). Also true once this process
+    latched a signal (`interrupt`)."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        seen.add(id(err))
+        err = err.__context__
+    return interrupted()
+
+
 def raise_if_interrupted() -> None:
     """Raise KeyboardInterrupt again if a signal reached this process: before a point of no return."""
     if _RECEIVED:

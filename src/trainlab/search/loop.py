@@ -23,7 +23,7 @@ from trainlab.io import environment_fault
 from trainlab.search.study import (SURPLUS, ProposalSampler, budget_left, claim_slot, history, lose_trial,
                                    open_study, propose, requeue_interrupted)
 from trainlab.search.trials import run_trial
-from trainlab.processes import signals_held
+from trainlab.processes import caused_by_interrupt, signals_held
 
 
 Objective = Callable[[optuna.Trial, int], float]   # (trial, slot) -> value; may raise TrialPruned
@@ -91,21 +91,30 @@ def _run_and_tell(study: optuna.Study, trial: optuna.Trial, slot: int, objective
         # A diverging trial fails alone; the study goes on with the next one.
         print(f"trial {slot}: failed: {err}", file=sys.stderr)
         study.tell(trial, state=TrialState.FAIL)
-    except KeyboardInterrupt:
+    except BaseException as err:
+        if not caused_by_interrupt(err):
+            _tell_failure(study, trial, slot, err)
+            raise
+        # Ctrl-C or SIGTERM, even one a library turned into another error on its way out.
         requeue_interrupted(study, trial, slot)   # the rerun resumes this slot from its checkpoint
         study.tell(trial, state=TrialState.FAIL)
-        raise
-    except (ResourceUnavailable, TrackingUnavailable, OSError) as err:
-        fault = err if isinstance(err, UserError) else environment_fault(err, err.filename or f"trial {slot}")
-        if fault is None:   # an OSError that is not the machine's fault: our bug, with its traceback
-            study.tell(trial, state=TrialState.FAIL)
+        if isinstance(err, KeyboardInterrupt):
             raise
-        # Lost to the machine, not finished: re-queued like a killed trial, so the rerun runs
-        # this slot again once the fault is mended instead of counting it as failed.
-        lose_trial(study, trial, slot, str(fault))
-        raise fault from None
-    except BaseException:
-        study.tell(trial, state=TrialState.FAIL)
-        raise
+        raise KeyboardInterrupt(f"interrupted ({type(err).__name__}: {err})") from err
     else:
         study.tell(trial, value)
+
+
+def _tell_failure(study: optuna.Study, trial: optuna.Trial, slot: int, err: BaseException) -> None:
+    """A trial that failed, not interrupted: told FAIL, and the caller re-raises `err` with its
+    traceback. One lost to a fault of the machine instead raises that fault's one line here."""
+    fault = None
+    if isinstance(err, (ResourceUnavailable, TrackingUnavailable, OSError)):
+        fault = err if isinstance(err, UserError) else environment_fault(err, err.filename or f"trial {slot}")
+    if fault is None:   # not the machine's fault: our bug, or the objective's own error
+        study.tell(trial, state=TrialState.FAIL)
+        return
+    # Lost to the machine, not finished: re-queued like a killed trial, so the rerun runs
+    # this slot again once the fault is mended instead of counting it as failed.
+    lose_trial(study, trial, slot, str(fault))
+    raise fault from None
