@@ -16,9 +16,10 @@ With `numeric_bins` > 0 (`data.file.numeric_bins`; `auto` decides per table, in
 piecewise-linear encoding over that many quantile bins of the training rows (`PiecewiseLinear`;
 Gorishniy et al. 2022, "On Embeddings for Numerical Features in Tabular Deep Learning"). An
 MLP fed a number alone draws smooth functions of it; the bins let it place a threshold where
-the training rows put one, which is where gradient-boosted trees beat it on tables. Measured on the zoo (bench/RESULTS.md,
-section 12): 8 bins lift seattle_weather, breast_cancer and cars_mpg, and cost diabetes (a
-near-linear target on 331 rows) 0.06 R²: no fixed setting suits every table.
+the training rows put one, which is where gradient-boosted trees beat it on tables. Measured
+on the zoo (bench/RESULTS.md, section 12): 8 bins lift seattle_weather, breast_cancer and
+cars_mpg, and cost diabetes (a near-linear target on 331 rows) 0.06 R²: no fixed setting
+suits every table.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ def load_user_data(cfg: FileConfig) -> RawData:
                       if loaded.frame is not None else f"{loaded.path}: y")
     targets, classes = _targets(loaded, task)
     train_idx, test_idx = _train_test(loaded, targets, cfg)
-    inputs = _fit_inputs(loaded, train_idx, kind, cfg, (targets[train_idx], task))
+    inputs = _fit_inputs(loaded, train_idx, kind, cfg, targets[train_idx], task)
     x = inputs.transform(loaded)
     what = (f"a folder of {len(targets)} labelled images" if _is_image_folder(loaded.path)
             else f"{'an' if kind == 'image' else 'a'} {kind} of {len(targets)} labelled rows")
@@ -222,9 +222,9 @@ class FittedInputs:
 
 
 def _fit_inputs(loaded: Loaded, train_idx: np.ndarray, kind: str, cfg: FileConfig,
-                labelled: tuple[np.ndarray, str]) -> FittedInputs:
-    """Fit the preprocessing on the training rows only (`labelled`: their targets and the task,
-    read by numeric_bins: auto): the test rows must not shape it."""
+                train_targets: np.ndarray, task: str) -> FittedInputs:
+    """Fit the preprocessing on the training rows only (their targets: for numeric_bins: auto):
+    the test rows must not shape it."""
     if kind == "table" and loaded.frame is not None:
         from trainlab.data.encoding_choice import choose_numeric_bins
         from trainlab.data.tables import fit_preprocessor, output_names, plan_columns
@@ -236,7 +236,7 @@ def _fit_inputs(loaded: Loaded, train_idx: np.ndarray, kind: str, cfg: FileConfi
         plan = plan_columns(train_rows, cfg.features, cfg.drop, cfg.label, cfg.split_column, str(loaded.path))
         bins, why = cfg.numeric_bins, ""
         if bins == "auto":
-            choice = choose_numeric_bins(train_rows, *labelled, plan)
+            choice = choose_numeric_bins(train_rows, train_targets, task, plan)
             bins, why = choice.bins, choice.note
         preprocessor = fit_preprocessor(train_rows, plan, numeric_bins=bins)
         note = "columns: " + plan.describe(output_names(preprocessor)) + (f"; {why}" if why else "")
